@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Installs everything the tests need (idempotently) and runs every test.
+#
+#   scripts/test.sh            everything: fmt, clippy, unit + integration tests, fuzz smoke
+#   FUZZ_SECONDS=0 scripts/test.sh   skip the fuzz smoke runs
+#
+# Ends with one summary line: "summary: N passed, M failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+FUZZ_SECONDS=${FUZZ_SECONDS:-10}
+log=$(mktemp -t ringpush-test.XXXXXX)
+trap 'rm -f "$log"' EXIT
+failed_stages=()
+
+stage() {
+    local name=$1
+    shift
+    echo "== $name: $*"
+    if "$@" 2>&1 | tee -a "$log"; then
+        return 0
+    fi
+    echo "== $name FAILED"
+    failed_stages+=("$name")
+    return 1
+}
+
+# --- tools -------------------------------------------------------------------------
+ensure_cargo_fuzz() {
+    command -v cargo-fuzz >/dev/null 2>&1 && return 0
+    echo "== installing cargo-fuzz from crates.io"
+    cargo install --locked cargo-fuzz
+}
+
+# --- stages ------------------------------------------------------------------------
+stage fmt cargo fmt --all -- --check
+stage clippy cargo clippy --all-targets --locked -- -D warnings
+# --all-targets also runs each criterion bench once in test mode, so benches stay working.
+stage test cargo test --all-targets --locked
+stage doctest cargo test --doc --locked
+
+fuzz_passed=0
+fuzz_failed=0
+if [ "$FUZZ_SECONDS" -gt 0 ]; then
+    if stage fuzz-install ensure_cargo_fuzz; then
+        for target in $(scripts/fuzz.sh --list); do
+            if stage "fuzz:$target" scripts/fuzz.sh "$target" "$FUZZ_SECONDS"; then
+                fuzz_passed=$((fuzz_passed + 1))
+            else
+                fuzz_failed=$((fuzz_failed + 1))
+            fi
+        done
+    fi
+fi
+
+# --- summary -----------------------------------------------------------------------
+passed=$(grep -oE 'test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s += $4} END {print s + 0}')
+failed=$(grep -oE '[0-9]+ failed;' "$log" | awk '{s += $1} END {print s + 0}')
+passed=$((passed + fuzz_passed))
+failed=$((failed + fuzz_failed))
+if [ ${#failed_stages[@]} -gt 0 ]; then
+    echo "failed stages: ${failed_stages[*]}"
+    [ "$failed" -gt 0 ] || failed=${#failed_stages[@]}
+fi
+echo "summary: $passed passed, $failed failed"
+[ ${#failed_stages[@]} -eq 0 ]

@@ -1,0 +1,36 @@
+//! ringpush: a WebSocket + Server-Sent Events push server for Linux, on io_uring.
+//!
+//! Clients subscribe to topics over WebSocket (`GET /ws/{topic}`) or an event stream
+//! (`GET /sse/{topic}`); whatever is published to a topic (by a WebSocket client or by
+//! `POST /publish/{topic}`) reaches every subscriber, and an event-stream client that
+//! reconnects with `Last-Event-ID` receives exactly the events it missed. The contract
+//! (CLI, endpoints, protocol rules) is `DESIGN.md`; this crate is its implementation.
+//!
+//! # What it does not do
+//!
+//! - No TLS: terminate it in a proxy (samples in `tuning/`).
+//! - No WebSocket extensions (permessage-deflate) and no subprotocols: offers are
+//!   ignored, as RFC 6455 §9.1 allows.
+//! - No HTTP/2 or HTTP/3, no chunked request bodies: publish bodies need
+//!   `Content-Length`.
+//! - Not portable: Linux with io_uring only.
+//!
+//! # Data flow
+//!
+//! ```text
+//!  socket bytes ──► uring (driver) ──► proto::conn::Connection ──► events ──► server
+//!       ▲              (CQEs)            handle_bytes / poll_*         (subscribe,
+//!       │                                                               publish, answer)
+//!       └──── outbox ◄── poll_transmit ◄──┘     shared encoded frames ◄──┘
+//! ```
+//!
+//! # Modules
+//!
+//! - [`proto`]: the sans-IO protocol core (HTTP heads and routing, the WebSocket
+//!   handshake, frames, masking, messages, close codes, SSE encoding and ids, and the
+//!   per-connection state machine). No sockets, no clock reads, no `unsafe`.
+//! - [`config`]: the one `Config` struct, its defaults, TOML loading and validation.
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod proto;

@@ -1,0 +1,58 @@
+//! The sans-IO protocol core: bytes and `now` in; bytes, timer deadlines and events out.
+//!
+//! Nothing in here touches a socket, a clock, a thread or io_uring, so every rule can be
+//! tested exhaustively and fuzzed. The driver (`crate::uring`) and the shards
+//! (`crate::server`) feed it bytes from the kernel and carry its output back.
+//!
+//! | module      | what it decides                                               | spec            |
+//! |-------------|---------------------------------------------------------------|-----------------|
+//! | `limits`    | every size limit, with the attack it stops                    |                 |
+//! | `http`      | request heads, routing, query decoding, response builders     | RFC 9110, 9112  |
+//! | `handshake` | the WebSocket opening handshake                               | RFC 6455 §4.2   |
+//! | `frame`     | frame headers: parse, validate, encode                        | RFC 6455 §5.2   |
+//! | `mask`      | client-to-server masking                                      | RFC 6455 §5.3   |
+//! | `message`   | fragmentation, control frames, UTF-8, message size            | RFC 6455 §5.4-6 |
+//! | `close`     | close codes and the close handshake payload                   | RFC 6455 §7.4   |
+//! | `sse`       | event-stream encoding and event ids                           | WHATWG HTML §9.2|
+//! | `conn`      | the per-connection state machine tying the above together     |                 |
+#![forbid(unsafe_code)]
+
+pub mod close;
+pub mod conn;
+pub mod frame;
+pub mod handshake;
+pub mod http;
+pub mod limits;
+pub mod mask;
+pub mod message;
+pub mod sse;
+
+/// The outcome of an incremental parser.
+///
+/// `Partial` consumes nothing: the caller keeps the bytes and calls again with more
+/// (the `httparse::Status` convention).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed<T> {
+    /// A whole item was parsed from the first `consumed` bytes.
+    Complete {
+        /// The parsed item.
+        value: T,
+        /// How many bytes of the input it used.
+        consumed: usize,
+    },
+    /// More bytes are needed; nothing was consumed.
+    Partial,
+}
+
+impl<T> Parsed<T> {
+    /// Maps the parsed value, keeping `consumed`.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Parsed<U> {
+        match self {
+            Parsed::Complete { value, consumed } => Parsed::Complete {
+                value: f(value),
+                consumed,
+            },
+            Parsed::Partial => Parsed::Partial,
+        }
+    }
+}
