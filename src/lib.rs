@@ -30,7 +30,15 @@
 //!   handshake, frames, masking, messages, close codes, SSE encoding and ids, and the
 //!   per-connection state machine). No sockets, no clock reads, no `unsafe`.
 //! - [`config`]: the one `Config` struct, its defaults, TOML loading and validation.
+//! - [`uring`]: the io_uring driver (rings, provided-buffer rings, typed tokens, socket
+//!   setup); the only module with broad `unsafe`.
+//! - [`server`]: shards (one pinned thread + ring + listener per CPU), connection slab,
+//!   outboxes with the slow-consumer policy, the timer wheel.
+//! - [`pubsub`]: topic ownership and the cross-shard bus.
 #![warn(missing_docs)]
 
 pub mod config;
 pub mod proto;
+pub mod pubsub;
+pub mod server;
+pub mod uring;

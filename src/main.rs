@@ -77,13 +77,16 @@ struct ServeArgs {
     /// Repeatable; a WebSocket/SSE request with another Origin gets 403 [default: any].
     #[arg(long = "allowed-origin", value_name = "O")]
     allowed_origins: Vec<String>,
+    /// Validate the configuration (file + flags), print it and exit, like `nginx -t`.
+    #[arg(long)]
+    check_config: bool,
     /// Graceful shutdown budget [default: 10s].
     #[arg(long, value_name = "D", value_parser = parse_duration_arg, allow_hyphen_values = true)]
     drain_timeout: Option<Duration>,
 }
 
 impl ServeArgs {
-    fn into_overrides(self) -> (Option<PathBuf>, Overrides) {
+    fn into_overrides(self) -> (Option<PathBuf>, bool, Overrides) {
         let overrides = Overrides {
             listen: self.listen,
             shards: self.shards,
@@ -100,7 +103,7 @@ impl ServeArgs {
             allowed_origins: (!self.allowed_origins.is_empty()).then_some(self.allowed_origins),
             drain_timeout: self.drain_timeout,
         };
-        (self.config, overrides)
+        (self.config, self.check_config, overrides)
     }
 }
 
@@ -253,7 +256,7 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    let (file, overrides) = args.into_overrides();
+    let (file, check_config, overrides) = args.into_overrides();
     let config = match Config::from_sources(file.as_deref(), overrides) {
         Ok(c) => c,
         Err(e) => {
@@ -261,9 +264,22 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    eprintln!(
-        "ringpush: configuration ok (listen {}, {} shards); the io_uring server is not built yet",
-        config.listen, config.shards
-    );
-    ExitCode::from(1)
+    if check_config {
+        println!(
+            "configuration ok: listen {}, {} shards, ping {:?}, pong timeout {:?}, max message {} bytes",
+            config.listen,
+            config.shards,
+            config.ping_interval,
+            config.pong_timeout,
+            config.max_message_bytes
+        );
+        return ExitCode::SUCCESS;
+    }
+    match ringpush::server::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ringpush: {e}");
+            ExitCode::from(1)
+        }
+    }
 }

@@ -78,11 +78,13 @@ fn flags_override_the_file() {
         file.to_str().unwrap(),
         "--listen",
         "127.0.0.8:9000",
+        "--check-config",
     ]);
-    let err = stderr(&o);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(
-        err.contains("configuration ok (listen 127.0.0.8:9000, 3 shards)"),
-        "{err}"
+        out.contains("listen 127.0.0.8:9000, 3 shards, ping 20s"),
+        "{out}"
     );
     let _ = std::fs::remove_file(file);
 }

@@ -153,6 +153,8 @@ pub enum CloseReason {
     ServerClosed(CloseCode),
     /// The peer broke the WebSocket protocol; we sent the matching close code.
     ProtocolError(WsError),
+    /// Refused at admission (connection limit or full table) with 503.
+    Overloaded,
 }
 
 #[derive(Debug)]
@@ -336,6 +338,14 @@ impl Connection {
         matches!(self.state, State::Closed)
     }
 
+    /// Is the connection only waiting for the peer to go (error response or close frame
+    /// sent, input discarded)? The driver should half-close (`shutdown(SHUT_WR)`) once
+    /// its bytes are flushed: the FIN tells the peer we are done, so it closes at once
+    /// instead of waiting for us.
+    pub fn is_lingering(&self) -> bool {
+        matches!(self.state, State::Linger { .. })
+    }
+
     /// May the driver queue data (WebSocket frames or SSE events) to this connection?
     /// False before the handshake, after a close frame was sent, and for HTTP.
     pub fn can_send(&self) -> bool {
@@ -423,6 +433,13 @@ impl Connection {
             State::Ws { .. } | State::Closed => {}
             _ => self.finish(CloseReason::ServerClosed(code)),
         }
+    }
+
+    /// Refuses the connection at admission: `503` with `Retry-After`, then the usual
+    /// linger so the response is not lost to a reset. Call right after [`Connection::new`].
+    pub fn reject_overloaded(&mut self, now: Instant, cfg: &ConnConfig, retry_after_secs: u32) {
+        http::write_service_unavailable(&mut self.out, retry_after_secs);
+        self.linger(now, cfg, CloseReason::Overloaded);
     }
 
     fn finish(&mut self, reason: CloseReason) {
@@ -595,6 +612,16 @@ impl Connection {
                 if len > cfg.limits.max_message_bytes as u64 {
                     // From the header alone: the body is never read.
                     return self.reject(now, cfg, Reject::Http(HttpError::PayloadTooLarge));
+                }
+                if len > 0
+                    && head
+                        .expect
+                        .as_deref()
+                        .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
+                {
+                    // RFC 9110 §10.1.1: the client waits for this before sending the body
+                    // (curl does for bodies over 1 MiB).
+                    self.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
                 }
                 let deadline = now + cfg.handshake_timeout;
                 self.state = State::Body {
@@ -1154,6 +1181,13 @@ mod tests {
             &[],
             b"{\"id\":\"x\"}"
         ));
+        // Expect: 100-continue gets its interim response before the body.
+        let (_, o) = feed(
+            now,
+            &ConnConfig::default(),
+            &[b"POST /publish/news HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n"],
+        );
+        assert_eq!(text(&o), "HTTP/1.1 100 Continue\r\n\r\n");
         // Without the token: 401; over the limit: 413 before any body byte is read.
         let (_, o) = feed(
             now,
@@ -1211,6 +1245,27 @@ mod tests {
         c.handle_timeout(t0 + cfg.sse_heartbeat, &cfg);
         assert_eq!(c.poll_transmit(), Some(b": hb\n\n".to_vec()));
         assert_eq!(c.poll_timeout(), Some(t0 + 2 * cfg.sse_heartbeat));
+    }
+
+    #[test]
+    fn overloaded_gets_503_and_lingers() {
+        let cfg = ConnConfig::default();
+        let now = Instant::now();
+        let mut c = Connection::new(now, &cfg, 1);
+        c.reject_overloaded(now, &cfg, 3);
+        let sent = String::from_utf8(c.poll_transmit().unwrap()).unwrap();
+        assert!(
+            sent.starts_with("HTTP/1.1 503 ") && sent.contains("Retry-After: 3\r\n"),
+            "{sent}"
+        );
+        c.handle_bytes(now, &cfg, &upgrade("/echo"));
+        assert_eq!(
+            c.poll_transmit(),
+            None,
+            "the request behind it is discarded"
+        );
+        c.handle_timeout(now + cfg.close_timeout, &cfg);
+        assert_eq!(c.poll_event(), Some(Event::Closed(CloseReason::Overloaded)));
     }
 
     /// A connection is small: 1,000,000 of them must fit the 1 KiB-per-connection budget

@@ -1,0 +1,127 @@
+//! A hashed timer wheel: O(1) to schedule, and each tick touches only the entries of
+//! its own slot.
+//!
+//! Connections are scheduled lazily: a connection has at most one entry that counts
+//! (the one whose instant it remembers); when activity pushes its deadline later, the
+//! entry is left alone and, when it fires, the connection finds it has nothing to do
+//! and reschedules itself. An idle connection thus costs one entry visit per deadline
+//! (per 30 s ping interval by default), however many ticks pass.
+
+use std::time::{Duration, Instant};
+
+/// One scheduled wake-up: `key`'s slab slot and generation, and the instant asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    /// Slab key of the connection.
+    pub key: usize,
+    /// Its generation when scheduled.
+    pub generation: u32,
+    /// The instant asked for.
+    pub when: Instant,
+}
+
+/// The wheel. `slots.len()` ticks make one revolution; entries further out wait in
+/// their slot for later revolutions.
+#[derive(Debug)]
+pub struct TimerWheel {
+    slots: Vec<Vec<Entry>>,
+    tick: Duration,
+    origin: Instant,
+    /// The next tick index to process.
+    next: u64,
+}
+
+impl TimerWheel {
+    /// A wheel of `slots` slots of `tick` each, starting at `now`.
+    pub fn new(now: Instant, tick: Duration, slots: usize) -> TimerWheel {
+        TimerWheel {
+            slots: vec![Vec::new(); slots],
+            tick,
+            origin: now,
+            next: 0,
+        }
+    }
+
+    /// The tick length.
+    pub fn tick(&self) -> Duration {
+        self.tick
+    }
+
+    fn tick_of(&self, t: Instant) -> u64 {
+        let since = t.saturating_duration_since(self.origin);
+        // Round up: an entry must never fire before its instant.
+        since.as_nanos().div_ceil(self.tick.as_nanos()) as u64
+    }
+
+    /// Schedules an entry.
+    pub fn schedule(&mut self, entry: Entry) {
+        let t = self.tick_of(entry.when).max(self.next);
+        let n = self.slots.len() as u64;
+        self.slots[(t % n) as usize].push(entry);
+    }
+
+    /// Moves every entry due at `now` into `due`.
+    pub fn expire(&mut self, now: Instant, due: &mut Vec<Entry>) {
+        let now_tick = now.saturating_duration_since(self.origin).as_nanos() as u64
+            / self.tick.as_nanos() as u64;
+        let n = self.slots.len() as u64;
+        // After a long stall, one revolution visits every slot once.
+        let first = self.next.max((now_tick + 1).saturating_sub(n));
+        for t in first..=now_tick {
+            let slot = &mut self.slots[(t % n) as usize];
+            let mut i = 0;
+            while i < slot.len() {
+                if slot[i].when <= now {
+                    due.push(slot.swap_remove(i));
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        self.next = self.next.max(now_tick + 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fires_on_time_never_early() {
+        let t0 = Instant::now();
+        let mut w = TimerWheel::new(t0, Duration::from_millis(100), 8);
+        let e = |key, ms| Entry {
+            key,
+            generation: 0,
+            when: t0 + Duration::from_millis(ms),
+        };
+        w.schedule(e(1, 250));
+        w.schedule(e(2, 50));
+        w.schedule(e(3, 2000)); // beyond one revolution (800 ms)
+        let mut due = Vec::new();
+        w.expire(t0 + Duration::from_millis(49), &mut due);
+        assert!(due.is_empty());
+        w.expire(t0 + Duration::from_millis(100), &mut due);
+        assert_eq!(due.iter().map(|e| e.key).collect::<Vec<_>>(), [2]);
+        due.clear();
+        w.expire(t0 + Duration::from_millis(299), &mut due);
+        assert!(
+            due.is_empty(),
+            "250 ms rounds up to the 300 ms tick: late by < 1 tick, never early"
+        );
+        w.expire(t0 + Duration::from_millis(300), &mut due);
+        assert_eq!(due.iter().map(|e| e.key).collect::<Vec<_>>(), [1]);
+        due.clear();
+        w.expire(t0 + Duration::from_millis(1999), &mut due);
+        assert!(due.is_empty(), "a later revolution's entry waits");
+        w.expire(t0 + Duration::from_secs(5), &mut due);
+        assert_eq!(due.iter().map(|e| e.key).collect::<Vec<_>>(), [3]);
+        // Scheduling in the past fires at the next tick boundary.
+        due.clear();
+        w.schedule(e(4, 0));
+        w.expire(t0 + Duration::from_millis(5001), &mut due);
+        assert!(due.is_empty());
+        w.expire(t0 + Duration::from_millis(5100), &mut due);
+        assert_eq!(due.iter().map(|e| e.key).collect::<Vec<_>>(), [4]);
+    }
+}

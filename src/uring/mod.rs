@@ -1,0 +1,313 @@
+//! The io_uring driver: rings, provided-buffer rings, fixed-file tables, op tokens.
+//!
+//! This is the only module with broad `unsafe`: every SQE handed to the kernel names
+//! memory (buffers, iovecs) that must stay valid until its completion arrives. The rule
+//! that keeps that sound is ownership: an operation's buffers are owned by the connection
+//! (or shard) that submitted it, and that owner is not dropped until every one of its
+//! operations has completed (see `server::shard`).
+//!
+//! Kernel requirements: Linux 6.1+ (multishot accept into a sparse fixed-file table,
+//! multishot receive from a provided-buffer ring, `SINGLE_ISSUER` + `DEFER_TASKRUN`).
+
+pub mod bufring;
+pub mod net;
+pub mod token;
+
+use std::collections::VecDeque;
+use std::io;
+
+use io_uring::{IoUring, cqueue, opcode, squeue};
+
+/// An io_uring instance owned by one thread, with an overflow queue: a full submission
+/// queue backs up into memory instead of failing the caller (monoio's approach).
+pub struct Ring {
+    ring: IoUring,
+    backlog: VecDeque<squeue::Entry>,
+}
+
+impl std::fmt::Debug for Ring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ring")
+            .field("backlog", &self.backlog.len())
+            .finish()
+    }
+}
+
+impl Ring {
+    /// Creates a ring on the calling thread (`SINGLE_ISSUER` binds it to this thread).
+    ///
+    /// `DEFER_TASKRUN` runs completion work only when this thread waits for it, so the
+    /// kernel never interrupts the shard mid-batch; `SUBMIT_ALL` keeps submitting past a
+    /// failing SQE. The completion queue is `cq_entries` long; beyond it the kernel keeps
+    /// overflowed completions (`FEAT_NODROP`) and we drain them on the next wait.
+    pub fn new(sq_entries: u32, cq_entries: u32) -> Result<Ring, SetupError> {
+        let ring = IoUring::builder()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_submit_all()
+            .setup_cqsize(cq_entries)
+            .build(sq_entries)
+            .map_err(SetupError::Create)?;
+        check_features(&ring)?;
+        Ok(Ring {
+            ring,
+            backlog: VecDeque::new(),
+        })
+    }
+
+    /// Queues an SQE, spilling into the backlog when the submission queue is full.
+    ///
+    /// # Safety
+    /// Every buffer, iovec or other pointer the entry names must stay valid, and not be
+    /// moved, until its completion arrives (for multishot operations: its final
+    /// completion, the one without `IORING_CQE_F_MORE`).
+    pub unsafe fn push(&mut self, entry: squeue::Entry) {
+        if !self.backlog.is_empty() {
+            self.backlog.push_back(entry);
+            return;
+        }
+        // SAFETY: the caller upholds the entry's validity contract (this fn's `# Safety`).
+        if unsafe { self.ring.submission().push(&entry) }.is_err() {
+            self.backlog.push_back(entry);
+        }
+    }
+
+    /// Moves backlogged SQEs into the submission queue, as far as they fit.
+    fn drain_backlog(&mut self) {
+        let mut sq = self.ring.submission();
+        while let Some(entry) = self.backlog.front() {
+            // SAFETY: entries in the backlog were pushed through `push`, whose caller
+            // promised their validity until completion.
+            if unsafe { sq.push(entry) }.is_err() {
+                break;
+            }
+            self.backlog.pop_front();
+        }
+    }
+
+    /// Submits everything queued and waits for at least `want` completions (0: none).
+    pub fn submit_and_wait(&mut self, want: usize) -> io::Result<()> {
+        loop {
+            self.drain_backlog();
+            let want = if self.backlog.is_empty() { want } else { 0 };
+            match self.ring.submitter().submit_and_wait(want) {
+                Ok(_) => {}
+                // EBUSY: the completion queue overflowed; reap first, then submit again.
+                // EINTR: a signal; the caller's loop comes back.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EINTR)) => {
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
+            if self.backlog.is_empty() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Takes the completions that are ready, into `out` (cleared first).
+    pub fn reap(&mut self, out: &mut Vec<cqueue::Entry>) {
+        out.clear();
+        out.extend(self.ring.completion());
+    }
+
+    /// The submitter, for registrations.
+    pub fn submitter(&self) -> io_uring::Submitter<'_> {
+        self.ring.submitter()
+    }
+
+    /// The ring's file descriptor (a MSG_RING target).
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.ring.as_raw_fd()
+    }
+}
+
+/// Why a ring could not be set up, with the fix.
+#[derive(Debug)]
+pub enum SetupError {
+    /// `io_uring_setup` failed.
+    Create(io::Error),
+    /// The kernel lacks an operation or feature we need.
+    Missing(&'static str),
+}
+
+impl std::fmt::Display for SetupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SetupError::Create(e) => f.write_str(&explain_create_error(e)),
+            SetupError::Missing(what) => write!(
+                f,
+                "this kernel's io_uring lacks {what}; ringpush needs Linux 6.1 or later (this is {})",
+                kernel_release()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SetupError {}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map_or_else(|_| "unknown".into(), |s| s.trim().to_owned())
+}
+
+/// One line saying why `io_uring_setup` failed and how to fix it.
+pub fn explain_create_error(e: &io::Error) -> String {
+    let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        .map(|s| s.trim().to_owned())
+        .ok();
+    match (e.raw_os_error(), disabled.as_deref()) {
+        (Some(libc::EPERM | libc::EACCES), Some("2")) => {
+            "io_uring is disabled by the kernel (kernel.io_uring_disabled=2); enable it with: sysctl -w kernel.io_uring_disabled=0".into()
+        }
+        (Some(libc::EPERM | libc::EACCES), Some("1")) => {
+            "io_uring is restricted to the io_uring_group (kernel.io_uring_disabled=1); run as root or a member of that group, or: sysctl -w kernel.io_uring_disabled=0".into()
+        }
+        (Some(libc::EPERM | libc::EACCES), _) => {
+            "io_uring_setup was denied (EPERM): a seccomp profile blocks it (Docker's and some Kubernetes runtimes' defaults do); allow io_uring_setup, io_uring_enter and io_uring_register, e.g. docker run --security-opt seccomp=unconfined".into()
+        }
+        (Some(libc::ENOSYS), _) => format!("this kernel has no io_uring (ENOSYS; kernel {}); ringpush needs Linux 6.1+ built with CONFIG_IO_URING", kernel_release()),
+        (Some(libc::EINVAL), _) => format!("the kernel refused the io_uring setup flags (EINVAL; kernel {}); ringpush needs Linux 6.1+ for SINGLE_ISSUER and DEFER_TASKRUN", kernel_release()),
+        (Some(libc::ENOMEM), _) => "io_uring_setup ran out of memory (ENOMEM): raise the locked-memory limit (ulimit -l) or free memory".into(),
+        _ => format!("io_uring_setup failed: {e}"),
+    }
+}
+
+fn check_features(ring: &IoUring) -> Result<(), SetupError> {
+    if !ring.params().is_feature_nodrop() {
+        return Err(SetupError::Missing("FEAT_NODROP"));
+    }
+    let mut probe = io_uring::Probe::new();
+    ring.submitter()
+        .register_probe(&mut probe)
+        .map_err(|_| SetupError::Missing("IORING_REGISTER_PROBE"))?;
+    let needed = [
+        (opcode::AcceptMulti::CODE, "IORING_OP_ACCEPT"),
+        (opcode::RecvMulti::CODE, "IORING_OP_RECV"),
+        (opcode::Writev::CODE, "IORING_OP_WRITEV"),
+        (opcode::Close::CODE, "IORING_OP_CLOSE"),
+        (opcode::Timeout::CODE, "IORING_OP_TIMEOUT"),
+        (opcode::MsgRingData::CODE, "IORING_OP_MSG_RING"),
+        (opcode::AsyncCancel2::CODE, "IORING_OP_ASYNC_CANCEL"),
+        (opcode::Socket::CODE, "IORING_OP_SOCKET"),
+        (opcode::Connect::CODE, "IORING_OP_CONNECT"),
+    ];
+    for (code, name) in needed {
+        if !probe.is_supported(code) {
+            return Err(SetupError::Missing(name));
+        }
+    }
+    Ok(())
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit and returns it: a registered file
+/// table may hold at most this many slots.
+pub fn raise_nofile_limit() -> u64 {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct we pass and nothing else.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
+        return 1024;
+    }
+    if rl.rlim_cur < rl.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: rl.rlim_max,
+            rlim_max: rl.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct we pass; failure leaves the limit as it was.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            rl.rlim_cur = rl.rlim_max;
+        }
+    }
+    rl.rlim_cur
+}
+
+/// Pins the calling thread to one CPU.
+pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
+    // SAFETY: cpu_set_t is a plain bitmask; zeroed is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: CPU_SET writes one bit inside the set; cpu is bounded by the caller's CPU list.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: pid 0 is the calling thread; the set is valid for its size.
+    if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The CPUs this process may run on, in order.
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: as in `pin_to_cpu`.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: sched_getaffinity fills the set we pass, of the size we pass.
+    if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } != 0
+    {
+        return vec![0];
+    }
+    // SAFETY: CPU_ISSET reads one bit of an initialised set.
+    (0..libc::CPU_SETSIZE as usize)
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect()
+}
+
+/// An eventfd, used to tell every shard to shut down (each polls it).
+pub fn eventfd() -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: eventfd has no memory preconditions; the result is checked.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor nobody else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Makes an eventfd readable.
+pub fn eventfd_signal(fd: &std::os::fd::OwnedFd) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let one: u64 = 1;
+    // SAFETY: writes the 8 bytes of a live u64 to an eventfd we own.
+    if unsafe { libc::write(fd.as_raw_fd(), (&raw const one).cast(), 8) } != 8 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Signals blocked in the calling thread (and every thread it spawns afterwards), to be
+/// taken synchronously with [`Signals::wait`].
+#[derive(Debug)]
+pub struct Signals {
+    set: libc::sigset_t,
+}
+
+impl Signals {
+    /// Blocks `signals` in the calling thread.
+    pub fn block(signals: &[libc::c_int]) -> io::Result<Signals> {
+        // SAFETY: an all-zero sigset_t is then initialised by sigemptyset.
+        let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `set` is a valid sigset_t for these calls, which only read/write it.
+        unsafe {
+            libc::sigemptyset(&mut set);
+            for &s in signals {
+                libc::sigaddset(&mut set, s);
+            }
+        }
+        // SAFETY: reads `set`; a null old-set pointer is allowed.
+        let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        Ok(Signals { set })
+    }
+
+    /// Waits for one of the signals and returns its number.
+    pub fn wait(&self) -> libc::c_int {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: sigwait reads the set and writes the signal number into `sig`.
+        while unsafe { libc::sigwait(&self.set, &mut sig) } != 0 {}
+        sig
+    }
+}

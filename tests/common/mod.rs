@@ -1,0 +1,305 @@
+//! Test harness: the real `ringpush` binary on 127.0.0.1:0, and a raw WebSocket client
+//! that sends exact bytes.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use ringpush::proto::Parsed;
+use ringpush::proto::frame::{FrameHeader, OpCode, Role, write_masked_frame};
+
+/// A running server, stopped with SIGTERM when dropped.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Server {
+    /// Starts `ringpush serve --listen 127.0.0.1:0 ARGS` and waits for its "listening on"
+    /// line. Returns `None` (after printing a skip line) if io_uring is unavailable here.
+    pub fn start(args: &[&str]) -> Option<Server> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ringpush"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn ringpush");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let first = lines.next().and_then(Result::ok).unwrap_or_default();
+        if let Some(addr) = first
+            .strip_prefix("ringpush: listening on ")
+            .and_then(|r| r.split(' ').next())
+        {
+            let addr = addr.parse().expect("address");
+            // Keep draining stderr so the server never blocks on a full pipe.
+            std::thread::spawn(move || for _ in lines.by_ref() {});
+            return Some(Server { child, addr });
+        }
+        let _ = child.wait();
+        if first.contains("io_uring") {
+            println!("SKIP: io_uring unavailable: {first}");
+            return None;
+        }
+        panic!("server did not start: {first}");
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(&mut self, within: Duration) -> ExitStatus {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not exit within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Open file descriptors of the server process.
+    pub fn fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            // SAFETY: plain kill(2) on our own child.
+            unsafe { libc::kill(self.pid(), libc::SIGKILL) };
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A TCP connection from a chosen 127.0.0.x source address.
+pub fn tcp_from(addr: SocketAddr, src_last_octet: u8) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    // std cannot bind before connect; do it by hand.
+    // SAFETY: socket/bind/connect on a fresh fd we own; structs are fully initialised.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0);
+        let src = libc::sockaddr_in {
+            sin_family: libc::AF_INET as u16,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes([127, 0, 0, src_last_octet]),
+            },
+            sin_zero: [0; 8],
+        };
+        assert_eq!(
+            libc::bind(
+                fd,
+                (&raw const src).cast(),
+                std::mem::size_of_val(&src) as u32
+            ),
+            0,
+            "bind 127.0.0.{src_last_octet}"
+        );
+        let SocketAddr::V4(a) = addr else {
+            panic!("IPv4 only")
+        };
+        let dst = libc::sockaddr_in {
+            sin_family: libc::AF_INET as u16,
+            sin_port: a.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(a.ip().octets()),
+            },
+            sin_zero: [0; 8],
+        };
+        assert_eq!(
+            libc::connect(
+                fd,
+                (&raw const dst).cast(),
+                std::mem::size_of_val(&dst) as u32
+            ),
+            0,
+            "connect: {}",
+            std::io::Error::last_os_error()
+        );
+        TcpStream::from_raw_fd(fd)
+    }
+}
+
+/// Reads an HTTP response head (and whatever body bytes came with it) from `s`.
+pub fn read_head(s: &mut TcpStream) -> (String, Vec<u8>) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..i + 4]).into_owned();
+            return (head, buf[i + 4..].to_vec());
+        }
+        let n = s.read(&mut chunk).expect("read head");
+        assert!(
+            n > 0,
+            "EOF before a response head; got {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Sends one HTTP request and returns the whole response (the server closes or it has
+/// Content-Length).
+pub fn http(addr: SocketAddr, request: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let (head, mut body) = read_head(&mut s);
+    let len = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .map(|v| v.trim().parse::<usize>().unwrap())
+        .unwrap_or(0);
+    let mut chunk = [0u8; 4096];
+    while body.len() < len {
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0);
+        body.extend_from_slice(&chunk[..n]);
+    }
+    format!("{head}{}", String::from_utf8_lossy(&body))
+}
+
+pub const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+pub fn upgrade_request(path: &str, extra: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    )
+}
+
+/// A raw WebSocket client: exact bytes out, frames parsed strictly as a client.
+pub struct Ws {
+    pub s: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// A frame as received.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Frame {
+    pub fin: bool,
+    pub opcode: OpCode,
+    pub payload: Vec<u8>,
+}
+
+impl Ws {
+    pub fn connect(addr: SocketAddr, path: &str) -> Ws {
+        Ws::connect_from(addr, path, 1)
+    }
+
+    pub fn connect_from(addr: SocketAddr, path: &str, src: u8) -> Ws {
+        let mut s = tcp_from(addr, src);
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(upgrade_request(path, "").as_bytes()).unwrap();
+        let (head, rest) = read_head(&mut s);
+        assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+        assert!(
+            head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"),
+            "{head}"
+        );
+        Ws { s, buf: rest }
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.s.write_all(bytes).unwrap();
+    }
+
+    pub fn send(&mut self, fin: bool, op: OpCode, payload: &[u8]) {
+        let mut out = Vec::new();
+        write_masked_frame(&mut out, fin, op, payload, [0x12, 0x34, 0x56, 0x78]);
+        self.send_raw(&out);
+    }
+
+    /// The next frame, or `None` on EOF.
+    pub fn recv(&mut self) -> Option<Frame> {
+        let mut chunk = vec![0u8; 65536];
+        loop {
+            if let Ok(Parsed::Complete { value: h, consumed }) =
+                FrameHeader::parse(&self.buf, Role::Client, u64::MAX >> 1)
+            {
+                let end = consumed + h.payload_len as usize;
+                if self.buf.len() >= end {
+                    let payload = self.buf[consumed..end].to_vec();
+                    self.buf.drain(..end);
+                    return Some(Frame {
+                        fin: h.fin,
+                        opcode: h.opcode,
+                        payload,
+                    });
+                }
+            } else if let Err(e) = FrameHeader::parse(&self.buf, Role::Client, u64::MAX >> 1) {
+                panic!("server sent an invalid frame: {e}");
+            }
+            match self.s.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+    }
+
+    /// Like [`Ws::recv`], but a read timeout returns `None` instead of failing.
+    pub fn try_recv(&mut self) -> Option<Frame> {
+        let mut chunk = vec![0u8; 65536];
+        loop {
+            if let Ok(Parsed::Complete { value: h, consumed }) =
+                FrameHeader::parse(&self.buf, Role::Client, u64::MAX >> 1)
+            {
+                let end = consumed + h.payload_len as usize;
+                if self.buf.len() >= end {
+                    let payload = self.buf[consumed..end].to_vec();
+                    self.buf.drain(..end);
+                    return Some(Frame {
+                        fin: h.fin,
+                        opcode: h.opcode,
+                        payload,
+                    });
+                }
+            }
+            match self.s.read(&mut chunk) {
+                Ok(0) => panic!("EOF"),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return None;
+                }
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+    }
+
+    /// Expects a close frame with `code`, then EOF.
+    pub fn expect_close(&mut self, code: u16) {
+        let f = self.recv().expect("a close frame");
+        assert_eq!(f.opcode, OpCode::Close, "{f:?}");
+        assert_eq!(
+            u16::from_be_bytes([f.payload[0], f.payload[1]]),
+            code,
+            "reason {:?}",
+            String::from_utf8_lossy(&f.payload[2..])
+        );
+        // Answer like a well-behaved client so the server can finish the handshake.
+        self.send(true, OpCode::Close, &f.payload[..2]);
+        assert_eq!(self.recv(), None, "EOF after the close handshake");
+    }
+}
