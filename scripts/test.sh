@@ -32,7 +32,20 @@ ensure_cargo_fuzz() {
     cargo install --locked cargo-fuzz
 }
 
+# Peer clients for tests/interop.rs: Python `websockets` and Node `ws`, from the registries.
+ensure_peer_clients() {
+    if ! python3 -c 'import websockets.sync.client' >/dev/null 2>&1; then
+        echo "== installing Python websockets from PyPI"
+        python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore 'websockets>=13' || return 1
+    fi
+    if [ ! -d tests/interop/node_modules/ws ]; then
+        echo "== installing Node ws from npm"
+        (cd tests/interop && npm ci --silent --no-audit --no-fund) || return 1
+    fi
+}
+
 # --- stages ------------------------------------------------------------------------
+stage peer-clients ensure_peer_clients
 stage fmt cargo fmt --all -- --check
 stage clippy cargo clippy --all-targets --locked -- -D warnings
 # --all-targets also runs each criterion bench once in test mode, so benches stay working.

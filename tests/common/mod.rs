@@ -160,7 +160,15 @@ pub fn http(addr: SocketAddr, request: &str) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     s.write_all(request.as_bytes()).unwrap();
-    let (head, mut body) = read_head(&mut s);
+    let (head, mut body) =
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_head(&mut s))) {
+            Ok(r) => r,
+            Err(_) => panic!(
+                "no response to {:?} (local {:?})",
+                &request[..request.len().min(80)],
+                s.local_addr()
+            ),
+        };
     let len = head
         .lines()
         .find_map(|l| l.strip_prefix("Content-Length: "))

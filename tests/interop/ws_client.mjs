@@ -1,0 +1,61 @@
+// Interop: the Node `ws` client against ringpush.
+// Usage: node ws_client.mjs HOST:PORT   -- exits 0 and prints "ok" when every check passes.
+import assert from "node:assert/strict";
+import WebSocket from "ws";
+
+const base = `ws://${process.argv[2]}`;
+
+function open(path) {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(base + path, { perMessageDeflate: false });
+    ws.once("open", () => resolve(ws));
+    ws.once("error", reject);
+  });
+}
+
+function next(ws, event = "message") {
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`timeout waiting for ${event}`)), 5000);
+    ws.once(event, (...args) => {
+      clearTimeout(t);
+      resolve(args);
+    });
+  });
+}
+
+const ws = await open("/echo");
+for (const size of [0, 1, 125, 126, 127, 65535, 65536, 500000]) {
+  const data = Buffer.alloc(size, 0).map((_, i) => i % 251);
+  ws.send(data);
+  const [msg, isBinary] = await next(ws);
+  assert.equal(isBinary, true);
+  assert.deepEqual(Buffer.from(msg), data, `binary ${size}`);
+  const text = "ü".repeat(size >> 1);
+  ws.send(text);
+  const [t, bin] = await next(ws);
+  assert.equal(bin, false);
+  assert.equal(t.toString(), text, `text ${size}`);
+}
+// Fragmentation: fin=false sends a fragment.
+ws.send("frag", { fin: false });
+ws.send("men", { fin: false });
+ws.send("ted", { fin: true });
+assert.equal((await next(ws))[0].toString(), "fragmented");
+// Ping with payload.
+ws.ping(Buffer.from("node-ping"));
+assert.equal((await next(ws, "pong"))[0].toString(), "node-ping");
+// Close handshake: the server echoes our code.
+ws.close(4002, "bye");
+const [code] = await next(ws, "close");
+assert.equal(code, 4002);
+
+// Pub/sub between two clients.
+const a = await open("/ws/interop-node");
+const b = await open("/ws/interop-node");
+a.send("from a");
+const [m, isBin] = await next(b);
+assert.equal(m.toString(), "from a");
+assert.equal(isBin, false);
+a.close();
+b.close();
+console.log("ok");
