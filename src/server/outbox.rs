@@ -125,6 +125,10 @@ impl Outbox {
             self.offset = 0;
             self.chunks.pop_front();
         }
+        if self.chunks.is_empty() {
+            // An idle connection keeps no queue buffer (128 bytes after its first send).
+            self.chunks = VecDeque::new();
+        }
     }
 
     /// Drops everything not yet handed to the kernel. `in_flight`: the first

@@ -177,7 +177,9 @@ impl Shard {
             accept_armed: false,
             shutdown: init.shutdown,
             draining: None,
-            conns: Slab::new(),
+            // Reserved, not touched: pages are committed as connections arrive, and the
+            // slab never doubles-and-copies on the way to a full table.
+            conns: Slab::with_capacity(init.max_conns + 64),
             next_generation: 1,
             max_conns: init.max_conns,
             wheel: TimerWheel::new(now, TICK, 4096),
