@@ -233,56 +233,63 @@ impl Ws {
         self.send_raw(&out);
     }
 
+    /// A complete frame from the buffered bytes, if there is one. An invalid frame from
+    /// the server fails the test.
+    fn take_frame(&mut self) -> Option<Frame> {
+        match FrameHeader::parse(&self.buf, Role::Client, u64::MAX >> 1) {
+            Ok(Parsed::Complete { value: h, consumed }) => {
+                let end = consumed + h.payload_len as usize;
+                if self.buf.len() < end {
+                    return None;
+                }
+                let payload = self.buf[consumed..end].to_vec();
+                self.buf.drain(..end);
+                Some(Frame {
+                    fin: h.fin,
+                    opcode: h.opcode,
+                    payload,
+                })
+            }
+            Ok(Parsed::Partial) => None,
+            Err(e) => panic!("server sent an invalid frame: {e}"),
+        }
+    }
+
+    /// Reads more bytes: `Ok(false)` on EOF or reset.
+    fn fill(&mut self) -> std::io::Result<bool> {
+        let mut chunk = vec![0u8; 65536];
+        match self.s.read(&mut chunk) {
+            Ok(0) => Ok(false),
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The next frame, or `None` on EOF.
     pub fn recv(&mut self) -> Option<Frame> {
-        let mut chunk = vec![0u8; 65536];
         loop {
-            if let Ok(Parsed::Complete { value: h, consumed }) =
-                FrameHeader::parse(&self.buf, Role::Client, u64::MAX >> 1)
-            {
-                let end = consumed + h.payload_len as usize;
-                if self.buf.len() >= end {
-                    let payload = self.buf[consumed..end].to_vec();
-                    self.buf.drain(..end);
-                    return Some(Frame {
-                        fin: h.fin,
-                        opcode: h.opcode,
-                        payload,
-                    });
-                }
-            } else if let Err(e) = FrameHeader::parse(&self.buf, Role::Client, u64::MAX >> 1) {
-                panic!("server sent an invalid frame: {e}");
+            if let Some(f) = self.take_frame() {
+                return Some(f);
             }
-            match self.s.read(&mut chunk) {
-                Ok(0) => return None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
-                Err(e) => panic!("read: {e}"),
+            if !self.fill().expect("read") {
+                return None;
             }
         }
     }
 
-    /// Like [`Ws::recv`], but a read timeout returns `None` instead of failing.
+    /// Like [`Ws::recv`], but a read timeout returns `None`; EOF fails the test.
     pub fn try_recv(&mut self) -> Option<Frame> {
-        let mut chunk = vec![0u8; 65536];
         loop {
-            if let Ok(Parsed::Complete { value: h, consumed }) =
-                FrameHeader::parse(&self.buf, Role::Client, u64::MAX >> 1)
-            {
-                let end = consumed + h.payload_len as usize;
-                if self.buf.len() >= end {
-                    let payload = self.buf[consumed..end].to_vec();
-                    self.buf.drain(..end);
-                    return Some(Frame {
-                        fin: h.fin,
-                        opcode: h.opcode,
-                        payload,
-                    });
-                }
+            if let Some(f) = self.take_frame() {
+                return Some(f);
             }
-            match self.s.read(&mut chunk) {
-                Ok(0) => panic!("EOF"),
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            match self.fill() {
+                Ok(true) => {}
+                Ok(false) => panic!("EOF"),
                 Err(e)
                     if matches!(
                         e.kind(),
