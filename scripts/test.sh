@@ -49,9 +49,7 @@ stage peer-clients ensure_peer_clients
 stage fmt cargo fmt --all -- --check
 stage clippy cargo clippy --all-targets --locked -- -D warnings
 # --all-targets also runs each criterion bench once in test mode, so benches stay working.
-# Two test threads: each server test starts a real server whose shards pin themselves to
-# the CPUs; on a 2-core machine ten of them at once starve each other (see issue notes).
-stage test cargo test --all-targets --locked -- --test-threads=2
+stage test cargo test --all-targets --locked
 stage doctest cargo test --doc --locked
 
 fuzz_passed=0

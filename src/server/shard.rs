@@ -6,8 +6,12 @@
 //!
 //! A connection's slab entry owns everything its in-flight operations point to (the
 //! iovec array and the queued chunks of its `writev`). It is removed only after its
-//! close completed, and close is submitted only when no receive or send is in flight,
-//! so the kernel never sees freed memory. Completions carry a generation: one that
+//! close completed, and close is submitted only when no operation on its fixed-file slot
+//! is in flight (receive, send, shutdown, cancel), so the kernel never sees freed memory
+//! and no late operation lands on the slot's next occupant. The last point is not
+//! theoretical: `IORING_OP_SHUTDOWN` always runs in an io-wq worker, which looks the
+//! fixed slot up when it runs; closing the slot first let a delayed `SHUT_WR` hit the
+//! next connection accepted into it (a bare FIN before its response, seen under load). Completions carry a generation: one that
 //! arrives for a slot since reused is ignored (its receive buffer still goes back).
 
 use std::collections::HashMap;
@@ -85,6 +89,10 @@ struct Conn {
     send: Option<(Box<[libc::iovec]>, usize)>,
     /// Cancel of our operations submitted (closing).
     cancelled: bool,
+    /// That cancel's own completion has not arrived yet.
+    cancel_pending: bool,
+    /// A shutdown is in flight.
+    shut_pending: bool,
     /// Close of the descriptor submitted.
     closing: bool,
     /// Write side shut down (FIN sent) while lingering.
@@ -276,8 +284,10 @@ impl Shard {
             Kind::Recv => self.on_recv(now, token, cqe),
             Kind::Send => self.on_send(now, token, cqe),
             Kind::Close => self.on_close(token),
+            Kind::Shutdown => self.on_op_done(now, token, |c| c.shut_pending = false),
+            Kind::Cancel => self.on_op_done(now, token, |c| c.cancel_pending = false),
             Kind::Tick => self.arm_tick(),
-            Kind::Wake | Kind::Cancel | Kind::Socket | Kind::Connect => {}
+            Kind::Wake | Kind::Socket | Kind::Connect => {}
         }
     }
 
@@ -291,7 +301,7 @@ impl Shard {
             let e =
                 opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(l.as_raw_fd())).all())
                     .build()
-                    .user_data(Token::new(Kind::Cancel, 0, 0).encode());
+                    .user_data(Token::new(Kind::Cancel, 0, u32::MAX).encode());
             self.push(e);
         }
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
@@ -343,6 +353,8 @@ impl Shard {
             recv: false,
             send: None,
             cancelled: false,
+            cancel_pending: false,
+            shut_pending: false,
             closing: false,
             shut_wr: false,
             timer_at: None,
@@ -422,6 +434,14 @@ impl Shard {
         self.pump(now, key);
     }
 
+    /// A shutdown or cancel on a connection completed; it may now be closed.
+    fn on_op_done(&mut self, now: Instant, token: Token, done: impl FnOnce(&mut Conn)) {
+        if let Some(key) = self.conn_for(token) {
+            done(&mut self.conns[key]);
+            self.pump(now, key);
+        }
+    }
+
     fn on_close(&mut self, token: Token) {
         if let Some(key) = self.conn_for(token) {
             self.conns.remove(key);
@@ -457,9 +477,10 @@ impl Shard {
         let c = &mut self.conns[key];
         if c.proto.is_lingering() && !c.shut_wr && c.out.is_empty() && c.send.is_none() {
             c.shut_wr = true;
+            c.shut_pending = true;
             let e = opcode::Shutdown::new(types::Fixed(c.fixed), libc::SHUT_WR)
                 .build()
-                .user_data(Token::new(Kind::Cancel, c.generation, key as u32).encode());
+                .user_data(Token::new(Kind::Shutdown, c.generation, key as u32).encode());
             self.push(e);
         }
         let c = &mut self.conns[key];
@@ -561,9 +582,14 @@ impl Shard {
         if c.closing {
             return;
         }
+        if c.shut_pending || c.cancel_pending {
+            // Wait for them: see "Operation lifetimes" in the module docs.
+            return;
+        }
         if c.recv || c.send.is_some() {
             if !c.cancelled {
                 c.cancelled = true;
+                c.cancel_pending = true;
                 let e = opcode::AsyncCancel2::new(
                     types::CancelBuilder::fd(types::Fixed(c.fixed)).all(),
                 )

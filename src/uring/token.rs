@@ -37,6 +37,8 @@ pub enum Kind {
     Socket = 8,
     /// A client connect (load generator).
     Connect = 9,
+    /// A `shutdown(2)` of a connection's write side.
+    Shutdown = 10,
 }
 
 impl Kind {
@@ -51,6 +53,7 @@ impl Kind {
             7 => Kind::Cancel,
             8 => Kind::Socket,
             9 => Kind::Connect,
+            10 => Kind::Shutdown,
             _ => return None,
         })
     }
