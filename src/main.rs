@@ -1,24 +1,31 @@
 //! The `ringpush` command line: parse, validate, call into the library, print clear
-//! errors. Every bad value is one line naming the flag, exit code 2.
+//! errors (DESIGN.md "Command line"). A bad flag or config value is one stderr line
+//! naming the flag and the accepted values, exit code 2; the parsers themselves live in
+//! `ringpush::config` so a TOML file gets the same messages.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use ringpush::config::{Config, Overrides, parse_duration_arg};
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use ringpush::config::{self, Config, CountRange, DurationRange, Overrides};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Exit code for a bad flag or configuration value, as for any usage error.
+const USAGE: u8 = 2;
+
 /// WebSocket + Server-Sent Events push server on io_uring.
+///
+/// `ringpush` alone is `ringpush serve`.
 #[derive(Debug, Parser)]
 #[command(name = "ringpush", version, args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
-    /// `ringpush` alone is `ringpush serve`.
     #[command(flatten)]
     serve: ServeArgs,
 }
@@ -33,61 +40,65 @@ enum Command {
     Check(CheckArgs),
 }
 
+// Flags are `Option`s without clap defaults so that an absent flag leaves the TOML
+// file's value in place; the defaults are shown in the help text instead.
+// `allow_hyphen_values` lets `--history -1` reach our parser (which names the accepted
+// values) instead of clap reading `-1` as an unknown flag.
 #[derive(Debug, Args)]
 struct ServeArgs {
     /// TOML file with the same keys as the flags (`ping-interval = "20s"`); flags win.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address to bind, IPv4 or IPv6 [default: 127.0.0.1:8080].
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = config::parse_listen)]
     listen: Option<SocketAddr>,
     /// Shards: one pinned thread + io_uring ring each [default: CPUs in the affinity mask].
-    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    #[arg(long, value_name = "N", value_parser = |s: &str| config::SHARDS.parse(s), allow_hyphen_values = true)]
     shards: Option<usize>,
     /// Beyond it, new connections get 503 + Retry-After [default: sized from limits].
-    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    #[arg(long, value_name = "N", value_parser = |s: &str| config::MAX_CONNECTIONS.parse(s), allow_hyphen_values = true)]
     max_connections: Option<usize>,
     /// A WebSocket silent this long gets a ping [default: 30s].
-    #[arg(long, value_name = "D", value_parser = parse_duration_arg, allow_hyphen_values = true)]
+    #[arg(long, value_name = "D", value_parser = |s: &str| config::PING_INTERVAL.parse(s), allow_hyphen_values = true)]
     ping_interval: Option<Duration>,
-    /// Silence this long after a ping closes the connection [default: 10s].
-    #[arg(long, value_name = "D", value_parser = parse_duration_arg, allow_hyphen_values = true)]
+    /// No frame this long after a ping closes the connection [default: 10s].
+    #[arg(long, value_name = "D", value_parser = |s: &str| config::PONG_TIMEOUT.parse(s), allow_hyphen_values = true)]
     pong_timeout: Option<Duration>,
     /// SSE comment heartbeat period [default: 15s].
-    #[arg(long, value_name = "D", value_parser = parse_duration_arg, allow_hyphen_values = true)]
+    #[arg(long, value_name = "D", value_parser = |s: &str| config::SSE_HEARTBEAT.parse(s), allow_hyphen_values = true)]
     sse_heartbeat: Option<Duration>,
-    /// Base of the SSE retry hint, jittered per client [default: 3s].
-    #[arg(long, value_name = "D", value_parser = parse_duration_arg, allow_hyphen_values = true)]
+    /// Base of the SSE retry hint, randomised per client [default: 3s].
+    #[arg(long, value_name = "D", value_parser = |s: &str| config::SSE_RETRY.parse(s), allow_hyphen_values = true)]
     sse_retry: Option<Duration>,
     /// A request head not complete by then closes the connection [default: 10s].
-    #[arg(long, value_name = "D", value_parser = parse_duration_arg, allow_hyphen_values = true)]
+    #[arg(long, value_name = "D", value_parser = |s: &str| config::HANDSHAKE_TIMEOUT.parse(s), allow_hyphen_values = true)]
     handshake_timeout: Option<Duration>,
     /// Larger WebSocket message: close 1009; larger publish body: 413 [default: 1048576].
-    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    #[arg(long, value_name = "N", value_parser = |s: &str| config::MAX_MESSAGE_BYTES.parse(s), allow_hyphen_values = true)]
     max_message_bytes: Option<usize>,
     /// Per-connection queued bytes before the slow-consumer policy acts [default: 4194304].
-    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    #[arg(long, value_name = "N", value_parser = |s: &str| config::MAX_OUTBOX_BYTES.parse(s), allow_hyphen_values = true)]
     max_outbox_bytes: Option<usize>,
-    /// Events kept per topic for replay [default: 1024].
-    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    /// Events kept per topic for replay; 0 disables replay [default: 1024].
+    #[arg(long, value_name = "N", value_parser = |s: &str| config::HISTORY.parse(s), allow_hyphen_values = true)]
     history: Option<usize>,
-    /// If set, POST /publish requires `Authorization: Bearer T`.
+    /// If set, POST /publish requires `Authorization: Bearer T` [default: none].
     #[arg(long, value_name = "T")]
     publish_token: Option<String>,
     /// Repeatable; a WebSocket/SSE request with another Origin gets 403 [default: any].
-    #[arg(long = "allowed-origin", value_name = "O")]
+    #[arg(long = "allowed-origin", value_name = "O", value_parser = config::parse_origin)]
     allowed_origins: Vec<String>,
-    /// Validate the configuration (file + flags), print it and exit, like `nginx -t`.
+    /// Graceful shutdown budget [default: 10s].
+    #[arg(long, value_name = "D", value_parser = |s: &str| config::DRAIN_TIMEOUT.parse(s), allow_hyphen_values = true)]
+    drain_timeout: Option<Duration>,
+    /// Check the configuration (file + flags), print it as TOML and exit, like `nginx -t`.
     #[arg(long)]
     check_config: bool,
-    /// Graceful shutdown budget [default: 10s].
-    #[arg(long, value_name = "D", value_parser = parse_duration_arg, allow_hyphen_values = true)]
-    drain_timeout: Option<Duration>,
 }
 
 impl ServeArgs {
-    fn into_overrides(self) -> (Option<PathBuf>, bool, Overrides) {
-        let overrides = Overrides {
+    fn overrides(&self) -> Overrides {
+        Overrides {
             listen: self.listen,
             shards: self.shards,
             max_connections: self.max_connections,
@@ -99,11 +110,11 @@ impl ServeArgs {
             max_message_bytes: self.max_message_bytes,
             max_outbox_bytes: self.max_outbox_bytes,
             history: self.history,
-            publish_token: self.publish_token,
-            allowed_origins: (!self.allowed_origins.is_empty()).then_some(self.allowed_origins),
+            publish_token: self.publish_token.clone(),
+            allowed_origins: (!self.allowed_origins.is_empty())
+                .then(|| self.allowed_origins.clone()),
             drain_timeout: self.drain_timeout,
-        };
-        (self.config, self.check_config, overrides)
+        }
     }
 }
 
@@ -119,56 +130,77 @@ enum Scenario {
     Storm,
 }
 
+const LOAD_CONNECTIONS: CountRange = CountRange {
+    flag: "--connections",
+    min: 1,
+    max: usize::MAX,
+};
+const RATE: CountRange = CountRange {
+    flag: "--rate",
+    min: 1,
+    max: usize::MAX,
+};
+/// 0 is a real case (empty messages); above 1 GiB the server refuses anyway.
+const MESSAGE_BYTES: CountRange = CountRange {
+    flag: "--message-bytes",
+    min: 0,
+    max: 1 << 30,
+};
+/// 127.0.0.1 to 127.0.0.254.
+const SOURCE_ADDRS: CountRange = CountRange {
+    flag: "--source-addrs",
+    min: 1,
+    max: 254,
+};
+/// A run may soak for days; a year bounds the arithmetic.
+const RUN_DURATION: DurationRange = DurationRange {
+    flag: "--duration",
+    min: Duration::from_millis(1),
+    max: Duration::from_secs(365 * 86_400),
+};
+const BACKOFF_BASE: DurationRange = DurationRange {
+    flag: "--backoff-base",
+    min: Duration::from_millis(1),
+    max: Duration::from_secs(3600),
+};
+const BACKOFF_CAP: DurationRange = DurationRange {
+    flag: "--backoff-cap",
+    ..BACKOFF_BASE
+};
+
 #[derive(Debug, Args)]
 struct LoadArgs {
     /// Target: ws://HOST:PORT/PATH for WebSocket, http://HOST:PORT/sse/TOPIC for SSE.
-    #[arg(long, value_name = "URL", default_value = "ws://127.0.0.1:8080/echo")]
+    #[arg(long, value_name = "URL", default_value = "ws://127.0.0.1:8080/echo", value_parser = parse_url)]
     url: String,
+    /// What to measure.
     #[arg(long, value_enum, default_value_t = Scenario::Echo)]
     scenario: Scenario,
     /// Connections to open.
-    #[arg(
-        long,
-        value_name = "N",
-        default_value_t = 100,
-        allow_hyphen_values = true
-    )]
-    connections: u64,
+    #[arg(long, value_name = "N", default_value = "100", value_parser = |s: &str| LOAD_CONNECTIONS.parse(s), allow_hyphen_values = true)]
+    connections: usize,
     /// Connection attempts per second.
-    #[arg(
-        long,
-        value_name = "N",
-        default_value_t = 10_000,
-        allow_hyphen_values = true
-    )]
-    rate: u64,
-    /// How long to run after all connections are open.
-    #[arg(long, value_name = "D", default_value = "10s", value_parser = parse_duration_arg, allow_hyphen_values = true)]
+    #[arg(long, value_name = "N", default_value = "10000", value_parser = |s: &str| RATE.parse(s), allow_hyphen_values = true)]
+    rate: usize,
+    /// How long to run once every connection is open.
+    #[arg(long, value_name = "D", default_value = "10s", value_parser = |s: &str| RUN_DURATION.parse(s), allow_hyphen_values = true)]
     duration: Duration,
-    /// Payload size of each message.
-    #[arg(
-        long,
-        value_name = "N",
-        default_value_t = 32,
-        allow_hyphen_values = true
-    )]
+    /// Payload bytes of each message.
+    #[arg(long, value_name = "N", default_value = "32", value_parser = |s: &str| MESSAGE_BYTES.parse(s), allow_hyphen_values = true)]
     message_bytes: usize,
-    /// Source addresses 127.0.0.1..127.0.0.N: each gives ~28,000 ports toward one server
-    /// port, so 1,000,000 connections need at least 36.
-    #[arg(
-        long,
-        value_name = "N",
-        default_value_t = 1,
-        allow_hyphen_values = true
-    )]
-    source_addrs: u32,
-    /// First reconnect delay (doubles per attempt).
-    #[arg(long, value_name = "D", default_value = "100ms", value_parser = parse_duration_arg, allow_hyphen_values = true)]
+    /// Source addresses 127.0.0.1..=127.0.0.N. Each gives one ephemeral port range
+    /// (about 28,000 ports by default) toward the server's one port
+    /// [default: as many as --connections needs under ip_local_port_range].
+    #[arg(long, value_name = "N", value_parser = |s: &str| SOURCE_ADDRS.parse(s), allow_hyphen_values = true)]
+    source_addrs: Option<usize>,
+    /// First reconnect delay; it doubles per failed attempt.
+    #[arg(long, value_name = "D", default_value = "100ms", value_parser = |s: &str| BACKOFF_BASE.parse(s), allow_hyphen_values = true)]
     backoff_base: Duration,
     /// Longest reconnect delay.
-    #[arg(long, value_name = "D", default_value = "30s", value_parser = parse_duration_arg, allow_hyphen_values = true)]
+    #[arg(long, value_name = "D", default_value = "30s", value_parser = |s: &str| BACKOFF_CAP.parse(s), allow_hyphen_values = true)]
     backoff_cap: Duration,
-    /// Reconnect at exactly the backoff delay (to show the thundering herd).
+    /// Reconnect after exactly the backoff delay, to show the thundering herd that
+    /// jitter prevents.
     #[arg(long)]
     no_jitter: bool,
     /// Machine-readable output.
@@ -179,107 +211,143 @@ struct LoadArgs {
 #[derive(Debug, Args)]
 struct CheckArgs {
     /// Target concurrent connections.
-    #[arg(
-        long,
-        value_name = "N",
-        default_value_t = 1_000_000,
-        allow_hyphen_values = true
-    )]
-    connections: u64,
+    #[arg(long, value_name = "N", default_value = "1000000", value_parser = |s: &str| LOAD_CONNECTIONS.parse(s), allow_hyphen_values = true)]
+    connections: usize,
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
 }
 
+/// The load generator speaks plain WebSocket and SSE: TLS is a proxy's job here too.
+fn parse_url(text: &str) -> Result<String, String> {
+    let rest = text
+        .strip_prefix("ws://")
+        .or_else(|| text.strip_prefix("http://"));
+    let host = rest.map(|r| r.split(['/', '?']).next().unwrap_or(""));
+    match host {
+        Some(h) if !h.is_empty() && !h.contains(char::is_whitespace) => Ok(text.to_owned()),
+        _ => Err(
+            "expected ws://HOST:PORT/PATH (WebSocket) or http://HOST:PORT/sse/TOPIC (SSE)".into(),
+        ),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e)
-            if matches!(
-                e.kind(),
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
-            ) =>
-        {
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
             let _ = e.print();
             return ExitCode::SUCCESS;
         }
-        Err(e) => {
-            // clap's message is several lines (usage, tips); its first line names the flag.
-            // The accepted values, when clap lists them, go on the same line.
-            let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            let mut line = first.strip_prefix("error: ").unwrap_or(first).to_owned();
-            if let Some(values) = text
-                .lines()
-                .map(str::trim)
-                .find(|l| l.starts_with("[possible values"))
-            {
-                line.push(' ');
-                line.push_str(values);
-            }
-            eprintln!("ringpush: {line}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return usage_error(&one_line(&e)),
     };
     match cli.command.unwrap_or(Command::Serve(cli.serve)) {
-        Command::Serve(args) => serve(args),
-        Command::Load(args) => {
-            if args.connections == 0
-                || args.rate == 0
-                || args.source_addrs == 0
-                || args.source_addrs > 254 * 254
-            {
-                eprintln!(
-                    "ringpush: --connections, --rate and --source-addrs must be at least 1 (--source-addrs at most 64516)"
-                );
-                return ExitCode::from(2);
-            }
-            let _ = (
-                args.url,
-                args.scenario,
-                args.duration,
-                args.message_bytes,
-                args.backoff_base,
-                args.backoff_cap,
-                args.no_jitter,
-                args.json,
-            );
-            eprintln!("ringpush: the load generator is not built yet");
-            ExitCode::from(1)
-        }
+        Command::Serve(args) => serve(&args),
+        Command::Load(args) => load(&args),
         Command::Check(args) => {
-            let _ = (args.connections, args.json);
-            eprintln!("ringpush: check is not built yet");
-            ExitCode::from(1)
+            eprintln!(
+                "ringpush: check --connections {}{}: not built yet",
+                args.connections,
+                if args.json { " --json" } else { "" }
+            );
+            ExitCode::FAILURE
         }
     }
 }
 
-fn serve(args: ServeArgs) -> ExitCode {
-    let (file, check_config, overrides) = args.into_overrides();
-    let config = match Config::from_sources(file.as_deref(), overrides) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("ringpush: {e}");
-            return ExitCode::from(2);
-        }
+fn usage_error(line: &str) -> ExitCode {
+    eprintln!("ringpush: {line}");
+    ExitCode::from(USAGE)
+}
+
+/// clap's message in one line. Its rendered error is several lines (usage, tips); the
+/// first names the flag, and the parts worth keeping from the rest (accepted values,
+/// "did you mean") are in the error's context.
+fn one_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let first = text.lines().next().unwrap_or("invalid arguments");
+    let mut line = first.strip_prefix("error: ").unwrap_or(first).to_owned();
+    let strings = |kind| match e.get(kind) {
+        Some(ContextValue::String(s)) => vec![s.clone()],
+        Some(ContextValue::Strings(v)) => v.clone(),
+        _ => Vec::new(),
     };
-    if check_config {
+    let valid = strings(ContextKind::ValidValue);
+    if !valid.is_empty() {
+        line += &format!("; expected one of: {}", valid.join(", "));
+    }
+    let suggested: Vec<String> = [
+        ContextKind::SuggestedValue,
+        ContextKind::SuggestedArg,
+        ContextKind::SuggestedSubcommand,
+    ]
+    .into_iter()
+    .flat_map(strings)
+    .collect();
+    if !suggested.is_empty() {
+        line += &format!("; did you mean '{}'?", suggested.join("' or '"));
+    } else if e.kind() == ErrorKind::InvalidSubcommand {
+        let names: Vec<String> = Cli::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_owned())
+            .filter(|n| n != "help")
+            .collect();
+        line += &format!("; expected one of: {}", names.join(", "));
+    } else if e.kind() == ErrorKind::UnknownArgument {
+        line += "; see 'ringpush --help'";
+    }
+    line
+}
+
+fn serve(args: &ServeArgs) -> ExitCode {
+    let config = match Config::from_sources(args.config.as_deref(), &args.overrides()) {
+        Ok(c) => c,
+        Err(e) => return usage_error(&e.to_string()),
+    };
+    if args.check_config {
+        // Valid TOML as a whole, so it can seed a --config file.
         println!(
-            "configuration ok: listen {}, {} shards, ping {:?}, pong timeout {:?}, max message {} bytes",
-            config.listen,
-            config.shards,
-            config.ping_interval,
-            config.pong_timeout,
-            config.max_message_bytes
+            "# ringpush: configuration ok (listen {}, {} shards)",
+            config.listen, config.shards
         );
+        for w in config.warnings() {
+            println!("# warning: {w}");
+        }
+        print!("{}", config.to_toml());
         return ExitCode::SUCCESS;
     }
     match ringpush::server::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ringpush: {e}");
-            ExitCode::from(1)
+            ExitCode::FAILURE
         }
     }
+}
+
+fn load(args: &LoadArgs) -> ExitCode {
+    if args.backoff_cap < args.backoff_base {
+        return usage_error(&format!(
+            "--backoff-cap: expected at least --backoff-base ({}), got {}",
+            config::format_duration(args.backoff_base),
+            config::format_duration(args.backoff_cap)
+        ));
+    }
+    eprintln!(
+        "ringpush: load {} ({}, {} connections): the load generator is not built yet",
+        args.url,
+        args.scenario
+            .to_possible_value()
+            .map_or_else(String::new, |v| v.get_name().to_owned()),
+        args.connections
+    );
+    let _ = (
+        args.rate,
+        args.duration,
+        args.message_bytes,
+        args.source_addrs,
+        args.no_jitter,
+        args.json,
+    );
+    ExitCode::FAILURE
 }

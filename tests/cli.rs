@@ -1,6 +1,11 @@
-//! The command line, run as a user would: one-line errors naming the flag, exit code 2.
+//! The command line, run as a user would (DESIGN.md "Command line"): a bad flag or
+//! config value is exactly one stderr line naming the flag and the accepted values,
+//! with exit code 2. Nothing here starts a server: valid configurations are checked
+//! with `--check-config`.
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 fn ringpush(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ringpush"))
@@ -9,92 +14,298 @@ fn ringpush(args: &[&str]) -> Output {
         .expect("run ringpush")
 }
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// Exit 2 and exactly one stderr line that contains every `needle`.
-fn assert_usage_error(args: &[&str], needles: &[&str]) {
+/// Exit 2 and exactly one stderr line, starting `ringpush: ` and containing every
+/// `needle`; nothing on stdout.
+fn assert_usage_error(args: &[&str], needles: &[&str]) -> String {
     let o = ringpush(args);
-    let err = stderr(&o);
+    let err = text(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
     assert_eq!(err.lines().count(), 1, "{args:?}: one line, got {err:?}");
+    assert!(err.starts_with("ringpush: "), "{args:?}: {err:?}");
+    assert!(o.stdout.is_empty(), "{args:?}: {:?}", text(&o.stdout));
     for n in needles {
         assert!(err.contains(n), "{args:?}: {err:?} lacks {n:?}");
     }
+    err
 }
 
-fn temp_toml(name: &str, text: &str) -> std::path::PathBuf {
-    let path =
-        std::env::temp_dir().join(format!("ringpush-cli-{}-{name}.toml", std::process::id()));
-    std::fs::write(&path, text).unwrap();
-    path
+/// A TOML file with a name no other test (or concurrent run) uses, removed on drop.
+struct TempToml(PathBuf);
+
+impl TempToml {
+    fn new(contents: &str) -> TempToml {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "ringpush-cli-{}-{}.toml",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::write(&path, contents).unwrap();
+        TempToml(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempToml {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// `--check-config` output: exit 0, TOML on stdout.
+fn checked(args: &[&str]) -> String {
+    let mut all = args.to_vec();
+    all.push("--check-config");
+    let o = ringpush(&all);
+    assert_eq!(o.status.code(), Some(0), "{args:?}: {}", text(&o.stderr));
+    text(&o.stdout)
 }
 
 #[test]
-fn bad_flag_values() {
-    assert_usage_error(&["--ping-interval", "abc"], &["--ping-interval", "500ms"]);
-    assert_usage_error(&["serve", "--pong-timeout", "1.5s"], &["--pong-timeout"]);
-    assert_usage_error(&["--shards", "0"], &["--shards", "1 to 1024"]);
-    assert_usage_error(&["--listen", "nope"], &["--listen"]);
-    assert_usage_error(&["--max-message-bytes", "-1"], &["--max-message-bytes"]);
-    assert_usage_error(&["--history", "x"], &["--history"]);
-    assert_usage_error(&["--publish-token", "a b"], &["--publish-token"]);
-    assert_usage_error(&["--ping-interval", "0s"], &["--ping-interval"]);
-    assert_usage_error(&["load", "--scenario", "bogus"], &["--scenario", "idle"]);
+fn bad_serve_values() {
+    let err = assert_usage_error(&["--ping-interval", "abc"], &["'--ping-interval", "500ms"]);
+    assert!(err.contains("'abc'"), "names the value: {err}");
+    assert_usage_error(
+        &["serve", "--pong-timeout", "1.5s"],
+        &["--pong-timeout", "30s"],
+    );
+    assert_usage_error(&["--ping-interval", "0s"], &["--ping-interval", "from 1ms"]);
+    assert_usage_error(&["--ping-interval=-1"], &["--ping-interval"]);
+    assert_usage_error(&["--drain-timeout", "25h"], &["--drain-timeout", "to 24h"]);
+    assert_usage_error(&["--shards", "0"], &["--shards", "from 1 to 1024"]);
+    assert_usage_error(&["serve", "--shards", "1025"], &["--shards", "1 to 1024"]);
+    assert_usage_error(&["--listen", "nope"], &["--listen", "127.0.0.1:8080"]);
+    assert_usage_error(&["--listen", "8080"], &["--listen", "[::]:8080"]);
+    assert_usage_error(
+        &["--max-message-bytes", "-1"],
+        &["--max-message-bytes", "1073741824"],
+    );
+    assert_usage_error(
+        &["--max-outbox-bytes", "10"],
+        &["--max-outbox-bytes", "at least 1024"],
+    );
+    assert_usage_error(
+        &["--max-connections", "0"],
+        &["--max-connections", "at least 1"],
+    );
+    assert_usage_error(&["--history", "x"], &["--history", "from 0 to 1000000"]);
+    assert_usage_error(&["--history", "1000001"], &["--history"]);
+    assert_usage_error(
+        &["--allowed-origin", "https://a.example/"],
+        &["--allowed-origin", "no path"],
+    );
+    let err = assert_usage_error(
+        &["--publish-token", "se cret"],
+        &["--publish-token", "visible ASCII"],
+    );
+    assert!(!err.contains("se cret"), "a secret is not echoed: {err}");
+    assert_usage_error(&["--listen"], &["--listen", "value is required"]);
+}
+
+#[test]
+fn bad_load_and_check_values() {
+    assert_usage_error(
+        &["load", "--scenario", "bogus"],
+        &["--scenario", "idle, echo, broadcast, storm"],
+    );
+    assert_usage_error(
+        &["load", "--scenario", "ech"],
+        &["--scenario", "did you mean 'echo'"],
+    );
+    assert_usage_error(
+        &["load", "--connections", "0"],
+        &["--connections", "at least 1"],
+    );
+    assert_usage_error(&["load", "--rate", "-5"], &["--rate"]);
+    assert_usage_error(&["load", "--duration", "forever"], &["--duration", "500ms"]);
+    assert_usage_error(
+        &["load", "--message-bytes", "x"],
+        &["--message-bytes", "from 0"],
+    );
+    assert_usage_error(
+        &["load", "--source-addrs", "255"],
+        &["--source-addrs", "1 to 254"],
+    );
     assert_usage_error(&["load", "--backoff-cap", "forever"], &["--backoff-cap"]);
-    assert_usage_error(&["check", "--connections", "x"], &["--connections"]);
-    assert_usage_error(&["--no-such-flag"], &["--no-such-flag"]);
+    assert_usage_error(
+        &["load", "--backoff-base", "1s", "--backoff-cap", "500ms"],
+        &["--backoff-cap", "--backoff-base"],
+    );
+    assert_usage_error(
+        &["load", "--url", "wss://a.example/ws/t"],
+        &["--url", "ws://", "http://"],
+    );
+    assert_usage_error(
+        &["check", "--connections", "x"],
+        &["--connections", "whole number"],
+    );
+    assert_usage_error(&["check", "--listen", "127.0.0.1:1"], &["--listen"]);
+}
+
+#[test]
+fn unknown_flags_and_commands() {
+    assert_usage_error(&["--no-such-flag"], &["--no-such-flag", "--help"]);
+    assert_usage_error(
+        &["--listn", "127.0.0.1:1"],
+        &["--listn", "did you mean '--listen'"],
+    );
+    assert_usage_error(&["load", "--jsn"], &["--jsn", "--json"]);
+    assert_usage_error(&["bogus"], &["bogus", "serve, load, check"]);
+    assert_usage_error(&["serv"], &["serv", "did you mean 'serve'"]);
 }
 
 #[test]
 fn toml_errors() {
-    let unknown = temp_toml(
-        "unknown",
-        "listen = \"127.0.0.1:1\"\nping-intervall = \"1s\"\n",
-    );
+    let unknown = TempToml::new("listen = \"127.0.0.1:1\"\nping-intervall = \"1s\"\n");
     assert_usage_error(
-        &["--config", unknown.to_str().unwrap()],
-        &["--config", "ping-intervall"],
+        &["--config", unknown.path()],
+        &[
+            "--config",
+            "unknown key `ping-intervall`",
+            "`ping-interval`",
+            "line 2",
+            unknown.path(),
+        ],
     );
-    let bad = temp_toml("bad", "pong-timeout = \"later\"\n");
-    assert_usage_error(&["--config", bad.to_str().unwrap()], &["--config", "500ms"]);
+    let bad = TempToml::new("# comment\npong-timeout = \"later\"\n");
+    assert_usage_error(
+        &["--config", bad.path()],
+        &["--pong-timeout", "500ms", "\"later\"", "line 2"],
+    );
+    let range = TempToml::new("shards = 0\n");
+    assert_usage_error(
+        &["serve", "--config", range.path()],
+        &["--shards", "1 to 1024", "line 1"],
+    );
+    let kind = TempToml::new("history = 1.5\n");
+    assert_usage_error(&["--config", kind.path()], &["--history", "got 1.5"]);
+    let syntax = TempToml::new("listen = \n");
+    assert_usage_error(&["--config", syntax.path()], &["--config", "line 1"]);
+    let token = TempToml::new("publish-token = \"two words\"\n");
+    let err = assert_usage_error(&["--config", token.path()], &["--publish-token"]);
+    assert!(!err.contains("two words"), "a secret is not echoed: {err}");
     assert_usage_error(
         &["--config", "/nonexistent/ringpush.toml"],
-        &["--config", "cannot read"],
+        &["--config", "cannot read", "/nonexistent/ringpush.toml"],
     );
-    let _ = std::fs::remove_file(unknown);
-    let _ = std::fs::remove_file(bad);
+    // A bad file value is an error even when a flag overrides it: the file is broken.
+    assert_usage_error(
+        &["--config", bad.path(), "--pong-timeout", "5s"],
+        &["--pong-timeout"],
+    );
 }
 
 #[test]
 fn flags_override_the_file() {
-    let file = temp_toml(
-        "ok",
-        "listen = \"127.0.0.9:7000\"\nshards = 3\nping-interval = \"20s\"\n",
+    let file = TempToml::new(
+        "listen = \"127.0.0.9:7000\"\nshards = 3\nping-interval = \"20s\"\nhistory = 7\nallowed-origin = [\"https://a.example\", \"https://b.example\"]\n",
     );
-    let o = ringpush(&[
+    let out = checked(&[
         "--config",
-        file.to_str().unwrap(),
+        file.path(),
         "--listen",
         "127.0.0.8:9000",
-        "--check-config",
+        "--history",
+        "0",
+        "--allowed-origin",
+        "https://c.example",
     ]);
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(
-        out.contains("listen 127.0.0.8:9000, 3 shards, ping 20s"),
+        out.starts_with("# ringpush: configuration ok (listen 127.0.0.8:9000, 3 shards)\n"),
         "{out}"
     );
-    let _ = std::fs::remove_file(file);
+    for line in [
+        "listen = \"127.0.0.8:9000\"",
+        "shards = 3",
+        "ping-interval = \"20s\"",
+        "pong-timeout = \"10s\"",
+        "history = 0",
+        "allowed-origin = [\"https://c.example\"]",
+    ] {
+        assert!(
+            out.lines().any(|l| l == line),
+            "{line:?} missing from:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn check_config_output_reads_back() {
+    let out = checked(&[
+        "serve",
+        "--shards",
+        "2",
+        "--max-connections",
+        "5000",
+        "--sse-retry",
+        "1500ms",
+        "--drain-timeout",
+        "2m",
+        "--publish-token",
+        "s3cr3t",
+        "--allowed-origin",
+        "https://a.example",
+    ]);
+    assert!(!out.contains("s3cr3t"), "the token is not printed:\n{out}");
+    assert!(out.contains("max-connections = 5000"), "{out}");
+    assert!(out.contains("sse-retry = \"1500ms\""), "{out}");
+    assert!(out.contains("drain-timeout = \"2m\""), "{out}");
+    let file = TempToml::new(&out);
+    assert_eq!(
+        checked(&["--config", file.path(), "--publish-token", "s3cr3t"]),
+        out,
+        "the printed configuration is a config file for the same configuration"
+    );
+}
+
+#[test]
+fn check_config_warns_about_a_tiny_outbox() {
+    let out = checked(&["--max-outbox-bytes", "4096"]);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("# warning: --max-outbox-bytes 4096")),
+        "{out}"
+    );
+    assert!(!checked(&[]).contains("warning"));
+}
+
+#[test]
+fn load_and_check_are_not_built_yet() {
+    for args in [
+        &["load"][..],
+        &[
+            "load",
+            "--url",
+            "http://127.0.0.1:1/sse/t",
+            "--scenario",
+            "storm",
+            "--no-jitter",
+            "--json",
+        ],
+        &["check", "--connections", "5", "--json"],
+    ] {
+        let o = ringpush(args);
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err:?}");
+        assert!(err.contains("not built yet"), "{err}");
+    }
 }
 
 #[test]
 fn help_and_version() {
     let o = ringpush(&["--help"]);
     assert_eq!(o.status.code(), Some(0));
-    let out = String::from_utf8_lossy(&o.stdout);
+    let out = text(&o.stdout);
     for flag in [
+        "--config",
         "--listen",
         "--shards",
         "--max-connections",
@@ -109,10 +320,37 @@ fn help_and_version() {
         "--publish-token",
         "--allowed-origin",
         "--drain-timeout",
-        "--config",
+        "serve",
+        "load",
+        "check",
     ] {
         assert!(out.contains(flag), "--help lacks {flag}");
     }
-    assert_eq!(ringpush(&["--version"]).status.code(), Some(0));
-    assert_eq!(ringpush(&["load", "--help"]).status.code(), Some(0));
+    let o = ringpush(&["--version"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(
+        text(&o.stdout).trim(),
+        format!("ringpush {}", env!("CARGO_PKG_VERSION"))
+    );
+    for sub in ["serve", "load", "check"] {
+        let o = ringpush(&[sub, "--help"]);
+        assert_eq!(o.status.code(), Some(0), "{sub} --help");
+    }
+    let load = text(&ringpush(&["load", "--help"]).stdout);
+    for flag in [
+        "--url",
+        "--scenario",
+        "--connections",
+        "--rate",
+        "--duration",
+        "--message-bytes",
+        "--source-addrs",
+        "--backoff-base",
+        "--backoff-cap",
+        "--no-jitter",
+        "--json",
+    ] {
+        assert!(load.contains(flag), "load --help lacks {flag}");
+    }
+    assert!(Path::new(env!("CARGO_BIN_EXE_ringpush")).exists());
 }

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use super::Parsed;
 use super::limits::{
-    Limits, MAX_EVENT_ID_LEN, MAX_EVENT_NAME_LEN, MAX_HEADERS, MAX_TOPIC_LEN, MAX_TOPICS_PER_STREAM,
+    Limits, MAX_EVENT_ID_LEN, MAX_EVENT_NAME_LEN, MAX_HEADERS, MAX_POLL_WAIT, MAX_TOPIC_LEN,
+    MAX_TOPICS_PER_STREAM,
 };
 
 /// Request methods the server distinguishes.
@@ -393,10 +394,6 @@ pub enum Route {
         wait: Option<Duration>,
     },
 }
-
-/// Longest long-poll wait we hold a request for: 5 minutes, beyond any proxy's idle
-/// timeout; a longer one is a client bug.
-const MAX_POLL_WAIT: Duration = Duration::from_secs(300);
 
 /// Decides the endpoint for a request head.
 pub fn route(head: &RequestHead) -> Result<Route, HttpError> {

@@ -45,6 +45,14 @@ pub const MAX_EVENT_NAME_LEN: usize = 64;
 /// 9 + 32 * 21 bytes; anything longer is not ours and is treated as unknown.
 pub const MAX_EVENT_ID_LEN: usize = 1024;
 
+/// Longest long-poll hold (`GET /poll/{topic}?wait=D`): 5 minutes. Longer is 400.
+///
+/// Each held request keeps a connection slot and a waiter on the topic; the cap stops a
+/// client from parking requests for hours (`wait=9999h`) to pin server state. Five
+/// minutes is already beyond the idle timeout of common proxies (nginx
+/// `proxy_read_timeout` 60 s, AWS ALB 60 s), so no honest client needs more.
+pub const MAX_POLL_WAIT: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+
 /// Default for `--max-message-bytes`: 1 MiB.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 
