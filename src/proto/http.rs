@@ -4,6 +4,10 @@
 //! upgrade, an event-stream request, or a small HTTP request (publish, poll, metrics,
 //! health, the demo page). Heads are parsed with httparse into [`RequestHead`], which keeps
 //! only the fields the server uses, so nothing borrows the receive buffer afterwards.
+//!
+//! What this module does NOT do: read bodies (the connection state machine counts
+//! `Content-Length` bytes), decode chunked transfer coding (refused with 411), or
+//! normalise paths (`/ws/a/../b` is simply not a route).
 
 use std::fmt;
 use std::time::Duration;
@@ -19,55 +23,86 @@ use super::limits::{
 pub enum Method {
     /// `GET`.
     Get,
-    /// `HEAD`: answered like `GET` without the body.
+    /// `HEAD`: answered like `GET` without the body (RFC 9110 §9.3.2).
     Head,
     /// `POST`.
     Post,
-    /// Anything else (answered 405 on known paths).
+    /// Anything else (answered 405 on known paths, 404 elsewhere).
     Other,
 }
 
 /// A parsed request head: the request line and the header fields the server uses.
+///
+/// Values are trimmed of optional whitespace (RFC 9110 §5.5) and must be UTF-8; a
+/// non-UTF-8 value of a field we keep makes the whole head [`HttpError::Malformed`].
+/// Fields we do not keep are skipped unread.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestHead {
     /// The method.
     pub method: Method,
     /// The raw path (before `?`), not decoded.
     pub path: String,
-    /// The raw query (after `?`), possibly empty.
+    /// The raw query (after `?`, without it), possibly empty.
     pub query: String,
     /// The `x` of `HTTP/1.x`.
     pub minor_version: u8,
-    /// `Host`.
+    /// `Host` (must not repeat, RFC 9112 §3.2).
     pub host: Option<String>,
-    /// `Upgrade`; repeated fields are joined with `, ` (RFC 9110 §5.3).
+    /// `Upgrade`; repeated field lines are joined with `, ` (RFC 9110 §5.3).
     pub upgrade: Option<String>,
-    /// `Connection`; repeated fields joined.
+    /// `Connection`; repeated field lines joined.
     pub connection: Option<String>,
-    /// `Sec-WebSocket-Key` (must not repeat).
+    /// `Sec-WebSocket-Key` (must not repeat, RFC 6455 §11.3.1).
     pub sec_websocket_key: Option<String>,
-    /// `Sec-WebSocket-Version` (must not repeat).
+    /// `Sec-WebSocket-Version` (must not repeat in a request, RFC 6455 §11.3.5).
     pub sec_websocket_version: Option<String>,
-    /// `Origin`.
+    /// `Origin` (must not repeat).
     pub origin: Option<String>,
-    /// `Authorization`.
+    /// `Authorization` (must not repeat).
     pub authorization: Option<String>,
-    /// `Last-Event-ID`.
+    /// `Last-Event-ID` (must not repeat).
     pub last_event_id: Option<String>,
-    /// `Content-Length`, validated; repeats must agree.
+    /// `Content-Length`, validated; repeats must agree (RFC 9112 §6.3).
     pub content_length: Option<u64>,
-    /// `Transfer-Encoding`.
+    /// `Transfer-Encoding`; repeated field lines joined. The server takes no chunked
+    /// bodies, so its mere presence is refused by the caller.
     pub transfer_encoding: Option<String>,
-    /// `Expect` (for `100-continue`).
+    /// `Expect` (for `100-continue`, RFC 9110 §10.1.1); repeated field lines joined.
     pub expect: Option<String>,
+}
+
+impl RequestHead {
+    /// A head with this request line and no header fields; for building heads by hand
+    /// (tests, benches) without spelling out every `None`.
+    pub fn new(method: Method, target: &str, minor_version: u8) -> RequestHead {
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        RequestHead {
+            method,
+            path: path.to_owned(),
+            query: query.to_owned(),
+            minor_version,
+            host: None,
+            upgrade: None,
+            connection: None,
+            sec_websocket_key: None,
+            sec_websocket_version: None,
+            origin: None,
+            authorization: None,
+            last_event_id: None,
+            content_length: None,
+            transfer_encoding: None,
+            expect: None,
+        }
+    }
 }
 
 /// A request the server refuses. One variant per rule; [`HttpError::status`] maps each
 /// to its response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HttpError {
-    /// Not a valid HTTP/1.x request head (RFC 9112 §2-§5), a bad `Content-Length`, a
-    /// repeated field that must be unique, or a body where none is allowed. 400.
+    /// Not a valid HTTP/1.x request head (RFC 9112 §2-§5), a bad or conflicting
+    /// `Content-Length` (§6.3), a repeated field that must be unique, a non-UTF-8 value
+    /// of a field we use, or a body where none is allowed. 400.
     Malformed,
     /// The head is larger than [`Limits::max_head_bytes`]. 431 (RFC 6585 §5).
     HeadTooLarge,
@@ -77,11 +112,11 @@ pub enum HttpError {
     BadTopic,
     /// A query string that does not decode, or a bad parameter value. 400.
     BadQuery,
-    /// An event name that is empty, too long or has a line break. 400.
+    /// An event name that is empty, too long or has a CR, LF or NUL. 400.
     BadEventName,
     /// No such endpoint. 404.
     NotFound,
-    /// The endpoint exists but not for this method. 405 with `Allow`.
+    /// The endpoint exists but not for this method. 405 with `Allow` (RFC 9110 §15.5.6).
     MethodNotAllowed {
         /// The methods the endpoint takes, for the `Allow` header.
         allow: &'static str,
@@ -124,7 +159,7 @@ impl HttpError {
             HttpError::TooManyHeaders => "too many header fields",
             HttpError::BadTopic => "topic names are 1 to 128 characters of A-Z a-z 0-9 . _ - :",
             HttpError::BadQuery => "bad query string",
-            HttpError::BadEventName => "event names are 1 to 64 bytes without line breaks",
+            HttpError::BadEventName => "event names are 1 to 64 bytes without CR, LF or NUL",
             HttpError::NotFound => "not found",
             HttpError::MethodNotAllowed { .. } => "method not allowed",
             HttpError::LengthRequired => "a request body needs Content-Length",
@@ -194,7 +229,8 @@ impl Status {
         }
     }
 
-    /// The reason phrase (RFC 9110 §15).
+    /// The reason phrase (RFC 9110 §15; 413 is "Content Too Large" since RFC 9110,
+    /// 431 is from RFC 6585 §5).
     pub fn reason(self) -> &'static str {
         match self {
             Status::SwitchingProtocols => "Switching Protocols",
@@ -214,10 +250,84 @@ impl Status {
     }
 }
 
+/// Removes optional whitespace (`OWS = *( SP / HTAB )`, RFC 9110 §5.6.3) from both ends.
+/// Not `str::trim`, which would also eat Unicode spaces that are part of a value.
+fn trim_ows(s: &str) -> &str {
+    s.trim_matches([' ', '\t'])
+}
+
+/// The header fields [`RequestHead`] keeps, and how a repeated field line combines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Host,
+    Upgrade,
+    Connection,
+    SecWebSocketKey,
+    SecWebSocketVersion,
+    Origin,
+    Authorization,
+    LastEventId,
+    ContentLength,
+    TransferEncoding,
+    Expect,
+}
+
+impl Field {
+    /// Field names are case-insensitive (RFC 9110 §5.1).
+    fn from_name(name: &str) -> Option<Field> {
+        const NAMES: [(&str, Field); 11] = [
+            ("host", Field::Host),
+            ("upgrade", Field::Upgrade),
+            ("connection", Field::Connection),
+            ("sec-websocket-key", Field::SecWebSocketKey),
+            ("sec-websocket-version", Field::SecWebSocketVersion),
+            ("origin", Field::Origin),
+            ("authorization", Field::Authorization),
+            ("last-event-id", Field::LastEventId),
+            ("content-length", Field::ContentLength),
+            ("transfer-encoding", Field::TransferEncoding),
+            ("expect", Field::Expect),
+        ];
+        NAMES
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|&(_, f)| f)
+    }
+
+    /// List-valued fields (`#token` in their grammar) may be split over several field
+    /// lines, which "MUST" combine as a comma-separated list (RFC 9110 §5.3). Every other
+    /// field we keep is a singleton; two of them means a confused or hostile client
+    /// (a second `Host` is a 400 by RFC 9112 §3.2), so we refuse rather than pick one.
+    fn is_list(self) -> bool {
+        matches!(
+            self,
+            Field::Upgrade | Field::Connection | Field::TransferEncoding | Field::Expect
+        )
+    }
+}
+
+/// Parses `Content-Length` (RFC 9110 §8.6: `1*DIGIT`). Signs, spaces inside, lists
+/// (`5, 5`) and values beyond `u64` are all refused.
+fn parse_content_length(value: &str) -> Result<u64, HttpError> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(HttpError::Malformed);
+    }
+    // Only digits remain, so this fails only on overflow.
+    value.parse().map_err(|_| HttpError::Malformed)
+}
+
 /// Parses a request head from the start of `buf`.
 ///
-/// `Partial` consumes nothing. A head still incomplete after `max_head_bytes`, or a
-/// complete one longer than that, is [`HttpError::HeadTooLarge`].
+/// Returns `Complete { value, consumed }` where `consumed` is the length of the head
+/// alone (the request line, the fields and the empty line); bytes after it (a body, a
+/// pipelined request, the first WebSocket frame) are the caller's. `Partial` consumes
+/// nothing: call again with the same bytes plus more.
+///
+/// Errors: httparse's `TooManyHeaders` (more than `limits.max_headers`, which is
+/// clamped to [`MAX_HEADERS`]) is [`HttpError::TooManyHeaders`]; a head still incomplete
+/// after `max_head_bytes`, or a complete one longer than that, is
+/// [`HttpError::HeadTooLarge`]; anything else httparse or this function refuses is
+/// [`HttpError::Malformed`]. Total over arbitrary input: never panics.
 ///
 /// # Warning
 /// The caller must bound how long it waits for a complete head (the handshake timeout):
@@ -226,6 +336,8 @@ pub fn parse_request_head(buf: &[u8], limits: &Limits) -> Result<Parsed<RequestH
     let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let headers = &mut storage[..limits.max_headers.min(MAX_HEADERS)];
     let mut req = httparse::Request::new(headers);
+    // httparse's defaults are the strict RFC 9112 ones we want: whitespace between a
+    // field name and its colon (§5.1, a smuggling vector) and obs-fold (§5.2) are errors.
     let consumed = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) if n > limits.max_head_bytes => {
             return Err(HttpError::HeadTooLarge);
@@ -238,84 +350,54 @@ pub fn parse_request_head(buf: &[u8], limits: &Limits) -> Result<Parsed<RequestH
         Err(httparse::Error::TooManyHeaders) => return Err(HttpError::TooManyHeaders),
         Err(_) => return Err(HttpError::Malformed),
     };
+    // A complete parse always fills the request line; the fallbacks only keep this total.
     let method = match req.method {
         Some("GET") => Method::Get,
         Some("HEAD") => Method::Head,
         Some("POST") => Method::Post,
         _ => Method::Other,
     };
-    let target = req.path.unwrap_or("/");
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let mut head = RequestHead {
+    let mut head = RequestHead::new(
         method,
-        path: path.to_owned(),
-        query: query.to_owned(),
-        minor_version: req.version.unwrap_or(1),
-        host: None,
-        upgrade: None,
-        connection: None,
-        sec_websocket_key: None,
-        sec_websocket_version: None,
-        origin: None,
-        authorization: None,
-        last_event_id: None,
-        content_length: None,
-        transfer_encoding: None,
-        expect: None,
-    };
+        req.path.unwrap_or_default(),
+        req.version.unwrap_or(1),
+    );
     for h in req.headers.iter() {
-        let name = h.name;
-        let field = if name.eq_ignore_ascii_case("host") {
-            &mut head.host
-        } else if name.eq_ignore_ascii_case("upgrade") {
-            &mut head.upgrade
-        } else if name.eq_ignore_ascii_case("connection") {
-            &mut head.connection
-        } else if name.eq_ignore_ascii_case("sec-websocket-key") {
-            &mut head.sec_websocket_key
-        } else if name.eq_ignore_ascii_case("sec-websocket-version") {
-            &mut head.sec_websocket_version
-        } else if name.eq_ignore_ascii_case("origin") {
-            &mut head.origin
-        } else if name.eq_ignore_ascii_case("authorization") {
-            &mut head.authorization
-        } else if name.eq_ignore_ascii_case("last-event-id") {
-            &mut head.last_event_id
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            &mut head.transfer_encoding
-        } else if name.eq_ignore_ascii_case("expect") {
-            &mut head.expect
-        } else if name.eq_ignore_ascii_case("content-length") {
-            // RFC 9112 §6.3: differing or invalid lengths are unrecoverable (smuggling).
-            let value = std::str::from_utf8(h.value)
-                .map_err(|_| HttpError::Malformed)?
-                .trim();
-            if value.is_empty() || value.len() > 19 || !value.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(HttpError::Malformed);
-            }
-            let n: u64 = value.parse().map_err(|_| HttpError::Malformed)?;
-            if head.content_length.is_some_and(|m| m != n) {
-                return Err(HttpError::Malformed);
-            }
-            head.content_length = Some(n);
-            continue;
-        } else {
+        let Some(field) = Field::from_name(h.name) else {
             continue;
         };
-        let value = std::str::from_utf8(h.value)
-            .map_err(|_| HttpError::Malformed)?
-            .trim();
-        let list = name.eq_ignore_ascii_case("upgrade")
-            || name.eq_ignore_ascii_case("connection")
-            || name.eq_ignore_ascii_case("transfer-encoding");
-        match field {
-            Some(prev) if list => {
+        let value = std::str::from_utf8(h.value).map_err(|_| HttpError::Malformed)?;
+        let value = trim_ows(value);
+        let slot = match field {
+            Field::ContentLength => {
+                // RFC 9112 §6.3 (5): an invalid length, or differing lengths, is an
+                // unrecoverable framing error. Two parsers that disagree on where this
+                // body ends are how request smuggling works, so refuse, never pick one.
+                let n = parse_content_length(value)?;
+                if head.content_length.is_some_and(|m| m != n) {
+                    return Err(HttpError::Malformed);
+                }
+                head.content_length = Some(n);
+                continue;
+            }
+            Field::Host => &mut head.host,
+            Field::Upgrade => &mut head.upgrade,
+            Field::Connection => &mut head.connection,
+            Field::SecWebSocketKey => &mut head.sec_websocket_key,
+            Field::SecWebSocketVersion => &mut head.sec_websocket_version,
+            Field::Origin => &mut head.origin,
+            Field::Authorization => &mut head.authorization,
+            Field::LastEventId => &mut head.last_event_id,
+            Field::TransferEncoding => &mut head.transfer_encoding,
+            Field::Expect => &mut head.expect,
+        };
+        match slot {
+            Some(prev) if field.is_list() => {
                 prev.push_str(", ");
                 prev.push_str(value);
             }
-            // A field that must be unique appears twice: refuse rather than pick one.
             Some(_) => return Err(HttpError::Malformed),
-            None => *field = Some(value.to_owned()),
+            None => *slot = Some(value.to_owned()),
         }
     }
     Ok(Parsed::Complete {
@@ -324,12 +406,15 @@ pub fn parse_request_head(buf: &[u8], limits: &Limits) -> Result<Parsed<RequestH
     })
 }
 
-/// A validated topic name: 1 to 128 characters of `A-Z a-z 0-9 . _ - :`.
+/// A validated topic name: 1 to [`MAX_TOPIC_LEN`] characters of `A-Z a-z 0-9 . _ - :`.
+///
+/// The alphabet needs no escaping in a path, a query, an SSE `id:` line or JSON, and
+/// `:` leaves room for namespaces such as `user:42` (direct messages are topics).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Topic(String);
 
 impl Topic {
-    /// Validates `s` as a topic name.
+    /// Validates `s` as a topic name; anything else is [`HttpError::BadTopic`].
     pub fn new(s: &str) -> Result<Topic, HttpError> {
         let ok = !s.is_empty()
             && s.len() <= MAX_TOPIC_LEN
@@ -357,13 +442,13 @@ impl fmt::Display for Topic {
 /// What a request asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
-    /// `GET /`: the demo page.
+    /// `GET`/`HEAD /`: the demo page.
     Index,
-    /// `GET /healthz`.
+    /// `GET`/`HEAD /healthz`.
     Healthz,
-    /// `GET /metrics`.
+    /// `GET`/`HEAD /metrics`.
     Metrics,
-    /// `GET /echo`: a WebSocket echo.
+    /// `GET /echo`: a WebSocket echo (the upgrade is checked by `handshake::validate`).
     Echo,
     /// `GET /ws/{topic}`: a WebSocket subscribed to `topic`.
     Ws {
@@ -372,111 +457,108 @@ pub enum Route {
     },
     /// `GET /sse/{topic}` or `GET /sse?topic=a&topic=b`: an event stream.
     Sse {
-        /// Topics in request order, without duplicates.
+        /// 1 to [`MAX_TOPICS_PER_STREAM`] topics in request order, without duplicates.
         topics: Vec<Topic>,
-        /// `Last-Event-ID` header, else `?lastEventId=`; unparsed.
+        /// `Last-Event-ID` header, else `?lastEventId=`; unparsed. Empty or longer than
+        /// [`MAX_EVENT_ID_LEN`]: `None` (not one of ours, so nothing to resume from).
         last_event_id: Option<String>,
     },
     /// `POST /publish/{topic}[?event=NAME]`.
     Publish {
         /// The topic.
         topic: Topic,
-        /// The SSE event name, if not the default `message`.
+        /// The SSE event name, 1 to [`MAX_EVENT_NAME_LEN`] bytes without CR, LF or NUL.
         event: Option<String>,
     },
     /// `GET /poll/{topic}?since=ID&wait=D`.
     Poll {
         /// The topic.
         topic: Topic,
-        /// The last id the client has.
+        /// The last id the client has; empty or longer than [`MAX_EVENT_ID_LEN`]: `None`.
         since: Option<String>,
-        /// Long-polling budget; `None` answers at once.
+        /// Long-polling budget, at most [`MAX_POLL_WAIT`]; absent or zero: `None`
+        /// (answer at once).
         wait: Option<Duration>,
     },
 }
 
+/// `Allow` values (RFC 9110 §10.2.1) for the 405 of each kind of endpoint.
+const ALLOW_GET_HEAD: &str = "GET, HEAD";
+const ALLOW_GET: &str = "GET";
+const ALLOW_POST: &str = "POST";
+
 /// Decides the endpoint for a request head.
+///
+/// Order of checks: the path picks the endpoint (unknown: 404), then the method (wrong:
+/// 405 with `Allow`), then the topic and query (400). `/ws`, `/sse`, `/poll` and
+/// `/publish` take exactly one topic segment; a further `/` (including a trailing one)
+/// is 404, as is any trailing-slash variant of a fixed path except `/` itself.
 pub fn route(head: &RequestHead) -> Result<Route, HttpError> {
-    const GET: &str = "GET, HEAD";
-    let get_only = |route: Route| match head.method {
-        Method::Get | Method::Head => Ok(route),
-        _ => Err(HttpError::MethodNotAllowed { allow: GET }),
-    };
     let path = head.path.as_str();
-    if let Some(rest) = path.strip_prefix("/ws/") {
-        let topic = path_topic(rest)?;
-        return match head.method {
-            Method::Get => Ok(Route::Ws { topic }),
-            _ => Err(HttpError::MethodNotAllowed { allow: "GET" }),
+    let allow = |allow: &'static str| {
+        let ok = match allow {
+            ALLOW_GET_HEAD => matches!(head.method, Method::Get | Method::Head),
+            ALLOW_GET => head.method == Method::Get,
+            _ => head.method == Method::Post,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(HttpError::MethodNotAllowed { allow })
+        }
+    };
+    // Endpoints with a `{topic}` segment.
+    for (prefix, methods) in [
+        ("/ws/", ALLOW_GET),
+        ("/sse/", ALLOW_GET),
+        ("/publish/", ALLOW_POST),
+        ("/poll/", ALLOW_GET),
+    ] {
+        let Some(segment) = path.strip_prefix(prefix) else {
+            continue;
+        };
+        if segment.contains('/') {
+            return Err(HttpError::NotFound);
+        }
+        allow(methods)?;
+        let topic = path_topic(segment)?;
+        return match prefix {
+            "/ws/" => Ok(Route::Ws { topic }),
+            "/sse/" => {
+                let query = parse_query(&head.query)?;
+                Ok(Route::Sse {
+                    topics: vec![topic],
+                    last_event_id: last_event_id(head, &query),
+                })
+            }
+            "/publish/" => publish(topic, &head.query),
+            _ => poll(topic, &head.query),
         };
     }
-    if let Some(rest) = path.strip_prefix("/sse/") {
-        let topic = path_topic(rest)?;
-        let query = parse_query(&head.query)?;
-        return get_only(Route::Sse {
-            topics: vec![topic],
-            last_event_id: last_event_id(head, &query),
-        });
-    }
-    if let Some(rest) = path.strip_prefix("/publish/") {
-        let topic = path_topic(rest)?;
-        if head.method != Method::Post {
-            return Err(HttpError::MethodNotAllowed { allow: "POST" });
-        }
-        let mut event = None;
-        for (k, v) in parse_query(&head.query)? {
-            if k == "event" {
-                let bad = v.is_empty()
-                    || v.len() > MAX_EVENT_NAME_LEN
-                    || v.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0));
-                if bad {
-                    return Err(HttpError::BadEventName);
-                }
-                event = Some(v);
-            }
-        }
-        return Ok(Route::Publish { topic, event });
-    }
-    if let Some(rest) = path.strip_prefix("/poll/") {
-        let topic = path_topic(rest)?;
-        let (mut since, mut wait) = (None, None);
-        for (k, v) in parse_query(&head.query)? {
-            match k.as_str() {
-                "since" if !v.is_empty() => since = Some(v),
-                "wait" => {
-                    let d = parse_duration(&v)
-                        .filter(|d| *d <= MAX_POLL_WAIT)
-                        .ok_or(HttpError::BadQuery)?;
-                    wait = (!d.is_zero()).then_some(d);
-                }
-                _ => {}
-            }
-        }
-        return get_only(Route::Poll { topic, since, wait });
-    }
     match path {
-        "/" => get_only(Route::Index),
-        "/healthz" => get_only(Route::Healthz),
-        "/metrics" => get_only(Route::Metrics),
-        "/echo" => match head.method {
-            Method::Get => Ok(Route::Echo),
-            _ => Err(HttpError::MethodNotAllowed { allow: "GET" }),
-        },
+        "/" => allow(ALLOW_GET_HEAD).map(|()| Route::Index),
+        "/healthz" => allow(ALLOW_GET_HEAD).map(|()| Route::Healthz),
+        "/metrics" => allow(ALLOW_GET_HEAD).map(|()| Route::Metrics),
+        "/echo" => allow(ALLOW_GET).map(|()| Route::Echo),
         "/sse" => {
+            allow(ALLOW_GET)?;
             let query = parse_query(&head.query)?;
             let mut topics: Vec<Topic> = Vec::new();
-            for (k, v) in &query {
-                if k == "topic" {
-                    let t = Topic::new(v)?;
-                    if !topics.contains(&t) {
-                        topics.push(t);
+            for (_, v) in query.iter().filter(|(k, _)| k == "topic") {
+                let t = Topic::new(v)?;
+                if !topics.contains(&t) {
+                    // Stop at the first topic over the cap: the dedup scan stays
+                    // O(MAX_TOPICS_PER_STREAM) per parameter however long the query.
+                    if topics.len() == MAX_TOPICS_PER_STREAM {
+                        return Err(HttpError::BadQuery);
                     }
+                    topics.push(t);
                 }
             }
-            if topics.is_empty() || topics.len() > MAX_TOPICS_PER_STREAM {
+            if topics.is_empty() {
                 return Err(HttpError::BadQuery);
             }
-            get_only(Route::Sse {
+            Ok(Route::Sse {
                 topics,
                 last_event_id: last_event_id(head, &query),
             })
@@ -485,34 +567,79 @@ pub fn route(head: &RequestHead) -> Result<Route, HttpError> {
     }
 }
 
-/// A topic from a path segment: percent-decoded, then validated. A further `/` is 404.
-fn path_topic(segment: &str) -> Result<Topic, HttpError> {
-    if segment.contains('/') {
-        return Err(HttpError::NotFound);
+/// `POST /publish/{topic}[?event=NAME]`.
+fn publish(topic: Topic, query: &str) -> Result<Route, HttpError> {
+    let mut event = None;
+    for (k, v) in parse_query(query)? {
+        if k == "event" {
+            // The name goes on an SSE `event:` line: a CR or LF would end that line and
+            // let a publisher forge fields in every subscriber's stream (WHATWG HTML
+            // §9.2.6); NUL is refused by many clients.
+            let bad = v.is_empty()
+                || v.len() > MAX_EVENT_NAME_LEN
+                || v.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0));
+            if bad {
+                return Err(HttpError::BadEventName);
+            }
+            event = Some(v);
+        }
     }
+    Ok(Route::Publish { topic, event })
+}
+
+/// `GET /poll/{topic}?since=ID&wait=D`.
+fn poll(topic: Topic, query: &str) -> Result<Route, HttpError> {
+    let (mut since, mut wait) = (None, None);
+    for (k, v) in parse_query(query)? {
+        match k.as_str() {
+            "since" => since = event_id(v),
+            "wait" => {
+                let d = parse_duration(&v)
+                    .filter(|d| *d <= MAX_POLL_WAIT)
+                    .ok_or(HttpError::BadQuery)?;
+                wait = (!d.is_zero()).then_some(d);
+            }
+            _ => {}
+        }
+    }
+    Ok(Route::Poll { topic, since, wait })
+}
+
+/// A topic from a path segment: percent-decoded (RFC 3986 §2.1), then validated. A bad
+/// escape is a bad topic too: the client asked for a name we cannot have.
+fn path_topic(segment: &str) -> Result<Topic, HttpError> {
     Topic::new(&percent_decode(segment).map_err(|_| HttpError::BadTopic)?)
 }
 
-fn last_event_id(head: &RequestHead, query: &[(String, String)]) -> Option<String> {
-    let from_query = || {
-        query
-            .iter()
-            .find(|(k, _)| k == "lastEventId")
-            .map(|(_, v)| v.clone())
-    };
-    head.last_event_id
-        .clone()
-        .or_else(from_query)
-        .filter(|id| !id.is_empty() && id.len() <= MAX_EVENT_ID_LEN)
+/// An event id as the client sent it, if it could be one of ours (see
+/// [`MAX_EVENT_ID_LEN`]); otherwise there is nothing to resume from.
+fn event_id(id: String) -> Option<String> {
+    (!id.is_empty() && id.len() <= MAX_EVENT_ID_LEN).then_some(id)
 }
 
-/// Splits a query string into decoded `(key, value)` pairs (`application/x-www-form-
-/// urlencoded`: `+` is a space, `%XX` a byte). A bad escape or non-UTF-8 result is
+/// The `Last-Event-ID` header (WHATWG HTML §9.2.4, sent by `EventSource` on reconnect),
+/// else `?lastEventId=` for clients that cannot set headers. The header wins even when
+/// it is unusable: a client that sent one meant it.
+fn last_event_id(head: &RequestHead, query: &[(String, String)]) -> Option<String> {
+    match &head.last_event_id {
+        Some(id) => event_id(id.clone()),
+        None => query
+            .iter()
+            .find(|(k, _)| k == "lastEventId")
+            .and_then(|(_, v)| event_id(v.clone())),
+    }
+}
+
+/// Splits a query string into decoded `(key, value)` pairs, in order, repeats kept
+/// (`application/x-www-form-urlencoded`, WHATWG URL §5.1): pairs split on `&`, key and
+/// value on the first `=` (no `=`: empty value), `+` is a space, `%XX` a byte. Empty
+/// pairs (`a=1&&b=2`) are skipped. A bad escape or a non-UTF-8 result is
 /// [`HttpError::BadQuery`].
 pub fn parse_query(q: &str) -> Result<Vec<(String, String)>, HttpError> {
     let mut out = Vec::new();
     for pair in q.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        // `+` first, so an escaped `%2B` stays a plus.
         let k = percent_decode(&k.replace('+', " "))?;
         let v = percent_decode(&v.replace('+', " "))?;
         out.push((k, v));
@@ -520,7 +647,19 @@ pub fn parse_query(q: &str) -> Result<Vec<(String, String)>, HttpError> {
     Ok(out)
 }
 
-/// Decodes `%XX` escapes; the result must be UTF-8.
+/// The value of one hex digit.
+fn hex_digit(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Decodes `%XX` escapes (RFC 3986 §2.1; either case of hex digit); every other byte is
+/// kept, `+` included. A `%` without two hex digits, or a result that is not UTF-8, is
+/// [`HttpError::BadQuery`].
 pub fn percent_decode(s: &str) -> Result<String, HttpError> {
     if !s.contains('%') {
         return Ok(s.to_owned());
@@ -530,10 +669,14 @@ pub fn percent_decode(s: &str) -> Result<String, HttpError> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            let hex = b.get(i + 1..i + 3).ok_or(HttpError::BadQuery)?;
-            let hi = (hex[0] as char).to_digit(16).ok_or(HttpError::BadQuery)?;
-            let lo = (hex[1] as char).to_digit(16).ok_or(HttpError::BadQuery)?;
-            out.push((hi * 16 + lo) as u8);
+            let (hi, lo) = match b.get(i + 1..i + 3) {
+                Some(&[hi, lo]) => (hex_digit(hi), hex_digit(lo)),
+                _ => (None, None),
+            };
+            let (Some(hi), Some(lo)) = (hi, lo) else {
+                return Err(HttpError::BadQuery);
+            };
+            out.push(hi << 4 | lo);
             i += 3;
         } else {
             out.push(b[i]);
@@ -543,26 +686,40 @@ pub fn percent_decode(s: &str) -> Result<String, HttpError> {
     String::from_utf8(out).map_err(|_| HttpError::BadQuery)
 }
 
-/// Parses a duration: digits and a unit `ms`, `s`, `m` or `h` (`500ms`, `30s`, `2m`);
-/// plain digits are seconds. No spaces, fractions or signs.
+/// Parses a duration: ASCII digits then a unit `ms`, `s`, `m` or `h` (`500ms`, `30s`,
+/// `2m`, `1h`); plain digits are seconds. No spaces, signs, fractions or upper-case
+/// units. Exact: every value that fits a `u64` of its unit is accepted, and a count that
+/// overflows (`99999999999999999999s`, or minutes/hours beyond `u64` seconds) is `None`,
+/// never a panic or a wrap.
 pub fn parse_duration(s: &str) -> Option<Duration> {
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    // The first non-digit byte is ASCII or a UTF-8 lead byte, so a char boundary.
+    let split = s
+        .bytes()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(s.len());
     let (digits, unit) = s.split_at(split);
-    if digits.is_empty() || digits.len() > 12 {
+    if digits.is_empty() {
         return None;
     }
+    // Only ASCII digits, so this fails only on overflow.
     let n: u64 = digits.parse().ok()?;
     match unit {
         "ms" => Some(Duration::from_millis(n)),
         "" | "s" => Some(Duration::from_secs(n)),
-        "m" => Some(Duration::from_secs(n.checked_mul(60)?)),
-        "h" => Some(Duration::from_secs(n.checked_mul(3600)?)),
+        "m" => n.checked_mul(60).map(Duration::from_secs),
+        "h" => n.checked_mul(3600).map(Duration::from_secs),
         _ => None,
     }
 }
 
-/// Writes a status line, the given headers and the blank line; no body framing. For the
-/// 101 response and the event-stream head, whose bodies are not length-delimited.
+/// Writes a status line, the given headers and the empty line (RFC 9112 §4, §5); no body
+/// framing. For the 101 response and the event-stream head, whose bodies are not
+/// length-delimited.
+///
+/// # Warning
+/// Names and values are written as given. A CR or LF in one would split the response
+/// (response splitting); values copied from a [`RequestHead`] cannot hold either, since
+/// httparse refuses them.
 pub fn write_head(out: &mut Vec<u8>, status: Status, headers: &[(&str, &str)]) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.code().to_string().as_bytes());
@@ -570,6 +727,10 @@ pub fn write_head(out: &mut Vec<u8>, status: Status, headers: &[(&str, &str)]) {
     out.extend_from_slice(status.reason().as_bytes());
     out.extend_from_slice(b"\r\n");
     for (name, value) in headers {
+        debug_assert!(
+            !name.contains(['\r', '\n', ':']) && !value.contains(['\r', '\n']),
+            "header {name:?}: {value:?} would split the response"
+        );
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
@@ -578,9 +739,10 @@ pub fn write_head(out: &mut Vec<u8>, status: Status, headers: &[(&str, &str)]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Writes a complete response with `Content-Type` and `Content-Length`, then `headers`.
-/// `keep_alive == false` adds `Connection: close`; `head_only` (a HEAD request) omits the
-/// body but keeps its length (RFC 9110 §9.3.2).
+/// Writes a complete response: status line, `Content-Type`, `Content-Length`,
+/// `Connection: close` when `keep_alive` is false, then `headers`, then the body.
+/// `head_only` (a HEAD request) omits the body but keeps its `Content-Length`
+/// (RFC 9110 §9.3.2, §8.6).
 pub fn write_response(
     out: &mut Vec<u8>,
     status: Status,
@@ -595,6 +757,7 @@ pub fn write_response(
     all.push(("Content-Type", content_type));
     all.push(("Content-Length", &len));
     if !keep_alive {
+        // RFC 9112 §9.6: tells the client not to send another request on this connection.
         all.push(("Connection", "close"));
     }
     all.extend_from_slice(headers);
@@ -604,8 +767,9 @@ pub fn write_response(
     }
 }
 
-/// Writes the plain-text error response for `err`, with `Connection: close` (and `Allow`
-/// for 405).
+/// Writes the plain-text error response for `err`: body `err.message()` and a newline,
+/// `Connection: close` (after a refused request the rest of the input cannot be trusted
+/// to start a new request), and `Allow` for 405 (RFC 9110 §15.5.6: "MUST generate").
 pub fn write_error(out: &mut Vec<u8>, err: &HttpError) {
     let body = format!("{}\n", err.message());
     let allow;
@@ -627,7 +791,9 @@ pub fn write_error(out: &mut Vec<u8>, err: &HttpError) {
     );
 }
 
-/// Writes `503 Service Unavailable` with `Retry-After` (admission control).
+/// Writes `503 Service Unavailable` with `Retry-After: retry_after_secs` (RFC 9110
+/// §10.2.3), `Connection: close` and a one-line body: admission control when the server
+/// is at `--max-connections`.
 pub fn write_service_unavailable(out: &mut Vec<u8>, retry_after_secs: u32) {
     let secs = retry_after_secs.to_string();
     write_response(
@@ -642,7 +808,9 @@ pub fn write_service_unavailable(out: &mut Vec<u8>, retry_after_secs: u32) {
 }
 
 /// Does the request's `Origin` pass the allowlist? An empty list allows any; a request
-/// without `Origin` (not from a browser) is allowed. Compared ignoring ASCII case.
+/// without `Origin` is allowed, because only browsers send it and the allowlist exists
+/// to stop other sites' pages (cross-site WebSocket hijacking, RFC 6455 §10.2). Compared
+/// ignoring ASCII case (scheme and host are case-insensitive, RFC 6454 §4).
 pub fn origin_allowed(head: &RequestHead, allowed: &[String]) -> bool {
     match &head.origin {
         None => true,
@@ -651,7 +819,9 @@ pub fn origin_allowed(head: &RequestHead, allowed: &[String]) -> bool {
 }
 
 /// Does `Authorization: Bearer <token>` carry `token`? The scheme is case-insensitive
-/// (RFC 9110 §11.1); the token is compared in time independent of where it differs.
+/// (RFC 9110 §11.1, RFC 6750 §2.1); the token is compared in time that depends only on
+/// the lengths, never on where the bytes first differ, so the token cannot be guessed
+/// byte by byte from response times. An empty presented token never matches.
 pub fn bearer_matches(head: &RequestHead, token: &str) -> bool {
     let Some(auth) = head.authorization.as_deref() else {
         return false;
@@ -659,32 +829,37 @@ pub fn bearer_matches(head: &RequestHead, token: &str) -> bool {
     let Some((scheme, given)) = auth.split_once(' ') else {
         return false;
     };
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    let given = trim_ows(given);
+    if !scheme.eq_ignore_ascii_case("bearer") || given.is_empty() {
         return false;
     }
-    let (a, b) = (given.trim().as_bytes(), token.as_bytes());
+    let (a, b) = (given.as_bytes(), token.as_bytes());
     let mut diff = a.len() ^ b.len();
     for i in 0..a.len().max(b.len()) {
-        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0));
+        let x = a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0);
+        // black_box: keep the optimiser from turning the loop into an early exit.
+        diff |= usize::from(std::hint::black_box(x));
     }
     diff == 0
 }
 
 /// Does the client want the connection kept open? HTTP/1.1 unless `Connection: close`;
-/// HTTP/1.0 only with `Connection: keep-alive` (RFC 9112 §9.3).
+/// HTTP/1.0 only with `Connection: keep-alive`; `close` wins over everything
+/// (RFC 9112 §9.3).
 pub fn keep_alive(head: &RequestHead) -> bool {
     let conn = head.connection.as_deref().unwrap_or("");
-    if head.minor_version >= 1 {
-        !has_token(conn, "close")
-    } else {
-        has_token(conn, "keep-alive")
+    if has_token(conn, "close") {
+        return false;
     }
+    head.minor_version >= 1 || has_token(conn, "keep-alive")
 }
 
-/// Is `token` in the comma-separated list, ignoring ASCII case and whitespace?
+/// Is `token` an element of the comma-separated list (`#token`, RFC 9110 §5.6.1),
+/// ignoring ASCII case and the whitespace around elements? Whole elements only:
+/// `upgrade` is not in `upgrades`.
 pub fn has_token(list: &str, token: &str) -> bool {
     list.split(',')
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+        .any(|t| trim_ows(t).eq_ignore_ascii_case(token))
 }
 
 #[cfg(test)]
@@ -704,11 +879,24 @@ mod tests {
         }
     }
 
-    fn get(target: &str) -> RequestHead {
-        head(format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+    fn req(method: &str, target: &str) -> RequestHead {
+        head(format!("{method} {target} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
     }
 
-    const UPGRADE: &[u8] = b"GET /ws/chat?x=1 HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\nConnection: keep-alive\r\nconnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: http://example.com\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    fn get(target: &str) -> RequestHead {
+        req("GET", target)
+    }
+
+    fn post(target: &str) -> RequestHead {
+        req("POST", target)
+    }
+
+    fn t(s: &str) -> Topic {
+        Topic::new(s).unwrap()
+    }
+
+    /// A Firefox-style upgrade: `Connection` split over two lines, odd name case.
+    const UPGRADE: &[u8] = b"GET /ws/chat?x=1 HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\nConnection: keep-alive\r\nconnection: Upgrade\r\nsec-websocket-KEY: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: http://example.com\r\nSec-WebSocket-Version: 13\r\n\r\n";
 
     #[test]
     fn parses_the_fields_we_use() {
@@ -718,6 +906,7 @@ mod tests {
             (Method::Get, "/ws/chat", "x=1", 1)
         );
         assert_eq!(h.host.as_deref(), Some("server.example.com"));
+        assert_eq!(h.upgrade.as_deref(), Some("websocket"));
         assert_eq!(
             h.connection.as_deref(),
             Some("keep-alive, Upgrade"),
@@ -725,27 +914,97 @@ mod tests {
         );
         assert_eq!(
             h.sec_websocket_key.as_deref(),
-            Some("dGhlIHNhbXBsZSBub25jZQ==")
+            Some("dGhlIHNhbXBsZSBub25jZQ=="),
+            "names are case-insensitive"
         );
         assert_eq!(h.origin.as_deref(), Some("http://example.com"));
         assert_eq!(h.sec_websocket_version.as_deref(), Some("13"));
+        assert_eq!(
+            (h.authorization, h.last_event_id, h.content_length),
+            (None, None, None)
+        );
+
+        let h = head(
+            b"POST /publish/a HTTP/1.0\r\nCONTENT-LENGTH:  42 \r\nAuthorization: \tBearer x\t\r\nLast-Event-ID: 0a-1\r\nTransfer-Encoding: gzip\r\ntransfer-encoding: chunked\r\nExpect: 100-continue\r\nX-Other: \xff\xfe\r\n\r\n",
+        );
+        assert_eq!((h.method, h.minor_version), (Method::Post, 0));
+        assert_eq!(h.content_length, Some(42), "OWS trimmed");
+        assert_eq!(h.authorization.as_deref(), Some("Bearer x"));
+        assert_eq!(h.last_event_id.as_deref(), Some("0a-1"));
+        assert_eq!(h.transfer_encoding.as_deref(), Some("gzip, chunked"));
+        assert_eq!(h.expect.as_deref(), Some("100-continue"));
+        assert_eq!(get("/").query, "", "no query");
+        assert_eq!(get("/a?").query, "");
+        assert_eq!(get("/a?b?c").query, "b?c", "split on the first ?");
+        assert_eq!(req("HEAD", "/").method, Method::Head);
+        assert_eq!(req("DELETE", "/").method, Method::Other);
+        assert_eq!(
+            req("get", "/").method,
+            Method::Other,
+            "methods are case-sensitive"
+        );
+        assert_eq!(
+            head(b"GET / HTTP/1.1\r\nOrigin: a\xc2\xa0\r\n\r\n")
+                .origin
+                .as_deref(),
+            Some("a\u{a0}"),
+            "only SP and HTAB are trimmed"
+        );
     }
 
-    /// Chunking: every prefix is Partial, and bytes after the head are not consumed.
+    /// Chunking: fed one byte at a time (as a connection accumulates them) and at split
+    /// points, every call before the last byte is Partial, and the last gives exactly the
+    /// one-shot result. Bytes after the head are not consumed.
     #[test]
     fn chunking_and_consumed() {
-        for cut in 0..UPGRADE.len() {
-            assert_eq!(parse(&UPGRADE[..cut]), Ok(Parsed::Partial), "cut {cut}");
-        }
-        let mut more = UPGRADE.to_vec();
-        more.extend_from_slice(b"\x81\x85extra");
-        assert_eq!(
-            parse(&more),
-            Ok(Parsed::Complete {
-                value: head(UPGRADE),
-                consumed: UPGRADE.len()
-            })
+        let one_shot = parse(UPGRADE).unwrap();
+        assert!(
+            matches!(&one_shot, Parsed::Complete { consumed, .. } if *consumed == UPGRADE.len())
         );
+
+        let mut acc = Vec::new();
+        for (i, &b) in UPGRADE.iter().enumerate() {
+            acc.push(b);
+            let r = parse(&acc).unwrap();
+            if i + 1 < UPGRADE.len() {
+                assert_eq!(r, Parsed::Partial, "after {} bytes", i + 1);
+            } else {
+                assert_eq!(r, one_shot);
+            }
+        }
+
+        let n = UPGRADE.len();
+        for cuts in [
+            vec![1],
+            vec![n / 2],
+            vec![n - 1],
+            vec![n - 2],
+            vec![3, 40, n - 3],
+            vec![16, 17, 100, 101],
+        ] {
+            let mut acc = Vec::new();
+            let mut from = 0;
+            for cut in cuts.iter().copied().chain([n]) {
+                acc.extend_from_slice(&UPGRADE[from..cut]);
+                from = cut;
+                let r = parse(&acc).unwrap();
+                if cut < n {
+                    assert_eq!(r, Parsed::Partial, "cuts {cuts:?} at {cut}");
+                } else {
+                    assert_eq!(r, one_shot, "cuts {cuts:?}");
+                }
+            }
+        }
+
+        let mut more = UPGRADE.to_vec();
+        more.extend_from_slice(b"\x81\x85extra GET / HTTP/1.1\r\n\r\n");
+        assert_eq!(parse(&more).unwrap(), one_shot, "consumed = the head only");
+        let first: &[u8] = b"GET /healthz HTTP/1.1\r\n\r\n";
+        let pipelined = [first, b"GET / HTTP/1.1\r\n\r\n"].concat();
+        assert!(matches!(
+            parse(&pipelined),
+            Ok(Parsed::Complete { consumed, .. }) if consumed == first.len()
+        ));
     }
 
     #[test]
@@ -755,24 +1014,50 @@ mod tests {
             let base = "GET / HTTP/1.1\r\nX: \r\n\r\n".len();
             format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(n - base)).into_bytes()
         };
+        let exact = pad(limits.max_head_bytes);
+        assert_eq!(exact.len(), limits.max_head_bytes);
         assert!(matches!(
-            parse_request_head(&pad(limits.max_head_bytes), &limits),
-            Ok(Parsed::Complete { .. })
+            parse_request_head(&exact, &limits),
+            Ok(Parsed::Complete { consumed, .. }) if consumed == limits.max_head_bytes
         ));
         assert_eq!(
             parse_request_head(&pad(limits.max_head_bytes + 1), &limits),
             Err(HttpError::HeadTooLarge)
         );
+        // Incomplete and already at the limit: no point waiting for more.
         assert_eq!(
-            parse_request_head(&vec![b'G'; limits.max_head_bytes], &limits).unwrap_err(),
-            HttpError::HeadTooLarge
+            parse_request_head(&exact[..limits.max_head_bytes - 1], &limits),
+            Ok(Parsed::Partial)
+        );
+        assert_eq!(
+            parse_request_head(&vec![b'G'; limits.max_head_bytes], &limits),
+            Err(HttpError::HeadTooLarge)
         );
         let partial = format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(limits.max_head_bytes));
         assert_eq!(parse(partial.as_bytes()), Err(HttpError::HeadTooLarge));
+
         let many =
             |n: usize| format!("GET / HTTP/1.1\r\n{}\r\n", "X: y\r\n".repeat(n)).into_bytes();
-        assert!(parse(&many(64)).is_ok());
+        assert!(matches!(parse(&many(64)), Ok(Parsed::Complete { .. })));
         assert_eq!(parse(&many(65)), Err(HttpError::TooManyHeaders));
+        let few = Limits {
+            max_headers: 2,
+            ..Limits::default()
+        };
+        assert!(parse_request_head(&many(2), &few).is_ok());
+        assert_eq!(
+            parse_request_head(&many(3), &few),
+            Err(HttpError::TooManyHeaders)
+        );
+        let huge = Limits {
+            max_headers: 10_000,
+            ..Limits::default()
+        };
+        assert_eq!(
+            parse_request_head(&many(65), &huge),
+            Err(HttpError::TooManyHeaders),
+            "clamped to MAX_HEADERS, no panic"
+        );
         assert_eq!(HttpError::TooManyHeaders.status().code(), 431);
         assert_eq!(HttpError::HeadTooLarge.status().code(), 431);
     }
@@ -781,22 +1066,66 @@ mod tests {
     fn malformed() {
         assert_eq!(
             parse(b"GET / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"),
-            Err(HttpError::Malformed)
+            Err(HttpError::Malformed),
+            "conflicting lengths: smuggling"
         );
-        assert!(
-            parse(b"GET / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n").is_ok(),
+        assert_eq!(
+            head(b"GET / HTTP/1.1\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\n")
+                .content_length,
+            Some(5),
             "equal repeats are fine"
         );
-        for bad in ["-1", "+5", "1 2", "", "0x10", "99999999999999999999"] {
+        assert_eq!(
+            head(b"GET / HTTP/1.1\r\nContent-Length: 007\r\n\r\n").content_length,
+            Some(7)
+        );
+        assert_eq!(
+            head(b"GET / HTTP/1.1\r\nContent-Length: 18446744073709551615\r\n\r\n").content_length,
+            Some(u64::MAX)
+        );
+        for bad in [
+            "-1",
+            "+5",
+            "1 2",
+            "5, 5",
+            "",
+            "0x10",
+            "1e3",
+            "18446744073709551616",
+            "99999999999999999999",
+            "\u{661}",
+        ] {
             let req = format!("POST / HTTP/1.1\r\nContent-Length: {bad}\r\n\r\n");
             assert_eq!(parse(req.as_bytes()), Err(HttpError::Malformed), "{bad:?}");
         }
-        assert_eq!(
-            parse(b"GET / HTTP/1.1\r\nSec-WebSocket-Key: a\r\nSec-WebSocket-Key: b\r\n\r\n"),
-            Err(HttpError::Malformed)
-        );
+        for field in [
+            "Host",
+            "Sec-WebSocket-Key",
+            "Sec-WebSocket-Version",
+            "Origin",
+            "Authorization",
+            "Last-Event-ID",
+        ] {
+            let req = format!("GET / HTTP/1.1\r\n{field}: a\r\n{field}: a\r\n\r\n");
+            assert_eq!(parse(req.as_bytes()), Err(HttpError::Malformed), "{field}");
+        }
         assert_eq!(
             parse(b"GET / HTTP/1.1\r\nOrigin: \xff\r\n\r\n"),
+            Err(HttpError::Malformed),
+            "non-UTF-8 value of a field we use"
+        );
+        assert_eq!(
+            parse(b"GET / HTTP/1.1\r\nContent-Length : 5\r\n\r\n"),
+            Err(HttpError::Malformed),
+            "RFC 9112 §5.1: whitespace before the colon"
+        );
+        assert_eq!(
+            parse(b"GET / HTTP/1.1\r\nUpgrade: a\r\n  websocket\r\n\r\n"),
+            Err(HttpError::Malformed),
+            "RFC 9112 §5.2: obs-fold"
+        );
+        assert_eq!(
+            parse(b"GET / HTTP/1.1\r\nX: a\0b\r\n\r\n"),
             Err(HttpError::Malformed)
         );
         assert_eq!(
@@ -804,14 +1133,16 @@ mod tests {
             Err(HttpError::Malformed)
         );
         assert_eq!(parse(b"GET / HTTP/2.0\r\n\r\n"), Err(HttpError::Malformed));
+        assert_eq!(parse(b"GET  / HTTP/1.1\r\n\r\n"), Err(HttpError::Malformed));
         assert_eq!(HttpError::Malformed.status().code(), 400);
     }
 
     #[test]
     fn routes() {
-        let t = |s: &str| Topic::new(s).unwrap();
         assert_eq!(route(&get("/")), Ok(Route::Index));
+        assert_eq!(route(&req("HEAD", "/")), Ok(Route::Index));
         assert_eq!(route(&get("/healthz")), Ok(Route::Healthz));
+        assert_eq!(route(&req("HEAD", "/healthz?x")), Ok(Route::Healthz));
         assert_eq!(route(&get("/metrics")), Ok(Route::Metrics));
         assert_eq!(route(&get("/echo")), Ok(Route::Echo));
         assert_eq!(
@@ -834,24 +1165,28 @@ mod tests {
         );
         assert_eq!(
             route(&get(
-                "/sse?topic=a&topic=b&topic=a&lastEventId=0a0b0c0d-1.2"
+                "/sse?topic=a&topic=b&topic=a&x=y&lastEventId=0a0b0c0d-1.2"
             )),
             Ok(Route::Sse {
                 topics: vec![t("a"), t("b")],
                 last_event_id: Some("0a0b0c0d-1.2".into())
+            }),
+            "duplicates removed in first order, unknown keys ignored"
+        );
+        assert_eq!(
+            route(&get("/sse?topic=user%3Ab&topic=c")),
+            Ok(Route::Sse {
+                topics: vec![t("user:b"), t("c")],
+                last_event_id: None
             })
         );
-        let mut h = get("/sse/x?lastEventId=q");
-        h.last_event_id = Some("hdr".into());
-        assert_eq!(
-            route(&h),
-            Ok(Route::Sse {
-                topics: vec![t("x")],
-                last_event_id: Some("hdr".into())
-            }),
-            "header wins"
-        );
+        assert_eq!(route(&get("/sse?topic=a%2Fb")), Err(HttpError::BadTopic));
         assert_eq!(route(&get("/sse")), Err(HttpError::BadQuery), "no topic");
+        assert_eq!(route(&get("/sse?topic=a&x=%zz")), Err(HttpError::BadQuery));
+        let cap: String = (0..32).map(|i| format!("topic=t{i}&topic=t0&")).collect();
+        assert!(
+            matches!(route(&get(&format!("/sse?{cap}"))), Ok(Route::Sse { topics, .. }) if topics.len() == 32)
+        );
         let too_many: String = (0..33).map(|i| format!("topic=t{i}&")).collect();
         assert_eq!(
             route(&get(&format!("/sse?{too_many}"))),
@@ -865,20 +1200,39 @@ mod tests {
                 wait: Some(Duration::from_secs(2))
             })
         );
+        for q in ["wait=0", "wait=0ms", "", "since=", "other=1"] {
+            assert_eq!(
+                route(&get(&format!("/poll/news?{q}"))),
+                Ok(Route::Poll {
+                    topic: t("news"),
+                    since: None,
+                    wait: None
+                }),
+                "{q}"
+            );
+        }
         assert_eq!(
-            route(&get("/poll/news?wait=0")),
+            route(&get("/poll/news?wait=5m")),
             Ok(Route::Poll {
                 topic: t("news"),
                 since: None,
-                wait: None
-            })
+                wait: Some(MAX_POLL_WAIT)
+            }),
+            "5 minutes is the cap, inclusive"
         );
-        assert_eq!(route(&get("/poll/news?wait=10m")), Err(HttpError::BadQuery));
-        assert_eq!(
-            route(&get("/poll/news?wait=soon")),
-            Err(HttpError::BadQuery)
-        );
-        let post = |target: &str| head(format!("POST {target} HTTP/1.1\r\n\r\n").as_bytes());
+        for q in [
+            "wait=300001ms",
+            "wait=10m",
+            "wait=soon",
+            "wait=",
+            "wait=1.5s",
+        ] {
+            assert_eq!(
+                route(&get(&format!("/poll/news?{q}"))),
+                Err(HttpError::BadQuery),
+                "{q}"
+            );
+        }
         assert_eq!(
             route(&post("/publish/news?event=up+date")),
             Ok(Route::Publish {
@@ -894,87 +1248,241 @@ mod tests {
             })
         );
         assert_eq!(
-            route(&post("/publish/news?event=a%0Ab")),
-            Err(HttpError::BadEventName)
+            route(&post(&format!("/publish/news?event={}", "e".repeat(64)))),
+            Ok(Route::Publish {
+                topic: t("news"),
+                event: Some("e".repeat(64))
+            })
         );
+        for bad in ["a%0Ab", "a%0Db", "a%00b", "", &"e".repeat(65)] {
+            assert_eq!(
+                route(&post(&format!("/publish/news?event={bad}"))),
+                Err(HttpError::BadEventName),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(HttpError::BadEventName.status().code(), 400);
+    }
+
+    #[test]
+    fn last_event_id_sources() {
+        let mut h = get("/sse/x?lastEventId=q");
+        h.last_event_id = Some("hdr".into());
         assert_eq!(
-            route(&post("/publish/news?event=")),
-            Err(HttpError::BadEventName)
+            route(&h),
+            Ok(Route::Sse {
+                topics: vec![t("x")],
+                last_event_id: Some("hdr".into())
+            }),
+            "header wins"
         );
+        let long = "i".repeat(MAX_EVENT_ID_LEN + 1);
+        h.last_event_id = Some(long.clone());
         assert_eq!(
-            route(&post(&format!("/publish/news?event={}", "e".repeat(65)))),
-            Err(HttpError::BadEventName)
+            route(&h),
+            Ok(Route::Sse {
+                topics: vec![t("x")],
+                last_event_id: None
+            }),
+            "too long: not ours"
         );
+        let ok = "i".repeat(MAX_EVENT_ID_LEN);
+        for (target, want) in [
+            (format!("/sse/x?lastEventId={ok}"), Some(ok.clone())),
+            (format!("/sse/x?lastEventId={long}"), None),
+            ("/sse/x?lastEventId=".to_string(), None),
+        ] {
+            assert_eq!(
+                route(&get(&target)),
+                Ok(Route::Sse {
+                    topics: vec![t("x")],
+                    last_event_id: want
+                })
+            );
+        }
         assert_eq!(
-            route(&get("/publish/news")),
-            Err(HttpError::MethodNotAllowed { allow: "POST" })
+            route(&get(&format!("/poll/x?since={long}"))),
+            Ok(Route::Poll {
+                topic: t("x"),
+                since: None,
+                wait: None
+            })
         );
-        assert_eq!(
-            route(&post("/echo")),
-            Err(HttpError::MethodNotAllowed { allow: "GET" })
-        );
-        assert_eq!(
-            route(&post("/healthz")),
-            Err(HttpError::MethodNotAllowed { allow: "GET, HEAD" })
-        );
-        assert_eq!(route(&get("/nope")), Err(HttpError::NotFound));
-        assert_eq!(route(&get("/healthz/")), Err(HttpError::NotFound));
-        assert_eq!(route(&get("/ws/a/b")), Err(HttpError::NotFound));
+    }
+
+    #[test]
+    fn methods_and_unknown_paths() {
+        let gh = HttpError::MethodNotAllowed { allow: "GET, HEAD" };
+        let g = HttpError::MethodNotAllowed { allow: "GET" };
+        let p = HttpError::MethodNotAllowed { allow: "POST" };
+        for (method, target, want) in [
+            ("POST", "/", gh),
+            ("POST", "/healthz", gh),
+            ("DELETE", "/metrics", gh),
+            ("POST", "/echo", g),
+            ("HEAD", "/echo", g),
+            ("POST", "/ws/a", g),
+            ("PUT", "/ws/bad%20topic", g),
+            ("HEAD", "/sse/a", g),
+            ("POST", "/sse?topic=a", g),
+            ("HEAD", "/poll/a", g),
+            ("GET", "/publish/news", p),
+            ("HEAD", "/publish/news", p),
+        ] {
+            assert_eq!(route(&req(method, target)), Err(want), "{method} {target}");
+        }
+        let mut out = Vec::new();
+        write_error(&mut out, &gh);
+        assert!(out.windows(17).any(|w| w == b"Allow: GET, HEAD\r"));
+        for target in [
+            "/nope",
+            "/healthz/",
+            "/metrics/",
+            "/echo/",
+            "/ws",
+            "/ws/a/",
+            "/ws/a/b",
+            "/sse/a/b",
+            "/publish/a/",
+            "/poll/a/b",
+            "//",
+            "/HEALTHZ",
+            "*",
+            "http://x/healthz",
+        ] {
+            assert_eq!(route(&get(target)), Err(HttpError::NotFound), "{target}");
+        }
+        assert_eq!(route(&req("DELETE", "/nope")), Err(HttpError::NotFound));
+        assert_eq!(HttpError::NotFound.status().code(), 404);
         assert_eq!(route(&get("/ws/")), Err(HttpError::BadTopic));
+        assert_eq!(route(&get("/sse/")), Err(HttpError::BadTopic));
         assert_eq!(route(&get("/ws/a%20b")), Err(HttpError::BadTopic));
+        assert_eq!(route(&get("/ws/a%2Fb")), Err(HttpError::BadTopic));
         assert_eq!(route(&get("/ws/a%zz")), Err(HttpError::BadTopic));
+        assert_eq!(
+            route(&get("/ws/a+b")),
+            Err(HttpError::BadTopic),
+            "+ is not a space in a path"
+        );
     }
 
     #[test]
     fn topic_names() {
-        assert!(Topic::new(&"a".repeat(128)).is_ok());
+        assert!(Topic::new(&"a".repeat(MAX_TOPIC_LEN)).is_ok());
         assert_eq!(Topic::new(&"a".repeat(129)), Err(HttpError::BadTopic));
         assert_eq!(Topic::new(""), Err(HttpError::BadTopic));
-        for ok in ["A", "z", "0", ".", "_", "-", ":", "user:42", "a.b-c_d"] {
+        for ok in [
+            "A", "z", "0", "9", ".", "_", "-", ":", "user:42", "a.b-c_d", "..",
+        ] {
             assert!(Topic::new(ok).is_ok(), "{ok}");
         }
-        for bad in ["a/b", "a b", "é", "a?", "a#", "a%", "a\0"] {
+        for bad in [
+            "a/b",
+            "a b",
+            "é",
+            "a\u{ff1a}b",
+            "a?",
+            "a#",
+            "a%",
+            "a+",
+            "a\0",
+            "a\n",
+            "a=b",
+            "a&b",
+            "~",
+        ] {
             assert_eq!(Topic::new(bad), Err(HttpError::BadTopic), "{bad}");
         }
-        assert_eq!(Topic::new("chat").unwrap().to_string(), "chat");
+        assert_eq!(
+            Topic::new(&percent_decode("user%3A42%2eb").unwrap()),
+            Ok(t("user:42.b")),
+            "a percent-encoded legal topic"
+        );
+        assert_eq!(t("chat").to_string(), "chat");
+        assert_eq!(t("chat").as_str(), "chat");
+        assert!(t("a") < t("b"));
+        assert!(
+            HttpError::BadTopic
+                .message()
+                .contains(&MAX_TOPIC_LEN.to_string())
+        );
+        assert!(
+            HttpError::BadEventName
+                .message()
+                .contains(&MAX_EVENT_NAME_LEN.to_string())
+        );
+        assert_eq!(HttpError::BadTopic.status().code(), 400);
     }
 
     #[test]
     fn queries() {
         assert_eq!(
-            parse_query("topic=a&topic=b%2Fc&x=a+b&flag&&=v").unwrap(),
+            parse_query("topic=a&topic=b%2Fc&x=a+b&p=%2B&flag&&=v&e=a=b").unwrap(),
             [
                 ("topic".to_string(), "a".to_string()),
                 ("topic".into(), "b/c".into()),
                 ("x".into(), "a b".into()),
+                ("p".into(), "+".into()),
                 ("flag".into(), "".into()),
                 ("".into(), "v".into()),
+                ("e".into(), "a=b".into()),
             ]
         );
-        assert_eq!(parse_query("a=%zz"), Err(HttpError::BadQuery));
-        assert_eq!(parse_query("a=%4"), Err(HttpError::BadQuery));
-        assert_eq!(parse_query("a=%ff"), Err(HttpError::BadQuery), "not UTF-8");
+        assert_eq!(parse_query("").unwrap(), []);
+        assert_eq!(
+            parse_query("a%20b=%e2%82%AC").unwrap(),
+            [("a b".to_string(), "€".to_string())]
+        );
+        for bad in ["a=%zz", "a=%4", "a=%", "a=%%41", "%zz=1", "a=%ff", "a=%c3"] {
+            assert_eq!(parse_query(bad), Err(HttpError::BadQuery), "{bad}");
+        }
         assert_eq!(percent_decode("%C3%A9").unwrap(), "é");
+        assert_eq!(percent_decode("a+b").unwrap(), "a+b");
+        assert_eq!(percent_decode("%41%4a%4A").unwrap(), "AJJ");
+        assert_eq!(percent_decode("é%41").unwrap(), "éA");
+        assert_eq!(percent_decode("%é"), Err(HttpError::BadQuery));
+        assert_eq!(HttpError::BadQuery.status().code(), 400);
     }
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
-        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("10"), Some(Duration::from_secs(10)));
+        for (s, d) in [
+            ("500ms", Duration::from_millis(500)),
+            ("30s", Duration::from_secs(30)),
+            ("2m", Duration::from_secs(120)),
+            ("1h", Duration::from_secs(3600)),
+            ("10", Duration::from_secs(10)),
+            ("0", Duration::ZERO),
+            ("007s", Duration::from_secs(7)),
+            ("18446744073709551615ms", Duration::from_millis(u64::MAX)),
+            ("18446744073709551615", Duration::from_secs(u64::MAX)),
+            (
+                "307445734561825860m",
+                Duration::from_secs(307_445_734_561_825_860 * 60),
+            ),
+        ] {
+            assert_eq!(parse_duration(s), Some(d), "{s}");
+        }
         for bad in [
             "",
             "s",
+            "ms",
             "1.5s",
             "-1s",
+            "+1s",
             "10x",
+            "10sec",
+            "1ms2",
             "99999999999999999999s",
+            "18446744073709551616",
+            "307445734561825861m",
+            "5124095576030432h",
             " 1s",
             "1 s",
+            "1s ",
             "1S",
-            "ms",
+            "1\u{661}s",
+            "1é",
         ] {
             assert_eq!(parse_duration(bad), None, "{bad:?}");
         }
@@ -992,7 +1500,10 @@ mod tests {
             true,
             false,
         );
-        assert_eq!(out, b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nX-A: b\r\n\r\nok\n");
+        assert_eq!(
+            out,
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nX-A: b\r\n\r\nok\n"
+        );
         out.clear();
         write_response(
             &mut out,
@@ -1003,7 +1514,11 @@ mod tests {
             false,
             true,
         );
-        assert_eq!(out, b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\n");
+        assert_eq!(
+            out,
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\n",
+            "HEAD: length kept, body omitted"
+        );
         out.clear();
         write_error(&mut out, &HttpError::MethodNotAllowed { allow: "POST" });
         assert_eq!(
@@ -1011,14 +1526,34 @@ mod tests {
             "HTTP/1.1 405 Method Not Allowed\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 19\r\nConnection: close\r\nAllow: POST\r\n\r\nmethod not allowed\n"
         );
         out.clear();
-        write_service_unavailable(&mut out, 5);
-        let s = String::from_utf8(out.clone()).unwrap();
-        assert!(
-            s.starts_with("HTTP/1.1 503 Service Unavailable\r\n")
-                && s.contains("\r\nRetry-After: 5\r\n")
-                && s.contains("Connection: close"),
-            "{s}"
+        write_error(&mut out, &HttpError::NotFound);
+        assert_eq!(
+            String::from_utf8(out.clone()).unwrap(),
+            "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 10\r\nConnection: close\r\n\r\nnot found\n"
         );
+        out.clear();
+        write_service_unavailable(&mut out, 5);
+        assert_eq!(
+            String::from_utf8(out.clone()).unwrap(),
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 44\r\nConnection: close\r\nRetry-After: 5\r\n\r\nserver at its connection limit, retry later\n"
+        );
+        out.clear();
+        write_head(
+            &mut out,
+            Status::Ok,
+            &[("Content-Type", "text/event-stream")],
+        );
+        assert_eq!(
+            out,
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n"
+        );
+        out.clear();
+        write_head(&mut out, Status::SwitchingProtocols, &[]);
+        assert_eq!(out, b"HTTP/1.1 101 Switching Protocols\r\n\r\n");
+    }
+
+    #[test]
+    fn every_error_and_status() {
         let all = [
             (HttpError::Malformed, 400),
             (HttpError::HeadTooLarge, 431),
@@ -1033,72 +1568,218 @@ mod tests {
             (HttpError::Unauthorized, 401),
             (HttpError::ForbiddenOrigin, 403),
         ];
+        let mut out = Vec::new();
         for (e, code) in all {
+            assert_eq!(e.status().code(), code, "{e:?}");
+            assert_eq!(e.to_string(), e.message());
+            assert!(!e.message().contains('\n'), "one line");
             out.clear();
             write_error(&mut out, &e);
+            let s = String::from_utf8(out.clone()).unwrap();
+            let reason = e.status().reason();
             assert!(
-                out.starts_with(format!("HTTP/1.1 {code} ").as_bytes()),
-                "{e:?}"
+                s.starts_with(&format!("HTTP/1.1 {code} {reason}\r\n")),
+                "{s}"
             );
+            assert!(s.contains("\r\nConnection: close\r\n"), "{s}");
+            assert!(s.ends_with(&format!("\r\n\r\n{}\n", e.message())), "{s}");
+            assert_eq!(s.contains("\r\nAllow: "), code == 405, "{s}");
         }
-        assert_eq!(
+        let statuses = [
+            (Status::SwitchingProtocols, 101, "Switching Protocols"),
+            (Status::Ok, 200, "OK"),
+            (Status::BadRequest, 400, "Bad Request"),
+            (Status::Unauthorized, 401, "Unauthorized"),
+            (Status::Forbidden, 403, "Forbidden"),
+            (Status::NotFound, 404, "Not Found"),
+            (Status::MethodNotAllowed, 405, "Method Not Allowed"),
+            (Status::LengthRequired, 411, "Length Required"),
+            (Status::PayloadTooLarge, 413, "Content Too Large"),
+            (Status::UpgradeRequired, 426, "Upgrade Required"),
             (
-                Status::SwitchingProtocols.code(),
-                Status::UpgradeRequired.code(),
-                Status::InternalServerError.code()
+                Status::RequestHeaderFieldsTooLarge,
+                431,
+                "Request Header Fields Too Large",
             ),
-            (101, 426, 500)
-        );
+            (Status::InternalServerError, 500, "Internal Server Error"),
+            (Status::ServiceUnavailable, 503, "Service Unavailable"),
+        ];
+        for (s, code, reason) in statuses {
+            assert_eq!((s.code(), s.reason()), (code, reason));
+        }
     }
 
     #[test]
-    fn origin_bearer_keepalive() {
+    fn origins() {
         let mut h = get("/");
         let allowed = vec!["https://app.example".to_string()];
         assert!(origin_allowed(&h, &allowed), "no Origin: not a browser");
-        h.origin = Some("https://APP.example".into());
-        assert!(origin_allowed(&h, &allowed));
         assert!(origin_allowed(&h, &[]));
-        h.origin = Some("https://evil.example".into());
-        assert!(!origin_allowed(&h, &allowed));
+        h.origin = Some("https://APP.example".into());
+        assert!(origin_allowed(&h, &allowed), "ASCII case ignored");
+        assert!(origin_allowed(&h, &[]), "empty list: any");
+        for bad in [
+            "https://evil.example",
+            "https://app.example.evil",
+            "http://app.example",
+            "https://app.example:8443",
+            "null",
+            "",
+        ] {
+            h.origin = Some(bad.into());
+            assert!(!origin_allowed(&h, &allowed), "{bad}");
+        }
+    }
 
-        assert!(!bearer_matches(&h, "t0k"));
+    #[test]
+    fn bearer() {
+        let mut h = get("/");
+        assert!(!bearer_matches(&h, "t0k"), "no header");
         for (auth, ok) in [
             ("Bearer t0k", true),
             ("bearer t0k", true),
+            ("BEARER t0k", true),
+            ("Bearer  t0k", true),
             ("Bearer t0", false),
             ("Bearer t0kk", false),
+            ("Bearer T0K", false),
+            ("Bearer t0j", false),
+            ("Bearer ", false),
+            ("Bearer", false),
             ("Basic t0k", false),
+            ("Bearert0k", false),
             ("t0k", false),
         ] {
             h.authorization = Some(auth.into());
             assert_eq!(bearer_matches(&h, "t0k"), ok, "{auth}");
         }
+        h.authorization = Some("Bearer ".into());
+        assert!(!bearer_matches(&h, ""), "an empty token never matches");
+    }
 
-        assert!(keep_alive(&get("/")));
-        assert!(!keep_alive(&head(
-            b"GET / HTTP/1.1\r\nConnection: Close\r\n\r\n"
-        )));
-        assert!(!keep_alive(&head(b"GET / HTTP/1.0\r\n\r\n")));
-        assert!(keep_alive(&head(
-            b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"
-        )));
+    #[test]
+    fn keep_alive_and_tokens() {
+        let k = |req: &[u8]| keep_alive(&head(req));
+        assert!(k(b"GET / HTTP/1.1\r\n\r\n"));
+        assert!(k(b"GET / HTTP/1.1\r\nConnection: keep-alive\r\n\r\n"));
+        assert!(!k(b"GET / HTTP/1.1\r\nConnection: Close\r\n\r\n"));
+        assert!(!k(b"GET / HTTP/1.1\r\nConnection: Upgrade, close\r\n\r\n"));
+        assert!(!k(b"GET / HTTP/1.0\r\n\r\n"));
+        assert!(k(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"));
+        assert!(!k(
+            b"GET / HTTP/1.0\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n"
+        ));
         assert!(has_token("keep-alive, Upgrade", "upgrade"));
+        assert!(has_token("keep-alive,Upgrade", "UPGRADE"));
+        assert!(has_token(" \tupgrade\t ", "upgrade"));
         assert!(!has_token("keep-alive, Upgrades", "upgrade"));
+        assert!(!has_token("keep-alive Upgrade", "upgrade"));
+        assert!(!has_token("", "upgrade"));
+    }
+
+    /// Request heads with the fields we use and hostile values, so the property reaches
+    /// far past the request line (uniform random bytes rarely do).
+    fn structured_head() -> impl Strategy<Value = Vec<u8>> {
+        let name = prop::sample::select(vec![
+            "Host",
+            "upgrade",
+            "Connection",
+            "Sec-WebSocket-Key",
+            "Sec-WebSocket-Version",
+            "Origin",
+            "Authorization",
+            "Last-Event-ID",
+            "Content-Length",
+            "Transfer-Encoding",
+            "Expect",
+            "X-Other",
+        ]);
+        // Half printable (so most heads complete), half raw bytes (CR, LF, NUL, obs-text).
+        let value = prop_oneof![
+            "[ -~]{0,24}".prop_map(String::into_bytes),
+            prop::collection::vec(any::<u8>(), 0..24),
+        ];
+        let target = "/[a-z/%?=&+.:0-9A-F]{0,40}";
+        let method = prop::sample::select(vec!["GET", "HEAD", "POST", "PUT", "G T"]);
+        (
+            method,
+            target,
+            0u8..3,
+            prop::collection::vec((name, value), 0..12),
+        )
+            .prop_map(|(method, target, minor, fields)| {
+                let mut b = format!("{method} {target} HTTP/1.{minor}\r\n").into_bytes();
+                for (n, v) in fields {
+                    b.extend_from_slice(n.as_bytes());
+                    b.extend_from_slice(b": ");
+                    b.extend_from_slice(&v);
+                    b.extend_from_slice(b"\r\n");
+                }
+                b.extend_from_slice(b"\r\n");
+                b
+            })
+    }
+
+    /// The fuzz oracle, in miniature: no panic; a complete head parses the same from
+    /// exactly its own bytes and is Partial on every proper prefix.
+    fn check_head(buf: &[u8]) -> Result<(), TestCaseError> {
+        let limits = Limits {
+            max_head_bytes: 256,
+            ..Limits::default()
+        };
+        if let Ok(Parsed::Complete { value, consumed }) = parse_request_head(buf, &limits) {
+            prop_assert!(consumed <= limits.max_head_bytes);
+            prop_assert_eq!(
+                parse_request_head(&buf[..consumed], &limits),
+                Ok(Parsed::Complete {
+                    value: value.clone(),
+                    consumed
+                })
+            );
+            for cut in 0..consumed {
+                prop_assert_eq!(
+                    parse_request_head(&buf[..cut], &limits),
+                    Ok(Parsed::Partial)
+                );
+            }
+            let _ = route(&value);
+            let _ = keep_alive(&value);
+        }
+        Ok(())
     }
 
     proptest! {
         #[test]
-        fn never_panics(buf in proptest::collection::vec(any::<u8>(), 0..600)) {
-            let limits = Limits { max_head_bytes: 256, ..Limits::default() };
-            if let Ok(Parsed::Complete { value, .. }) = parse_request_head(&buf, &limits) {
-                let _ = route(&value);
-            }
+        fn never_panics_on_bytes(buf in prop::collection::vec(any::<u8>(), 0..600)) {
+            check_head(&buf)?;
+        }
+
+        #[test]
+        fn never_panics_on_heads(buf in structured_head()) {
+            check_head(&buf)?;
+        }
+
+        #[test]
+        fn query_and_duration_never_panic(s in "\\PC{0,40}") {
+            let _ = parse_query(&s);
+            let _ = percent_decode(&s);
+            let _ = parse_duration(&s);
         }
 
         #[test]
         fn valid_topics_accepted(name in "[A-Za-z0-9._:-]{1,128}") {
             prop_assert_eq!(Topic::new(&name).map(|t| t.as_str().to_owned()), Ok(name));
+        }
+
+        #[test]
+        fn durations_round_trip(n in 0u64..=u64::MAX / 3600, unit in 0usize..4) {
+            let (suffix, d) = [
+                ("ms", Duration::from_millis(n)),
+                ("s", Duration::from_secs(n)),
+                ("m", Duration::from_secs(n * 60)),
+                ("h", Duration::from_secs(n * 3600)),
+            ][unit];
+            prop_assert_eq!(parse_duration(&format!("{n}{suffix}")), Some(d));
         }
     }
 }
