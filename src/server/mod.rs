@@ -11,13 +11,12 @@ use std::sync::{Arc, OnceLock, mpsc};
 use crate::config::Config;
 use crate::uring;
 
-/// Listen backlog per shard: absorbs connection bursts (a reconnect storm) while the
-/// shard is busy; the kernel caps it at `net.core.somaxconn`.
-const BACKLOG: i32 = 65535;
+use shard::{BACKLOG, RESERVE};
 
-/// Fixed-file slots per shard held back from admission, so a client refused at the
-/// connection cap still gets a slot to be told 503 on.
-const RESERVE: u32 = 64;
+/// Memory budgeted per connection when no `--max-connections` is given: about 9 KB of
+/// kernel memory per idle socket pair (measured, benches/RESULTS.md) plus user space,
+/// rounded up so that the default cap cannot exhaust the machine.
+const BYTES_PER_CONNECTION: u64 = 16 * 1024;
 
 /// Starts the shards, waits for SIGINT or SIGTERM, drains, returns.
 pub fn run(config: Config) -> Result<(), String> {
@@ -32,16 +31,18 @@ pub fn run(config: Config) -> Result<(), String> {
         ));
     }
     let shards = config.shards;
-    let per_shard = match config.max_connections {
-        Some(m) => m.div_ceil(shards).min((table_size - RESERVE) as usize),
-        None => (table_size - RESERVE) as usize,
-    };
+    // A shard adds fixed-file tables as it fills them, so the cap is not bounded by
+    // RLIMIT_NOFILE: only by the caller's choice or, by default, memory and fs.file-max.
+    let max_connections = config
+        .max_connections
+        .unwrap_or_else(default_max_connections);
+    let per_shard = max_connections.div_ceil(shards);
 
     // Listeners first, in this thread, so an address in use is one clear error.
     let mut listeners = Vec::with_capacity(shards);
     let mut addr: SocketAddr = config.listen;
     for _ in 0..shards {
-        let l = uring::net::reuseport_listener(addr, BACKLOG)
+        let l = uring::net::reuseport_listener(addr, BACKLOG as i32)
             .map_err(|e| format!("--listen {addr}: {e}"))?;
         addr = uring::net::local_addr(&l).map_err(|e| e.to_string())?;
         listeners.push(l);
@@ -102,4 +103,25 @@ pub fn run(config: Config) -> Result<(), String> {
         let _ = t.join();
     }
     Ok(())
+}
+
+/// The connection cap when none is configured: what memory allows at
+/// [`BYTES_PER_CONNECTION`] each, and no more than half of `fs.file-max` (every socket
+/// is a kernel file, direct descriptor or not).
+pub fn default_max_connections() -> usize {
+    let mem = meminfo_kib("MemTotal").map_or(1 << 30, |k| k * 1024) / BYTES_PER_CONNECTION;
+    let file_max = std::fs::read_to_string("/proc/sys/fs/file-max")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(u64::MAX);
+    mem.min(file_max / 2).max(1) as usize
+}
+
+/// A `/proc/meminfo` field in KiB.
+pub fn meminfo_kib(field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix(field)?.strip_prefix(':')?;
+        rest.trim().trim_end_matches("kB").trim().parse().ok()
+    })
 }

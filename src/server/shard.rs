@@ -11,8 +11,26 @@
 //! and no late operation lands on the slot's next occupant. The last point is not
 //! theoretical: `IORING_OP_SHUTDOWN` always runs in an io-wq worker, which looks the
 //! fixed slot up when it runs; closing the slot first let a delayed `SHUT_WR` hit the
-//! next connection accepted into it (a bare FIN before its response, seen under load). Completions carry a generation: one that
-//! arrives for a slot since reused is ignored (its receive buffer still goes back).
+//! next connection accepted into it (a bare FIN before its response, seen under load).
+//! Completions carry a generation: one that arrives for a slot since reused is ignored
+//! (its receive buffer still goes back).
+//!
+//! # Accepting into tables
+//!
+//! A shard owns one or more fixed-file tables (see `uring::table`), each at most
+//! RLIMIT_NOFILE slots, and accepts into one of them at a time. An accept into a full
+//! table is not refused by the kernel but dropped: the kernel has already taken the
+//! connection off the listen queue when installing it fails with `ENFILE`, and the client
+//! sees a reset (seen in tests with 256-slot tables). And one multishot accept takes the
+//! whole listen queue in one go. So:
+//!
+//! - while the table has more free slots than a full listen queue ([`BACKLOG`] plus the
+//!   reserve), one multishot accept serves it;
+//! - past that, up to [`SINGLE_ACCEPTS`] single-shot accepts, never more than the free
+//!   slots, so no accepted connection can miss a slot; connections wait in the listen
+//!   queue instead;
+//! - when admission slots run out ([`RESERVE`] stay free for 503 answers), accepting moves
+//!   to the first table with room, or to a new table while the shard is under its cap.
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -32,19 +50,33 @@ use crate::proto::conn::{CloseReason, ConnConfig, Connection, Event, WsKind};
 use crate::proto::frame::{OpCode, write_frame};
 use crate::proto::http::{Route, Status, Topic};
 use crate::pubsub::{self, BusMsg, Published};
-use crate::uring::bufring::BufRing;
+use crate::uring::table::{Table, TableSpec};
 use crate::uring::token::{Kind, Token};
-use crate::uring::{Ring, SetupError};
 
-/// Provided receive buffers per shard: 4096 x 4 KiB = 16 MiB of receive memory whatever
-/// the connection count; only connections with bytes in flight use one.
+/// Provided receive buffers of the first table: 4096 x 4 KiB = 16 MiB of receive memory
+/// whatever the connection count; only connections with bytes in flight use one.
 const RECV_BUFFERS: u16 = 4096;
+/// Each further table (one per RLIMIT_NOFILE connections) adds 1024 x 4 KiB = 4 MiB,
+/// about 200 bytes per connection at 20,000 per table.
+const EXTRA_RECV_BUFFERS: u16 = 1024;
 const RECV_BUFFER_SIZE: u32 = 4096;
 const BGID: u16 = 0;
+/// Fixed-file slots per table held back from admission, so a client refused at the
+/// connection cap still gets a slot to be told 503 on.
+pub const RESERVE: u32 = 64;
+/// Listen backlog per shard. It bounds how many connections one multishot accept can
+/// install at once, so it sets how far from full a table switches to single-shot
+/// accepts. 4096 (the kernel's default `somaxconn`) absorbs a reconnect burst of that
+/// many per shard; beyond it clients retry their SYN, nothing is lost.
+pub const BACKLOG: u32 = 4096;
+/// Single-shot accepts kept in flight on a nearly full table.
+const SINGLE_ACCEPTS: u32 = 16;
 /// Timer resolution: pings, pong and handshake timeouts fire within 50 ms of their due time.
 const TICK: Duration = Duration::from_millis(50);
 /// Sentinels for the shard's own operations.
 const SHUTDOWN_POLL: u64 = u64::MAX - 1;
+/// The eventfd that the further tables signal.
+const TABLES_POLL: u64 = u64::MAX - 2;
 
 /// Everything a shard thread starts from.
 pub struct ShardInit {
@@ -58,7 +90,7 @@ pub struct ShardInit {
     pub listener: OwnedFd,
     /// Readable when the server should shut down.
     pub shutdown: Arc<OwnedFd>,
-    /// Fixed-file table size.
+    /// Fixed-file slots per table (at most RLIMIT_NOFILE).
     pub table_size: u32,
     /// Connection cap for this shard.
     pub max_conns: usize,
@@ -79,6 +111,8 @@ impl std::fmt::Debug for ShardInit {
 }
 
 struct Conn {
+    /// The table (and ring) holding the descriptor.
+    table: usize,
     fixed: u32,
     generation: u32,
     proto: Connection,
@@ -105,17 +139,40 @@ struct Conn {
     hard_deadline: Option<Instant>,
 }
 
+/// The state of a table's multishot accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Multishot {
+    Off,
+    Armed,
+    /// Cancel submitted; the final completion has not arrived.
+    Cancelling,
+}
+
+/// A table and how the shard uses it.
+struct TableUse {
+    io: Table,
+    /// Slots holding a descriptor (accepted, not yet closed).
+    live: u32,
+    /// The multishot accept on this table's ring.
+    multishot: Multishot,
+    /// Single-shot accepts in flight on this table's ring; each may take a slot.
+    singles: u32,
+}
+
 struct Shard {
-    // Field order is drop order: the ring (and with it every registration) goes first,
-    // then the memory it referenced.
-    ring: Ring,
-    bufs: BufRing,
+    // Field order is drop order: the rings (and with them every registration) go first,
+    // then the memory they referenced.
+    tables: Vec<TableUse>,
+    /// Signalled by every table but the first; polled by the first.
+    tables_wake: Option<OwnedFd>,
+    table_spec: TableSpec,
+    /// The table new connections are accepted into.
+    accept_on: usize,
     tick_ts: Box<types::Timespec>,
     id: usize,
     config: Arc<Config>,
     conn_cfg: ConnConfig,
     listener: Option<OwnedFd>,
-    accept_armed: bool,
     shutdown: Arc<OwnedFd>,
     draining: Option<Instant>,
     conns: Slab<Conn>,
@@ -148,7 +205,7 @@ pub fn run(init: ShardInit) {
             return;
         }
     };
-    let _ = ready.send(Ok((shard.id, shard.ring.fd())));
+    let _ = ready.send(Ok((shard.id, shard.tables[0].io.ring.fd())));
     drop(ready);
     if let Err(e) = shard.run() {
         eprintln!("ringpush: shard {}: {e}", shard.id);
@@ -158,36 +215,46 @@ pub fn run(init: ShardInit) {
 
 impl Shard {
     fn new(init: ShardInit) -> Result<Shard, String> {
-        let cq = (init.table_size.max(1024) * 2)
-            .next_power_of_two()
-            .min(1 << 19);
-        let ring = Ring::new(4096, cq).map_err(|e: SetupError| e.to_string())?;
-        ring.submitter()
-            .register_files_sparse(init.table_size)
-            .map_err(|e| {
-                format!(
-                    "cannot register a fixed-file table of {} slots: {e} (RLIMIT_NOFILE too low?)",
-                    init.table_size
-                )
-            })?;
-        let bufs = BufRing::new(&ring.submitter(), BGID, RECV_BUFFERS, RECV_BUFFER_SIZE)
-            .map_err(|e| format!("cannot register the receive buffer ring: {e}"))?;
+        let spec = TableSpec {
+            slots: init.table_size,
+            sq_entries: 4096,
+            // Room for a completion per slot and then some (a broadcast completes a send
+            // on every connection of the table in one batch); never below the SQ size,
+            // which the kernel requires.
+            cq_entries: (init.table_size.max(4096) * 2)
+                .next_power_of_two()
+                .min(1 << 19),
+            recv_buffers: RECV_BUFFERS,
+            recv_buffer_size: RECV_BUFFER_SIZE,
+            bgid: BGID,
+        };
+        let first = Table::new(&spec, None)?;
         let now = Instant::now();
         let conn_cfg = init.config.conn_config();
         Ok(Shard {
-            ring,
-            bufs,
+            tables: vec![TableUse {
+                io: first,
+                live: 0,
+                multishot: Multishot::Off,
+                singles: 0,
+            }],
+            tables_wake: None,
+            table_spec: TableSpec {
+                sq_entries: 1024,
+                recv_buffers: EXTRA_RECV_BUFFERS,
+                ..spec
+            },
+            accept_on: 0,
             tick_ts: Box::new(types::Timespec::from(TICK)),
             id: init.id,
             conn_cfg,
             config: init.config,
             listener: Some(init.listener),
-            accept_armed: false,
             shutdown: init.shutdown,
             draining: None,
             // Reserved, not touched: pages are committed as connections arrive, and the
-            // slab never doubles-and-copies on the way to a full table.
-            conns: Slab::with_capacity(init.max_conns + 64),
+            // slab never doubles-and-copies on the way to its cap (up to a million).
+            conns: Slab::with_capacity((init.max_conns + RESERVE as usize).min(1 << 20)),
             next_generation: 1,
             max_conns: init.max_conns,
             wheel: TimerWheel::new(now, TICK, 4096),
@@ -202,21 +269,120 @@ impl Shard {
         })
     }
 
-    fn push(&mut self, entry: io_uring::squeue::Entry) {
+    /// Queues an SQE on table `table`'s ring.
+    fn push(&mut self, table: usize, entry: io_uring::squeue::Entry) {
         // SAFETY: every entry built in this file points only at memory owned by the
-        // shard (timespec, shutdown buffer) or by a connection that outlives the
-        // operation (see the module docs on operation lifetimes).
-        unsafe { self.ring.push(entry) };
+        // shard (timespec) or by a connection that outlives the operation (see the module
+        // docs on operation lifetimes), and names a fixed slot of the ring it goes to.
+        unsafe { self.tables[table].io.ring.push(entry) };
     }
 
+    /// Keeps accepts armed on the accepting table as the module docs describe: moves to
+    /// another table when this one has no admission room, then arms one multishot accept
+    /// or tops up the single-shot ones.
     fn arm_accept(&mut self) {
-        if let Some(l) = &self.listener {
-            let e = opcode::AcceptMulti::new(types::Fd(l.as_raw_fd()))
-                .allocate_file_index(true)
+        if self.draining.is_some() || self.listener.is_none() {
+            return;
+        }
+        if !self.has_room(self.accept_on) {
+            self.move_accept();
+        }
+        let t = self.accept_on;
+        let fd = types::Fd(self.listener.as_ref().map_or(-1, |l| l.as_raw_fd()));
+        let tab = &self.tables[t];
+        let free = tab.io.slots().saturating_sub(tab.live + tab.singles);
+        if free > BACKLOG + RESERVE {
+            if tab.multishot == Multishot::Off {
+                self.tables[t].multishot = Multishot::Armed;
+                let e = opcode::AcceptMulti::new(fd)
+                    .allocate_file_index(true)
+                    .build()
+                    .user_data(Token::new(Kind::Accept, 0, t as u32).encode());
+                self.push(t, e);
+            }
+            return;
+        }
+        if tab.multishot == Multishot::Armed {
+            self.cancel_multishot_accept(t);
+        }
+        let want = SINGLE_ACCEPTS
+            .min(free)
+            .saturating_sub(self.tables[t].singles);
+        for _ in 0..want {
+            self.tables[t].singles += 1;
+            let e = opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut())
+                .file_index(Some(types::DestinationSlot::auto_target()))
                 .build()
-                .user_data(Token::new(Kind::Accept, 0, 0).encode());
-            self.accept_armed = true;
-            self.push(e);
+                .user_data(Token::new(Kind::Accept, 1, t as u32).encode());
+            self.push(t, e);
+        }
+    }
+
+    /// Ends the multishot accept on table `t` (its final completion clears the state).
+    fn cancel_multishot_accept(&mut self, t: usize) {
+        self.tables[t].multishot = Multishot::Cancelling;
+        let e = opcode::AsyncCancel::new(Token::new(Kind::Accept, 0, t as u32).encode())
+            .build()
+            .user_data(Token::new(Kind::Cancel, 0, u32::MAX).encode());
+        self.push(t, e);
+    }
+
+    /// Whether table `t` may take another admitted connection.
+    fn has_room(&self, t: usize) -> bool {
+        let tab = &self.tables[t];
+        tab.live + tab.singles + RESERVE < tab.io.slots()
+    }
+
+    /// Points accepting at the first table with admission room, adding a table when
+    /// every one is (nearly) full and the shard is under its cap. When none can be had,
+    /// accepting stays where it is: the reserve slots then carry 503 answers.
+    fn move_accept(&mut self) {
+        let target = match (0..self.tables.len()).find(|&t| self.has_room(t)) {
+            Some(t) => t,
+            None if self.conns.len() < self.max_conns => match self.add_table() {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("ringpush: shard {}: {e}", self.id);
+                    return;
+                }
+            },
+            None => return,
+        };
+        let from = self.accept_on;
+        if target != from && self.tables[from].multishot == Multishot::Armed {
+            self.cancel_multishot_accept(from);
+        }
+        // Single-shot accepts left on the old table each have a slot; they finish there.
+        self.accept_on = target;
+    }
+
+    /// Sets up one more table; the first extra one also creates the shared eventfd and
+    /// its poll on the first table.
+    fn add_table(&mut self) -> Result<usize, String> {
+        if self.tables_wake.is_none() {
+            let fd = crate::uring::eventfd_nonblocking()
+                .map_err(|e| format!("cannot create an eventfd: {e}"))?;
+            self.tables_wake = Some(fd);
+            self.arm_tables_poll();
+        }
+        let wake = self.tables_wake.as_ref().map(|f| f.as_raw_fd());
+        let io = Table::new(&self.table_spec, wake)?;
+        self.tables.push(TableUse {
+            io,
+            live: 0,
+            multishot: Multishot::Off,
+            singles: 0,
+        });
+        Ok(self.tables.len() - 1)
+    }
+
+    fn arm_tables_poll(&mut self) {
+        if let Some(fd) = &self.tables_wake {
+            let e = opcode::PollAdd::new(types::Fd(fd.as_raw_fd()), libc::POLLIN as u32)
+                .multi(true)
+                .build()
+                .user_data(TABLES_POLL);
+            self.push(0, e);
         }
     }
 
@@ -224,14 +390,14 @@ impl Shard {
         let e = opcode::Timeout::new(&*self.tick_ts)
             .build()
             .user_data(Token::new(Kind::Tick, 0, 0).encode());
-        self.push(e);
+        self.push(0, e);
     }
 
     fn arm_shutdown_poll(&mut self) {
         let e = opcode::PollAdd::new(types::Fd(self.shutdown.as_raw_fd()), libc::POLLIN as u32)
             .build()
             .user_data(SHUTDOWN_POLL);
-        self.push(e);
+        self.push(0, e);
     }
 
     fn run(&mut self) -> std::io::Result<()> {
@@ -241,13 +407,28 @@ impl Shard {
         let mut cqes = Vec::with_capacity(4096);
         let mut due = Vec::new();
         loop {
-            self.ring.submit_and_wait(1)?;
-            self.ring.reap(&mut cqes);
-            let now = Instant::now();
-            for cqe in &cqes {
-                self.complete(now, cqe);
+            // The further tables first: submit their SQEs and run their deferred work
+            // (no syscall when a table has nothing). Block on the first table only if
+            // none of them has completions waiting; while blocked, their eventfd wakes us.
+            let mut ready = false;
+            for t in self.tables.iter_mut().skip(1) {
+                t.io.ring.submit_pending()?;
+                ready |= t.io.ring.has_completions();
             }
-            self.bufs.publish();
+            self.tables[0]
+                .io
+                .ring
+                .submit_and_wait(usize::from(!ready))?;
+            let now = Instant::now();
+            for t in 0..self.tables.len() {
+                self.tables[t].io.ring.reap(&mut cqes);
+                for cqe in &cqes {
+                    self.complete(now, t, cqe);
+                }
+            }
+            for t in &mut self.tables {
+                t.io.bufs.publish();
+            }
             for key in std::mem::take(&mut self.rearm_recv) {
                 self.arm_recv(key);
             }
@@ -272,16 +453,28 @@ impl Shard {
         }
     }
 
-    fn complete(&mut self, now: Instant, cqe: &cqueue::Entry) {
-        if cqe.user_data() == SHUTDOWN_POLL {
-            return self.begin_shutdown(now);
+    /// Acts on one completion from table `t`'s ring.
+    fn complete(&mut self, now: Instant, t: usize, cqe: &cqueue::Entry) {
+        match cqe.user_data() {
+            SHUTDOWN_POLL => return self.begin_shutdown(now),
+            TABLES_POLL => {
+                // Only a wake-up: the loop reaps every table each round.
+                if let Some(fd) = &self.tables_wake {
+                    crate::uring::eventfd_drain(fd);
+                }
+                if !cqueue::more(cqe.flags()) {
+                    self.arm_tables_poll();
+                }
+                return;
+            }
+            _ => {}
         }
         let Some(token) = Token::decode(cqe.user_data()) else {
             return;
         };
         match token.kind {
-            Kind::Accept => self.on_accept(now, cqe),
-            Kind::Recv => self.on_recv(now, token, cqe),
+            Kind::Accept => self.on_accept(now, t, token, cqe),
+            Kind::Recv => self.on_recv(now, t, token, cqe),
             Kind::Send => self.on_send(now, token, cqe),
             Kind::Close => self.on_close(token),
             Kind::Shutdown => self.on_op_done(now, token, |c| c.shut_pending = false),
@@ -296,13 +489,18 @@ impl Shard {
             return;
         }
         self.draining = Some(now + self.config.drain_timeout);
-        // Stop accepting: closing the listener ends the multishot accept.
+        // Stop accepting: cancel every accept; the listener closes when the last ends.
         if let Some(l) = &self.listener {
-            let e =
-                opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(l.as_raw_fd())).all())
-                    .build()
-                    .user_data(Token::new(Kind::Cancel, 0, u32::MAX).encode());
-            self.push(e);
+            let fd = l.as_raw_fd();
+            for t in 0..self.tables.len() {
+                if self.tables[t].multishot != Multishot::Off || self.tables[t].singles > 0 {
+                    let e =
+                        opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all())
+                            .build()
+                            .user_data(Token::new(Kind::Cancel, 0, u32::MAX).encode());
+                    self.push(t, e);
+                }
+            }
         }
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
@@ -317,19 +515,32 @@ impl Shard {
         }
     }
 
-    fn on_accept(&mut self, now: Instant, cqe: &cqueue::Entry) {
-        if !cqueue::more(cqe.flags()) {
-            self.accept_armed = false;
-            if self.draining.is_none() {
-                self.arm_accept();
-            } else {
+    fn on_accept(&mut self, now: Instant, t: usize, token: Token, cqe: &cqueue::Entry) {
+        let res = cqe.result();
+        let single = token.generation == 1;
+        if single {
+            self.tables[t].singles -= 1;
+        } else if !cqueue::more(cqe.flags()) {
+            self.tables[t].multishot = Multishot::Off;
+        }
+        if res >= 0 {
+            self.tables[t].live += 1;
+        }
+        if self.draining.is_some() {
+            if self
+                .tables
+                .iter()
+                .all(|tab| tab.multishot == Multishot::Off && tab.singles == 0)
+            {
                 self.listener = None;
             }
+        } else {
+            // Cheap when nothing changes; otherwise tops up, switches mode or moves.
+            self.arm_accept();
         }
-        let res = cqe.result();
         if res < 0 {
-            // ENFILE: the table is full even with the reserve; the multishot ends and is
-            // re-armed above. Other errors (ECONNABORTED) concern one connection.
+            // ECANCELED ends a moved accept; other errors (ECONNABORTED) concern one
+            // connection; ENFILE cannot happen by construction (module docs).
             return;
         }
         let fixed = res as u32;
@@ -346,6 +557,7 @@ impl Shard {
             proto.reject_overloaded(now, &self.conn_cfg, retry);
         }
         let key = self.conns.insert(Conn {
+            table: t,
             fixed,
             generation,
             proto,
@@ -376,7 +588,8 @@ impl Shard {
         let e = opcode::RecvMulti::new(types::Fixed(c.fixed), BGID)
             .build()
             .user_data(Token::new(Kind::Recv, c.generation, key as u32).encode());
-        self.push(e);
+        let t = c.table;
+        self.push(t, e);
     }
 
     fn conn_for(&mut self, token: Token) -> Option<usize> {
@@ -387,21 +600,22 @@ impl Shard {
             .map(|_| key)
     }
 
-    fn on_recv(&mut self, now: Instant, token: Token, cqe: &cqueue::Entry) {
+    fn on_recv(&mut self, now: Instant, t: usize, token: Token, cqe: &cqueue::Entry) {
         let res = cqe.result();
         let bid = cqueue::buffer_select(cqe.flags());
         let more = cqueue::more(cqe.flags());
         let Some(key) = self.conn_for(token) else {
             if let Some(bid) = bid {
-                self.bufs.recycle(bid);
+                self.tables[t].io.bufs.recycle(bid);
             }
             return;
         };
         if let Some(bid) = bid {
-            let data = self.bufs.get(bid, res.max(0) as usize);
+            let bufs = &mut self.tables[t].io.bufs;
+            let data = bufs.get(bid, res.max(0) as usize);
             let c = &mut self.conns[key];
             c.proto.handle_bytes(now, &self.conn_cfg, data);
-            self.bufs.recycle(bid);
+            bufs.recycle(bid);
         } else if res == 0 || (res < 0 && res != -libc::ENOBUFS && res != -libc::ECANCELED) {
             self.conns[key].proto.handle_eof(now);
         }
@@ -444,7 +658,8 @@ impl Shard {
 
     fn on_close(&mut self, token: Token) {
         if let Some(key) = self.conn_for(token) {
-            self.conns.remove(key);
+            let c = self.conns.remove(key);
+            self.tables[c.table].live -= 1;
         }
     }
 
@@ -481,7 +696,8 @@ impl Shard {
             let e = opcode::Shutdown::new(types::Fixed(c.fixed), libc::SHUT_WR)
                 .build()
                 .user_data(Token::new(Kind::Shutdown, c.generation, key as u32).encode());
-            self.push(e);
+            let t = c.table;
+            self.push(t, e);
         }
         let c = &mut self.conns[key];
         if c.proto.is_closed() {
@@ -573,7 +789,8 @@ impl Shard {
             .build()
             .user_data(Token::new(Kind::Send, c.generation, key as u32).encode());
         c.send = Some((iov, chunks));
-        self.push(e);
+        let t = c.table;
+        self.push(t, e);
     }
 
     /// The connection is over: once no receive or send is in flight, close its slot.
@@ -595,7 +812,8 @@ impl Shard {
                 )
                 .build()
                 .user_data(Token::new(Kind::Cancel, c.generation, key as u32).encode());
-                self.push(e);
+                let t = c.table;
+                self.push(t, e);
             }
             return;
         }
@@ -603,7 +821,8 @@ impl Shard {
         let e = opcode::Close::new(types::Fixed(c.fixed))
             .build()
             .user_data(Token::new(Kind::Close, c.generation, key as u32).encode());
-        self.push(e);
+        let t = c.table;
+        self.push(t, e);
     }
 
     /// Drops a connection now: queued bytes are discarded.
@@ -695,7 +914,7 @@ impl Shard {
                 )
                 .build()
                 .user_data(Token::new(Kind::Wake, 0, 1).encode());
-                self.push(e);
+                self.push(0, e);
             }
         }
     }

@@ -11,6 +11,7 @@
 
 pub mod bufring;
 pub mod net;
+pub mod table;
 pub mod token;
 
 use std::collections::VecDeque;
@@ -44,6 +45,7 @@ impl Ring {
         let ring = IoUring::builder()
             .setup_single_issuer()
             .setup_defer_taskrun()
+            .setup_taskrun_flag()
             .setup_submit_all()
             .setup_cqsize(cq_entries)
             .build(sq_entries)
@@ -103,6 +105,25 @@ impl Ring {
                 return Ok(());
             }
         }
+    }
+
+    /// Submits what is queued and runs deferred completion work, without waiting, but
+    /// only when there is something to do: queued SQEs, deferred task work
+    /// (`IORING_SQ_TASKRUN`) or overflowed completions. Costs no syscall otherwise.
+    pub fn submit_pending(&mut self) -> io::Result<()> {
+        let needed = !self.backlog.is_empty() || {
+            let sq = self.ring.submission();
+            !sq.is_empty() || sq.taskrun() || sq.cq_overflow()
+        };
+        if needed {
+            self.submit_and_wait(0)?;
+        }
+        Ok(())
+    }
+
+    /// Whether completions are waiting to be reaped.
+    pub fn has_completions(&mut self) -> bool {
+        !self.ring.completion().is_empty()
     }
 
     /// Takes the completions that are ready, into `out` (cleared first).
@@ -263,6 +284,26 @@ pub fn eventfd() -> io::Result<std::os::fd::OwnedFd> {
     }
     // SAFETY: fd is a fresh descriptor nobody else owns.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// A non-blocking eventfd, for wake-ups that are read back with [`eventfd_drain`].
+pub fn eventfd_nonblocking() -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: eventfd has no memory preconditions; the result is checked.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor nobody else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Resets a non-blocking eventfd's counter (nothing happens if it is already zero).
+pub fn eventfd_drain(fd: &std::os::fd::OwnedFd) {
+    use std::os::fd::AsRawFd;
+    let mut v: u64 = 0;
+    // SAFETY: reads 8 bytes into a live u64 from an eventfd we own; EAGAIN is fine.
+    unsafe { libc::read(fd.as_raw_fd(), (&raw mut v).cast(), 8) };
 }
 
 /// Makes an eventfd readable.

@@ -20,13 +20,34 @@ impl Server {
     /// Starts `ringpush serve --listen 127.0.0.1:0 ARGS` and waits for its "listening on"
     /// line. Returns `None` (after printing a skip line) if io_uring is unavailable here.
     pub fn start(args: &[&str]) -> Option<Server> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ringpush"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
+        Server::start_limited(args, None)
+    }
+
+    /// As [`Server::start`], with RLIMIT_NOFILE (soft and hard) set to `nofile` in the
+    /// server process, so that one fixed-file table holds at most that many connections.
+    pub fn start_limited(args: &[&str], nofile: Option<u64>) -> Option<Server> {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringpush"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
             .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn ringpush");
+            .stdout(Stdio::null());
+        if let Some(n) = nofile {
+            // SAFETY: setrlimit is async-signal-safe and touches only this child's limits.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let rl = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                })
+            };
+        }
+        let mut child = cmd.spawn().expect("spawn ringpush");
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let first = lines.next().and_then(Result::ok).unwrap_or_default();
         if let Some(addr) = first
