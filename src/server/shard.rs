@@ -50,7 +50,7 @@ use crate::proto::conn::{CloseReason, ConnConfig, Connection, Event, WsKind};
 use crate::proto::frame::{OpCode, write_frame};
 use crate::proto::http::{Route, Status, Topic};
 use crate::pubsub::{self, BusMsg, Published};
-use crate::uring::table::{Table, TableSpec};
+use crate::uring::table::{TableSpec, Tables};
 use crate::uring::token::{Kind, Token};
 
 /// Provided receive buffers of the first table: 4096 x 4 KiB = 16 MiB of receive memory
@@ -75,8 +75,6 @@ const SINGLE_ACCEPTS: u32 = 16;
 const TICK: Duration = Duration::from_millis(50);
 /// Sentinels for the shard's own operations.
 const SHUTDOWN_POLL: u64 = u64::MAX - 1;
-/// The eventfd that the further tables signal.
-const TABLES_POLL: u64 = u64::MAX - 2;
 
 /// Everything a shard thread starts from.
 pub struct ShardInit {
@@ -148,9 +146,8 @@ enum Multishot {
     Cancelling,
 }
 
-/// A table and how the shard uses it.
+/// How the shard uses one table.
 struct TableUse {
-    io: Table,
     /// Slots holding a descriptor (accepted, not yet closed).
     live: u32,
     /// The multishot accept on this table's ring.
@@ -162,10 +159,9 @@ struct TableUse {
 struct Shard {
     // Field order is drop order: the rings (and with them every registration) go first,
     // then the memory they referenced.
+    io: Tables,
+    /// Per table, by index into `io`.
     tables: Vec<TableUse>,
-    /// Signalled by every table but the first; polled by the first.
-    tables_wake: Option<OwnedFd>,
-    table_spec: TableSpec,
     /// The table new connections are accepted into.
     accept_on: usize,
     tick_ts: Box<types::Timespec>,
@@ -205,7 +201,7 @@ pub fn run(init: ShardInit) {
             return;
         }
     };
-    let _ = ready.send(Ok((shard.id, shard.tables[0].io.ring.fd())));
+    let _ = ready.send(Ok((shard.id, shard.io.get(0).ring.fd())));
     drop(ready);
     if let Err(e) = shard.run() {
         eprintln!("ringpush: shard {}: {e}", shard.id);
@@ -228,22 +224,23 @@ impl Shard {
             recv_buffer_size: RECV_BUFFER_SIZE,
             bgid: BGID,
         };
-        let first = Table::new(&spec, None)?;
-        let now = Instant::now();
-        let conn_cfg = init.config.conn_config();
-        Ok(Shard {
-            tables: vec![TableUse {
-                io: first,
-                live: 0,
-                multishot: Multishot::Off,
-                singles: 0,
-            }],
-            tables_wake: None,
-            table_spec: TableSpec {
+        let io = Tables::new(
+            &spec,
+            TableSpec {
                 sq_entries: 1024,
                 recv_buffers: EXTRA_RECV_BUFFERS,
                 ..spec
             },
+        )?;
+        let now = Instant::now();
+        let conn_cfg = init.config.conn_config();
+        Ok(Shard {
+            io,
+            tables: vec![TableUse {
+                live: 0,
+                multishot: Multishot::Off,
+                singles: 0,
+            }],
             accept_on: 0,
             tick_ts: Box::new(types::Timespec::from(TICK)),
             id: init.id,
@@ -274,7 +271,7 @@ impl Shard {
         // SAFETY: every entry built in this file points only at memory owned by the
         // shard (timespec) or by a connection that outlives the operation (see the module
         // docs on operation lifetimes), and names a fixed slot of the ring it goes to.
-        unsafe { self.tables[table].io.ring.push(entry) };
+        unsafe { self.io.push(table, entry) };
     }
 
     /// Keeps accepts armed on the accepting table as the module docs describe: moves to
@@ -290,7 +287,11 @@ impl Shard {
         let t = self.accept_on;
         let fd = types::Fd(self.listener.as_ref().map_or(-1, |l| l.as_raw_fd()));
         let tab = &self.tables[t];
-        let free = tab.io.slots().saturating_sub(tab.live + tab.singles);
+        let free = self
+            .io
+            .get(t)
+            .slots()
+            .saturating_sub(tab.live + tab.singles);
         if free > BACKLOG + RESERVE {
             if tab.multishot == Multishot::Off {
                 self.tables[t].multishot = Multishot::Armed;
@@ -330,7 +331,7 @@ impl Shard {
     /// Whether table `t` may take another admitted connection.
     fn has_room(&self, t: usize) -> bool {
         let tab = &self.tables[t];
-        tab.live + tab.singles + RESERVE < tab.io.slots()
+        tab.live + tab.singles + RESERVE < self.io.get(t).slots()
     }
 
     /// Points accepting at the first table with admission room, adding a table when
@@ -356,34 +357,15 @@ impl Shard {
         self.accept_on = target;
     }
 
-    /// Sets up one more table; the first extra one also creates the shared eventfd and
-    /// its poll on the first table.
+    /// Sets up one more table.
     fn add_table(&mut self) -> Result<usize, String> {
-        if self.tables_wake.is_none() {
-            let fd = crate::uring::eventfd_nonblocking()
-                .map_err(|e| format!("cannot create an eventfd: {e}"))?;
-            self.tables_wake = Some(fd);
-            self.arm_tables_poll();
-        }
-        let wake = self.tables_wake.as_ref().map(|f| f.as_raw_fd());
-        let io = Table::new(&self.table_spec, wake)?;
+        let t = self.io.add()?;
         self.tables.push(TableUse {
-            io,
             live: 0,
             multishot: Multishot::Off,
             singles: 0,
         });
-        Ok(self.tables.len() - 1)
-    }
-
-    fn arm_tables_poll(&mut self) {
-        if let Some(fd) = &self.tables_wake {
-            let e = opcode::PollAdd::new(types::Fd(fd.as_raw_fd()), libc::POLLIN as u32)
-                .multi(true)
-                .build()
-                .user_data(TABLES_POLL);
-            self.push(0, e);
-        }
+        Ok(t)
     }
 
     fn arm_tick(&mut self) {
@@ -407,28 +389,12 @@ impl Shard {
         let mut cqes = Vec::with_capacity(4096);
         let mut due = Vec::new();
         loop {
-            // The further tables first: submit their SQEs and run their deferred work
-            // (no syscall when a table has nothing). Block on the first table only if
-            // none of them has completions waiting; while blocked, their eventfd wakes us.
-            let mut ready = false;
-            for t in self.tables.iter_mut().skip(1) {
-                t.io.ring.submit_pending()?;
-                ready |= t.io.ring.has_completions();
-            }
-            self.tables[0]
-                .io
-                .ring
-                .submit_and_wait(usize::from(!ready))?;
+            self.io.submit_and_reap(&mut cqes)?;
             let now = Instant::now();
-            for t in 0..self.tables.len() {
-                self.tables[t].io.ring.reap(&mut cqes);
-                for cqe in &cqes {
-                    self.complete(now, t, cqe);
-                }
+            for (t, cqe) in cqes.drain(..) {
+                self.complete(now, t, &cqe);
             }
-            for t in &mut self.tables {
-                t.io.bufs.publish();
-            }
+            self.io.publish_buffers();
             for key in std::mem::take(&mut self.rearm_recv) {
                 self.arm_recv(key);
             }
@@ -455,19 +421,8 @@ impl Shard {
 
     /// Acts on one completion from table `t`'s ring.
     fn complete(&mut self, now: Instant, t: usize, cqe: &cqueue::Entry) {
-        match cqe.user_data() {
-            SHUTDOWN_POLL => return self.begin_shutdown(now),
-            TABLES_POLL => {
-                // Only a wake-up: the loop reaps every table each round.
-                if let Some(fd) = &self.tables_wake {
-                    crate::uring::eventfd_drain(fd);
-                }
-                if !cqueue::more(cqe.flags()) {
-                    self.arm_tables_poll();
-                }
-                return;
-            }
-            _ => {}
+        if cqe.user_data() == SHUTDOWN_POLL {
+            return self.begin_shutdown(now);
         }
         let Some(token) = Token::decode(cqe.user_data()) else {
             return;
@@ -606,12 +561,12 @@ impl Shard {
         let more = cqueue::more(cqe.flags());
         let Some(key) = self.conn_for(token) else {
             if let Some(bid) = bid {
-                self.tables[t].io.bufs.recycle(bid);
+                self.io.get_mut(t).bufs.recycle(bid);
             }
             return;
         };
         if let Some(bid) = bid {
-            let bufs = &mut self.tables[t].io.bufs;
+            let bufs = &mut self.io.get_mut(t).bufs;
             let data = bufs.get(bid, res.max(0) as usize);
             let c = &mut self.conns[key];
             c.proto.handle_bytes(now, &self.conn_cfg, data);

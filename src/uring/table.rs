@@ -14,7 +14,10 @@
 //!                 └── submit / reap ──► table 1..n rings ──────┘ each of these
 //! ```
 
-use std::os::fd::RawFd;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use io_uring::{cqueue, opcode, squeue, types};
 
 use super::Ring;
 use super::bufring::BufRing;
@@ -83,5 +86,127 @@ impl Table {
     /// Fixed-file slots in this table.
     pub fn slots(&self) -> u32 {
         self.slots
+    }
+}
+
+/// The `user_data` of the first ring's poll on the shared eventfd.
+pub const TABLES_WAKE: u64 = super::token::SENTINEL_BASE + 1;
+
+/// Several tables driven by one thread, as the module docs describe.
+#[derive(Debug)]
+pub struct Tables {
+    // Field order is drop order: rings before the eventfd they signal.
+    tables: Vec<Table>,
+    /// Signalled by every table but the first; polled by the first.
+    wake: Option<OwnedFd>,
+    /// How further tables are built.
+    more: TableSpec,
+}
+
+impl Tables {
+    /// Starts with one table built from `first`; further ones are built from `more`.
+    pub fn new(first: &TableSpec, more: TableSpec) -> Result<Tables, String> {
+        Ok(Tables {
+            tables: vec![Table::new(first, None)?],
+            wake: None,
+            more,
+        })
+    }
+
+    /// How many tables there are.
+    pub fn len(&self) -> usize {
+        self.tables.len()
+    }
+
+    /// Always false: there is at least the first table.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Table `t`.
+    pub fn get(&self, t: usize) -> &Table {
+        &self.tables[t]
+    }
+
+    /// Table `t`, mutably (its buffers).
+    pub fn get_mut(&mut self, t: usize) -> &mut Table {
+        &mut self.tables[t]
+    }
+
+    /// Adds a table and returns its index; the first extra one also creates the shared
+    /// eventfd and the first ring's poll on it.
+    pub fn add(&mut self) -> Result<usize, String> {
+        if self.wake.is_none() {
+            let fd = super::eventfd_nonblocking()
+                .map_err(|e| format!("cannot create an eventfd: {e}"))?;
+            self.wake = Some(fd);
+            self.arm_wake();
+        }
+        let wake = self.wake.as_ref().map(|f| f.as_raw_fd());
+        self.tables.push(Table::new(&self.more, wake)?);
+        Ok(self.tables.len() - 1)
+    }
+
+    fn arm_wake(&mut self) {
+        if let Some(fd) = &self.wake {
+            let e = opcode::PollAdd::new(types::Fd(fd.as_raw_fd()), libc::POLLIN as u32)
+                .multi(true)
+                .build()
+                .user_data(TABLES_WAKE);
+            // SAFETY: a poll names no memory; the eventfd outlives the ring (field order).
+            unsafe { self.tables[0].ring.push(e) };
+        }
+    }
+
+    /// Queues an SQE on table `t`'s ring.
+    ///
+    /// # Safety
+    /// As [`Ring::push`]: whatever the entry points to stays valid until its (final)
+    /// completion; a fixed descriptor it names belongs to table `t`.
+    pub unsafe fn push(&mut self, t: usize, entry: squeue::Entry) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.tables[t].ring.push(entry) };
+    }
+
+    /// Submits everything queued on every table, waits (on the first ring) until at
+    /// least one completion is ready anywhere, and appends every
+    /// ready completion, with its table index, to `out`.
+    pub fn submit_and_reap(&mut self, out: &mut Vec<(usize, cqueue::Entry)>) -> io::Result<()> {
+        // The further tables first: submit their SQEs and run their deferred work (no
+        // syscall when a table has nothing). Block on the first table only if none of
+        // them has completions waiting; while blocked, their eventfd wakes us.
+        let mut ready = false;
+        for t in self.tables.iter_mut().skip(1) {
+            t.ring.submit_pending()?;
+            ready |= t.ring.has_completions();
+        }
+        self.tables[0].ring.submit_and_wait(usize::from(!ready))?;
+        let mut cqes = Vec::new();
+        let mut rearm = false;
+        for (t, table) in self.tables.iter_mut().enumerate() {
+            table.ring.reap(&mut cqes);
+            for cqe in cqes.drain(..) {
+                if cqe.user_data() == TABLES_WAKE {
+                    // Only a wake-up: every table is reaped each round anyway.
+                    if let Some(fd) = &self.wake {
+                        super::eventfd_drain(fd);
+                    }
+                    rearm |= !cqueue::more(cqe.flags());
+                    continue;
+                }
+                out.push((t, cqe));
+            }
+        }
+        if rearm {
+            self.arm_wake();
+        }
+        Ok(())
+    }
+
+    /// Publishes recycled receive buffers of every table to the kernel.
+    pub fn publish_buffers(&mut self) {
+        for t in &mut self.tables {
+            t.bufs.publish();
+        }
     }
 }
