@@ -35,9 +35,13 @@
 //! - [`server`]: shards (one pinned thread + ring + listener per CPU), connection slab,
 //!   outboxes with the slow-consumer policy, the timer wheel.
 //! - [`pubsub`]: topic ownership and the cross-shard bus.
+//! - [`check`]: `ringpush check`, the system's limits against a connection target.
+//! - [`load`]: the load generator (`ringpush load`), the client side of the same driver.
 #![warn(missing_docs)]
 
+pub mod check;
 pub mod config;
+pub mod load;
 pub mod proto;
 pub mod pubsub;
 pub mod server;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use ringpush::config::{self, Config, CountRange, DurationRange, Overrides};
+use ringpush::load;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -158,6 +159,11 @@ const RUN_DURATION: DurationRange = DurationRange {
     min: Duration::from_millis(1),
     max: Duration::from_secs(365 * 86_400),
 };
+const THREADS: CountRange = CountRange {
+    flag: "--threads",
+    min: 1,
+    max: 1024,
+};
 const BACKOFF_BASE: DurationRange = DurationRange {
     flag: "--backoff-base",
     min: Duration::from_millis(1),
@@ -203,6 +209,9 @@ struct LoadArgs {
     /// jitter prevents.
     #[arg(long)]
     no_jitter: bool,
+    /// Worker threads, each with its own rings [default: CPUs in the affinity mask].
+    #[arg(long, value_name = "N", value_parser = |s: &str| THREADS.parse(s), allow_hyphen_values = true)]
+    threads: Option<usize>,
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
@@ -245,12 +254,13 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(&args),
         Command::Load(args) => load(&args),
         Command::Check(args) => {
-            eprintln!(
-                "ringpush: check --connections {}{}: not built yet",
-                args.connections,
-                if args.json { " --json" } else { "" }
-            );
-            ExitCode::FAILURE
+            let findings = ringpush::check::check(args.connections as u64);
+            if args.json {
+                print!("{}", ringpush::check::render_json(&findings));
+            } else {
+                print!("{}", ringpush::check::render_human(&findings));
+            }
+            ExitCode::from(ringpush::check::exit_code(&findings))
         }
     }
 }
@@ -333,21 +343,39 @@ fn load(args: &LoadArgs) -> ExitCode {
             config::format_duration(args.backoff_cap)
         ));
     }
-    eprintln!(
-        "ringpush: load {} ({}, {} connections): the load generator is not built yet",
-        args.url,
-        args.scenario
-            .to_possible_value()
-            .map_or_else(String::new, |v| v.get_name().to_owned()),
-        args.connections
-    );
-    let _ = (
-        args.rate,
-        args.duration,
-        args.message_bytes,
-        args.source_addrs,
-        args.no_jitter,
-        args.json,
-    );
-    ExitCode::FAILURE
+    let cfg = load::LoadConfig {
+        url: args.url.clone(),
+        scenario: match args.scenario {
+            Scenario::Idle => load::Scenario::Idle,
+            Scenario::Echo => load::Scenario::Echo,
+            Scenario::Broadcast => load::Scenario::Broadcast,
+            Scenario::Storm => load::Scenario::Storm,
+        },
+        connections: args.connections,
+        rate: args.rate,
+        duration: args.duration,
+        message_bytes: args.message_bytes,
+        source_addrs: args.source_addrs,
+        backoff: load::Backoff {
+            base: args.backoff_base,
+            cap: args.backoff_cap,
+            jitter: !args.no_jitter,
+        },
+        threads: args.threads,
+        progress: true,
+    };
+    match load::run(&cfg) {
+        Ok(report) => {
+            if args.json {
+                println!("{}", report.json());
+            } else {
+                print!("{}", report.human());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ringpush load: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

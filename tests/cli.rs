@@ -276,27 +276,78 @@ fn check_config_warns_about_a_tiny_outbox() {
     assert!(!checked(&[]).contains("warning"));
 }
 
+/// Load-generator mistakes are one line and exit 1, quickly: a scenario that does not
+/// fit the URL, too few source addresses, a server that is not there.
 #[test]
-fn load_and_check_are_not_built_yet() {
-    for args in [
-        &["load"][..],
-        &[
-            "load",
-            "--url",
-            "http://127.0.0.1:1/sse/t",
-            "--scenario",
-            "storm",
-            "--no-jitter",
-            "--json",
-        ],
-        &["check", "--connections", "5", "--json"],
+fn load_errors_are_one_line() {
+    for (args, expect) in [
+        (
+            &[
+                "load",
+                "--url",
+                "http://127.0.0.1:1/sse/t",
+                "--scenario",
+                "echo",
+            ][..],
+            "SSE is one-way",
+        ),
+        (
+            &[
+                "load",
+                "--url",
+                "ws://127.0.0.1:1/echo",
+                "--scenario",
+                "broadcast",
+            ],
+            "ws://HOST:PORT/ws/TOPIC",
+        ),
+        (
+            &[
+                "load",
+                "--url",
+                "ws://127.0.0.1:1/echo",
+                "--connections",
+                "1000000",
+                "--source-addrs",
+                "1",
+            ],
+            "use at least",
+        ),
+        (
+            &[
+                "load",
+                "--url",
+                "ws://127.0.0.1:1/echo",
+                "--connections",
+                "5",
+                "--backoff-base",
+                "50ms",
+                "--backoff-cap",
+                "50ms",
+            ],
+            "no connection to ws://127.0.0.1:1/echo could be opened: connect: Connection refused",
+        ),
     ] {
+        let t0 = std::time::Instant::now();
         let o = ringpush(args);
         let err = text(&o.stderr);
         assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
         assert_eq!(err.lines().count(), 1, "{err:?}");
-        assert!(err.contains("not built yet"), "{err}");
+        assert!(err.contains(expect), "{err}");
+        assert!(t0.elapsed() < std::time::Duration::from_secs(10));
     }
+}
+
+/// `ringpush check --json` is one JSON object with every limit; exit 0, 1 or 2.
+#[test]
+fn check_json() {
+    let o = ringpush(&["check", "--connections", "5", "--json"]);
+    let out = text(&o.stdout);
+    assert!(matches!(o.status.code(), Some(0..=2)), "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let findings = v["findings"].as_array().expect("findings array");
+    assert!(findings.iter().any(|f| f["name"] == "io_uring"), "{out}");
+    assert!(findings.len() >= 10);
 }
 
 #[test]

@@ -435,7 +435,7 @@ impl Shard {
             Kind::Shutdown => self.on_op_done(now, token, |c| c.shut_pending = false),
             Kind::Cancel => self.on_op_done(now, token, |c| c.cancel_pending = false),
             Kind::Tick => self.arm_tick(),
-            Kind::Wake | Kind::Socket | Kind::Connect => {}
+            Kind::Wake | Kind::Socket | Kind::Connect | Kind::Bind | Kind::SockOpt => {}
         }
     }
 

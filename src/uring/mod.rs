@@ -23,7 +23,10 @@ use io_uring::{IoUring, cqueue, opcode, squeue};
 /// queue backs up into memory instead of failing the caller (monoio's approach).
 pub struct Ring {
     ring: IoUring,
-    backlog: VecDeque<squeue::Entry>,
+    /// Entries that did not fit, each with "linked to the next one" (an `IO_LINK` chain
+    /// moves into the submission queue whole: split over two submissions, its second
+    /// half would run unlinked).
+    backlog: VecDeque<(squeue::Entry, bool)>,
 }
 
 impl std::fmt::Debug for Ring {
@@ -65,25 +68,53 @@ impl Ring {
     /// completion, the one without `IORING_CQE_F_MORE`).
     pub unsafe fn push(&mut self, entry: squeue::Entry) {
         if !self.backlog.is_empty() {
-            self.backlog.push_back(entry);
+            self.backlog.push_back((entry, false));
             return;
         }
         // SAFETY: the caller upholds the entry's validity contract (this fn's `# Safety`).
         if unsafe { self.ring.submission().push(&entry) }.is_err() {
-            self.backlog.push_back(entry);
+            self.backlog.push_back((entry, false));
         }
     }
 
-    /// Moves backlogged SQEs into the submission queue, as far as they fit.
+    /// Queues an `IO_LINK` chain (every entry but the last carries the flag) so that it
+    /// reaches the kernel in one submission: all of it now, or all of it later.
+    ///
+    /// # Safety
+    /// As [`Ring::push`], for every entry.
+    pub unsafe fn push_chain(&mut self, entries: &[squeue::Entry]) {
+        if self.backlog.is_empty() {
+            // SAFETY: as in `push`; push_multiple is all-or-nothing.
+            if unsafe { self.ring.submission().push_multiple(entries) }.is_ok() {
+                return;
+            }
+        }
+        let last = entries.len().saturating_sub(1);
+        for (i, e) in entries.iter().enumerate() {
+            self.backlog.push_back((e.clone(), i < last));
+        }
+    }
+
+    /// Moves backlogged SQEs into the submission queue, as far as they fit, whole chains
+    /// at a time.
     fn drain_backlog(&mut self) {
         let mut sq = self.ring.submission();
-        while let Some(entry) = self.backlog.front() {
-            // SAFETY: entries in the backlog were pushed through `push`, whose caller
-            // promised their validity until completion.
-            if unsafe { sq.push(entry) }.is_err() {
+        loop {
+            let chain = 1 + self
+                .backlog
+                .iter()
+                .take_while(|(_, linked)| *linked)
+                .count();
+            if self.backlog.is_empty() || sq.capacity() - sq.len() < chain {
                 break;
             }
-            self.backlog.pop_front();
+            for (entry, _) in self.backlog.drain(..chain) {
+                // SAFETY: entries in the backlog were pushed through `push` or
+                // `push_chain`, whose callers promised their validity until completion;
+                // the space check above guarantees the push succeeds.
+                let pushed = unsafe { sq.push(&entry) };
+                debug_assert!(pushed.is_ok());
+            }
         }
     }
 

@@ -168,6 +168,15 @@ impl Tables {
         unsafe { self.tables[t].ring.push(entry) };
     }
 
+    /// Queues an `IO_LINK` chain on table `t`'s ring, whole (see [`Ring::push_chain`]).
+    ///
+    /// # Safety
+    /// As [`Tables::push`], for every entry.
+    pub unsafe fn push_chain(&mut self, t: usize, entries: &[squeue::Entry]) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.tables[t].ring.push_chain(entries) };
+    }
+
     /// Submits everything queued on every table, waits (on the first ring) until at
     /// least one completion is ready anywhere, and appends every
     /// ready completion, with its table index, to `out`.

@@ -39,6 +39,10 @@ pub enum Kind {
     Connect = 9,
     /// A `shutdown(2)` of a connection's write side.
     Shutdown = 10,
+    /// A client socket being bound to its source address (load generator).
+    Bind = 11,
+    /// A socket option being set (load generator).
+    SockOpt = 12,
 }
 
 impl Kind {
@@ -54,6 +58,8 @@ impl Kind {
             8 => Kind::Socket,
             9 => Kind::Connect,
             10 => Kind::Shutdown,
+            11 => Kind::Bind,
+            12 => Kind::SockOpt,
             _ => return None,
         })
     }
@@ -123,6 +129,9 @@ mod tests {
             Kind::Cancel,
             Kind::Socket,
             Kind::Connect,
+            Kind::Shutdown,
+            Kind::Bind,
+            Kind::SockOpt,
         ] {
             for (generation, slot) in [(0, 0), (1, 7), (GEN_MASK, u32::MAX), (12345, 999_999)] {
                 let t = Token::new(kind, generation, slot);

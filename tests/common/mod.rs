@@ -26,26 +26,22 @@ impl Server {
     /// As [`Server::start`], with RLIMIT_NOFILE (soft and hard) set to `nofile` in the
     /// server process, so that one fixed-file table holds at most that many connections.
     pub fn start_limited(args: &[&str], nofile: Option<u64>) -> Option<Server> {
-        use std::os::unix::process::CommandExt;
+        Server::launch("127.0.0.1:0", args, nofile)
+    }
+
+    /// As [`Server::start`], on a given address (to restart a server on its old port).
+    pub fn start_on(listen: SocketAddr, args: &[&str]) -> Option<Server> {
+        Server::launch(&listen.to_string(), args, None)
+    }
+
+    fn launch(listen: &str, args: &[&str], nofile: Option<u64>) -> Option<Server> {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringpush"));
-        cmd.args(["serve", "--listen", "127.0.0.1:0"])
+        cmd.args(["serve", "--listen", listen])
             .args(args)
             .stderr(Stdio::piped())
             .stdout(Stdio::null());
         if let Some(n) = nofile {
-            // SAFETY: setrlimit is async-signal-safe and touches only this child's limits.
-            unsafe {
-                cmd.pre_exec(move || {
-                    let rl = libc::rlimit {
-                        rlim_cur: n,
-                        rlim_max: n,
-                    };
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                })
-            };
+            limit_nofile(&mut cmd, n);
         }
         let mut child = cmd.spawn().expect("spawn ringpush");
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
@@ -338,4 +334,22 @@ impl Ws {
         self.send(true, OpCode::Close, &f.payload[..2]);
         assert_eq!(self.recv(), None, "EOF after the close handshake");
     }
+}
+
+/// Sets RLIMIT_NOFILE (soft and hard) to `n` in the child `cmd` will start.
+pub fn limit_nofile(cmd: &mut Command, n: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit is async-signal-safe and touches only this child's limits.
+    unsafe {
+        cmd.pre_exec(move || {
+            let rl = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
 }

@@ -1,0 +1,1252 @@
+//! `ringpush check`: compares this machine's limits with a target connection count.
+//!
+//! Each limit becomes one [`Finding`]: ok, warn (works, but degrades under load) or fail
+//! (the target cannot be reached, or the server cannot start), with what was read, what
+//! is needed, why, and the exact command that fixes it.
+//!
+//! The numbers assume the documented benchmark: the server AND the load generator on
+//! this host, over loopback (DESIGN.md "Performance targets"). Each of the N connections
+//! is then two sockets (two kernel files, two sets of buffers) and a client that needs
+//! ephemeral ports from 127.0.0.x source addresses. A server whose clients are elsewhere
+//! needs about half of the file and buffer figures.
+//!
+//! Reading and judging are split: [`read_system`] takes one [`SystemLimits`] snapshot
+//! (`/proc/sys`, `getrlimit`, `/proc/meminfo`, a real `io_uring_setup`), and
+//! [`evaluate`] is a pure function of it, tested below boundary by boundary.
+//! [`check`] is the two together.
+//!
+//! Exit status ([`exit_code`]) follows the Nagios plugin convention that monitoring
+//! tools already understand: 0 all ok, 1 at least one warn and no fail, 2 at least one
+//! fail.
+
+use std::fmt::Write as _;
+
+use crate::server::shard::{BACKLOG, RESERVE};
+
+/// The verdict on one limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Status {
+    /// Enough for the target.
+    Ok,
+    /// The target is reachable, but something degrades (slower ramp-up, drops under a
+    /// burst, wasted memory) or the value could not be read.
+    Warn,
+    /// The target cannot be reached, or the server cannot start.
+    Fail,
+}
+
+impl Status {
+    /// `ok`, `warn` or `fail`, as printed and in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Warn => "warn",
+            Status::Fail => "fail",
+        }
+    }
+}
+
+/// One limit compared with the target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// The sysctl name (`net.core.somaxconn`), rlimit (`RLIMIT_NOFILE`) or facility.
+    pub name: &'static str,
+    /// The verdict.
+    pub status: Status,
+    /// What this machine has, with the derived figure that matters.
+    pub current: String,
+    /// What the target needs, and the figure it was computed from.
+    pub needed: String,
+    /// The exact command that fixes it, when one exists and the status is not ok.
+    pub fix: Option<String>,
+    /// Why this limit matters to ringpush.
+    pub why: &'static str,
+}
+
+/// Every value [`evaluate`] looks at, read once from the live system by [`read_system`].
+///
+/// `None` means the value could not be read (or, for `nf_conntrack_*` and
+/// `io_uring_disabled`, that the kernel does not have it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SystemLimits {
+    /// RLIMIT_NOFILE (soft, hard); `u64::MAX` is unlimited.
+    pub nofile: Option<(u64, u64)>,
+    /// RLIMIT_MEMLOCK soft limit in bytes (the one the kernel charges against).
+    pub memlock: Option<u64>,
+    /// The process holds CAP_IPC_LOCK (root does): io_uring charges nothing to MEMLOCK.
+    pub cap_ipc_lock: bool,
+    /// CPUs in the affinity mask: ringpush's default shard count.
+    pub cpus: u64,
+    /// `fs.file-max`.
+    pub file_max: Option<u64>,
+    /// First field of `fs.file-nr`: files allocated right now by the whole system.
+    pub files_in_use: Option<u64>,
+    /// `fs.nr_open`.
+    pub nr_open: Option<u64>,
+    /// `net.core.somaxconn`.
+    pub somaxconn: Option<u64>,
+    /// `net.ipv4.tcp_max_syn_backlog`.
+    pub tcp_max_syn_backlog: Option<u64>,
+    /// `net.core.netdev_max_backlog`.
+    pub netdev_max_backlog: Option<u64>,
+    /// `net.ipv4.ip_local_port_range` (low, high), inclusive.
+    pub ip_local_port_range: Option<(u64, u64)>,
+    /// `net.ipv4.tcp_mem` (low, pressure, high) in pages.
+    pub tcp_mem: Option<[u64; 3]>,
+    /// Page size in bytes (the unit of `tcp_mem`).
+    pub page_size: u64,
+    /// `MemAvailable` from `/proc/meminfo`, in KiB.
+    pub mem_available_kib: Option<u64>,
+    /// `kernel.io_uring_disabled` (0, 1 or 2); `None` before Linux 6.6, which has no switch.
+    pub io_uring_disabled: Option<u64>,
+    /// Whether this process could set up a ring as the server does; the error explains why not.
+    pub io_uring: Result<(), String>,
+    /// `net.netfilter.nf_conntrack_max`; `None` when conntrack is not loaded.
+    pub nf_conntrack_max: Option<u64>,
+    /// `net.netfilter.nf_conntrack_count`: connections tracked now.
+    pub nf_conntrack_count: Option<u64>,
+}
+
+/// Kernel and user memory budgeted per connection with client and server on one host:
+/// ~9 KB of kernel slab per idle socket pair (8.7 KB measured, benches/RESULTS.md), at
+/// most 1 KiB of server user space (389 B measured), about as much for the load
+/// generator, and room for one 4 KiB socket-buffer page while a message is in flight.
+/// The server sizes its default `--max-connections` with the same figure.
+pub const BYTES_PER_CONNECTION: u64 = 16 * 1024;
+
+/// Below this many slots per fixed-file table, the tables themselves become the cost:
+/// each extra table is a ring plus 1024 x 4 KiB of receive buffers (4 MiB), so 4096
+/// slots already mean 250 tables (1 GiB of buffers) for a million connections.
+pub const NOFILE_WARN: u64 = 4096;
+
+/// The kernel's largest fixed-file table (`IORING_MAX_FIXED_FILES`, 2^20): a larger
+/// RLIMIT_NOFILE buys nothing, and it is what `tuning/` sets.
+pub const NOFILE_BEST: u64 = 1 << 20;
+
+/// Source addresses the load generator can use: 127.0.0.1 to 127.0.0.254.
+pub const SOURCE_ADDRESSES: u64 = 254;
+
+/// The port range the fix commands and `tuning/99-ringpush.conf` set: 55,536 ports per
+/// source address, keeping service ports below 10000 out of the ephemeral range.
+pub const PORT_RANGE_FIX: (u64, u64) = (10000, 65535);
+
+/// Reads the live system and judges it against `connections` concurrent connections.
+pub fn check(connections: u64) -> Vec<Finding> {
+    evaluate(connections, &read_system())
+}
+
+/// Judges `sys` against `connections` concurrent connections (pure; see the module doc
+/// for the same-host assumption). The order is the order of the report.
+pub fn evaluate(connections: u64, sys: &SystemLimits) -> Vec<Finding> {
+    let n = connections.max(1);
+    vec![
+        io_uring_probe(sys),
+        io_uring_disabled(sys),
+        nofile(n, sys),
+        memlock(n, sys),
+        nr_open(sys),
+        file_max(n, sys),
+        simple_min(
+            "net.core.somaxconn",
+            sys.somaxconn,
+            u64::from(BACKLOG),
+            "ringpush listens with a backlog of 4096 per shard and the kernel silently caps \
+             it at somaxconn; a reconnect burst beyond the cap has its SYNs dropped and \
+             retried after 1 s, 3 s, 7 s, which stretches a storm into minutes",
+        ),
+        simple_min(
+            "net.ipv4.tcp_max_syn_backlog",
+            sys.tcp_max_syn_backlog,
+            u64::from(BACKLOG),
+            "half-open connections kept per listener; below one shard's listen queue \
+             (4096) a connection burst overflows into SYN cookies (logged as 'possible SYN \
+             flooding') or, with tcp_syncookies=0, into dropped SYNs",
+        ),
+        simple_min(
+            "net.core.netdev_max_backlog",
+            sys.netdev_max_backlog,
+            u64::from(BACKLOG),
+            "packets queued per CPU between the network device (loopback included) and \
+             TCP; a reconnect storm arrives as a burst of SYNs and handshakes, and this \
+             queue should hold at least one shard's listen queue (4096) or packets are \
+             dropped before TCP sees them (second column of /proc/net/softnet_stat)",
+        ),
+        port_range(n, sys),
+        tcp_mem(n, sys),
+        conntrack(n, sys),
+        memory(n, sys),
+    ]
+}
+
+fn io_uring_probe(sys: &SystemLimits) -> Finding {
+    let why = "ringpush does all its I/O through io_uring (multishot accept into direct \
+               descriptors, provided-buffer receive); the probe sets up a ring with the \
+               server's own flags (SINGLE_ISSUER, DEFER_TASKRUN) and checks every opcode \
+               it uses";
+    match &sys.io_uring {
+        Ok(()) => Finding {
+            name: "io_uring",
+            status: Status::Ok,
+            current: "available (server's flags and opcodes)".into(),
+            needed: "available".into(),
+            fix: None,
+            why,
+        },
+        Err(e) => Finding {
+            name: "io_uring",
+            status: Status::Fail,
+            current: e.clone(),
+            needed: "available".into(),
+            fix: (sys.io_uring_disabled.unwrap_or(0) != 0)
+                .then(|| "sysctl -w kernel.io_uring_disabled=0".to_owned()),
+            why,
+        },
+    }
+}
+
+fn io_uring_disabled(sys: &SystemLimits) -> Finding {
+    let (status, current) = match sys.io_uring_disabled {
+        None => (
+            Status::Ok,
+            "absent (kernels before 6.6 have no switch)".to_owned(),
+        ),
+        Some(0) => (Status::Ok, "0 (enabled for everyone)".to_owned()),
+        Some(1) => (
+            Status::Warn,
+            "1 (only root and the kernel.io_uring_group group)".to_owned(),
+        ),
+        Some(v) => (Status::Fail, format!("{v} (disabled for everyone)")),
+    };
+    Finding {
+        name: "kernel.io_uring_disabled",
+        status,
+        current,
+        needed: "0".into(),
+        fix: (status != Status::Ok).then(|| "sysctl -w kernel.io_uring_disabled=0".to_owned()),
+        why: "2 disables io_uring for every process (ringpush cannot start); 1 allows it only \
+              for root and members of kernel.io_uring_group. Some distributions disable it \
+              because io_uring has had many kernel CVEs: enabling it is a security decision",
+    }
+}
+
+/// Slots per fixed-file table the server will use for a hard RLIMIT_NOFILE: it raises
+/// its soft limit to the hard one, and the kernel caps a table at 2^20.
+fn table_slots(hard: u64) -> u64 {
+    hard.min(NOFILE_BEST)
+}
+
+/// Tables needed for `n` connections over `cpus` shards (the default: one per CPU), each
+/// shard with its share of `n` and at least one table of its own; [`RESERVE`] slots of
+/// each table are kept for 503 answers.
+fn tables_for(n: u64, slots: u64, cpus: u64) -> u64 {
+    let cpus = cpus.max(1);
+    let usable = slots.saturating_sub(u64::from(RESERVE)).max(1);
+    cpus * n.div_ceil(cpus).div_ceil(usable).max(1)
+}
+
+fn nofile(n: u64, sys: &SystemLimits) -> Finding {
+    let why = "NOT a connection cap: ringpush accepts into io_uring fixed-file tables \
+               (direct descriptors), which use no process file descriptors, and adds a \
+               table whenever one fills. A table holds at most RLIMIT_NOFILE slots (kernel \
+               rule; ringpush raises the soft limit to the hard one), so this sets the table \
+               size: below 4096 the number of tables, each with its own ring and 4 MiB of \
+               receive buffers, wastes memory. These are this shell's limits; a systemd \
+               service gets LimitNOFILE= instead (tuning/ringpush.service)";
+    let needed = format!("hard >= {NOFILE_WARN} (best {NOFILE_BEST})");
+    let fix_value = sys
+        .nr_open
+        .map_or(NOFILE_BEST, |o| o.min(NOFILE_BEST))
+        .max(NOFILE_WARN);
+    let fix = Some(format!("ulimit -n {fix_value}"));
+    let Some((soft, hard)) = sys.nofile else {
+        return unreadable("RLIMIT_NOFILE", needed, why);
+    };
+    let slots = table_slots(hard);
+    let status = if slots <= u64::from(RESERVE) {
+        Status::Fail
+    } else if slots < NOFILE_WARN {
+        Status::Warn
+    } else {
+        Status::Ok
+    };
+    let current = if status == Status::Fail {
+        format!(
+            "soft {}, hard {}: the server refuses to start below {} slots",
+            limit(soft),
+            limit(hard),
+            RESERVE + 1
+        )
+    } else {
+        format!(
+            "soft {}, hard {} ({} tables of {slots} slots)",
+            limit(soft),
+            limit(hard),
+            tables_for(n, slots, sys.cpus)
+        )
+    };
+    Finding {
+        name: "RLIMIT_NOFILE",
+        status,
+        current,
+        needed,
+        fix: fix.filter(|_| status != Status::Ok),
+        why,
+    }
+}
+
+/// Bytes io_uring charges to RLIMIT_MEMLOCK for one ring of the server's shape: about
+/// twice its SQ (64 B entries) plus CQ (16 B entries) arrays. Measured on Linux 6.18 as
+/// an unprivileged user: 0.75 MiB for a shard with 4096-slot tables and 2.7 MiB with
+/// 20,000 slots, within 10% of this formula. `sq` is 4096 for a shard's first ring and
+/// 1024 for each further one; the CQ is twice the slots, at least 8192, at most 2^19
+/// (src/server/shard.rs).
+fn ring_locked_bytes(slots: u64, sq: u64) -> u64 {
+    let cq = (slots.max(4096) * 2).next_power_of_two().min(1 << 19);
+    2 * (sq * 64 + cq * 16)
+}
+
+fn memlock(n: u64, sys: &SystemLimits) -> Finding {
+    let why = "io_uring charges its rings to the user's locked-memory limit (measured on \
+               Linux 6.18) unless the process has CAP_IPC_LOCK (root has): too little and \
+               the server cannot set up its rings (ENOMEM) or add a table when one fills \
+               (new connections then get 503). Estimated for one shard per CPU and the \
+               tables RLIMIT_NOFILE implies";
+    let slots = sys.nofile.map_or(1024, |(_, hard)| table_slots(hard));
+    let rings = tables_for(n, slots, sys.cpus);
+    let cpus = sys.cpus.max(1);
+    let first = ring_locked_bytes(slots, 4096);
+    let total = cpus * first + (rings - cpus.min(rings)) * ring_locked_bytes(slots, 1024);
+    let needed = format!("~{} ({rings} rings; without CAP_IPC_LOCK)", bytes(total));
+    let (status, current) = match sys.memlock {
+        _ if sys.cap_ipc_lock => (Status::Ok, "not charged (CAP_IPC_LOCK)".to_owned()),
+        None => return unreadable("RLIMIT_MEMLOCK", needed, why),
+        Some(u64::MAX) => (Status::Ok, "unlimited".to_owned()),
+        Some(v) if v < first => (
+            Status::Fail,
+            format!(
+                "{}: less than one ring ({}), the server cannot start",
+                bytes(v),
+                bytes(first)
+            ),
+        ),
+        Some(v) if v < total => (Status::Warn, bytes(v)),
+        Some(v) => (Status::Ok, bytes(v)),
+    };
+    Finding {
+        name: "RLIMIT_MEMLOCK",
+        status,
+        current,
+        needed,
+        fix: (status != Status::Ok).then(|| "ulimit -l unlimited".to_owned()),
+        why,
+    }
+}
+
+fn nr_open(sys: &SystemLimits) -> Finding {
+    let why = "the ceiling for RLIMIT_NOFILE: the hard limit, and with it the fixed-file \
+               table size, cannot be raised above it. Direct descriptors themselves are not \
+               counted against it";
+    let needed = format!(">= {NOFILE_WARN}");
+    let Some(v) = sys.nr_open else {
+        return unreadable("fs.nr_open", needed, why);
+    };
+    let status = if v < NOFILE_WARN {
+        Status::Warn
+    } else {
+        Status::Ok
+    };
+    Finding {
+        name: "fs.nr_open",
+        status,
+        current: v.to_string(),
+        needed,
+        fix: (status != Status::Ok).then(|| format!("sysctl -w fs.nr_open={NOFILE_BEST}")),
+        why,
+    }
+}
+
+fn file_max(n: u64, sys: &SystemLimits) -> Finding {
+    let why = "every socket is a kernel file, direct descriptor or not, and with the load \
+               generator on this host each connection is two sockets (2N). Past the limit \
+               unprivileged processes get ENFILE (root is exempt), and ringpush's default \
+               --max-connections is half of fs.file-max. The rest of the system's open files \
+               (fs.file-nr) come on top";
+    let sockets = n.saturating_mul(2);
+    let in_use = sys.files_in_use.unwrap_or(0);
+    let want = sockets.saturating_add(in_use);
+    let needed = format!(">= {want} (2 x {n} + {in_use} open now)");
+    let Some(v) = sys.file_max else {
+        return unreadable("fs.file-max", needed, why);
+    };
+    let status = if v < sockets {
+        Status::Fail
+    } else if v < want {
+        Status::Warn
+    } else {
+        Status::Ok
+    };
+    Finding {
+        name: "fs.file-max",
+        status,
+        current: v.to_string(),
+        needed,
+        fix: (status != Status::Ok)
+            .then(|| format!("sysctl -w fs.file-max={}", want.next_power_of_two())),
+        why,
+    }
+}
+
+/// A sysctl that must be at least `min`, else warn; the fix sets it to `min`.
+fn simple_min(name: &'static str, value: Option<u64>, min: u64, why: &'static str) -> Finding {
+    let needed = format!(">= {min}");
+    let Some(v) = value else {
+        return unreadable(name, needed, why);
+    };
+    let status = if v < min { Status::Warn } else { Status::Ok };
+    Finding {
+        name,
+        status,
+        current: v.to_string(),
+        needed,
+        fix: (status != Status::Ok).then(|| format!("sysctl -w {name}={min}")),
+        why,
+    }
+}
+
+fn port_range(n: u64, sys: &SystemLimits) -> Finding {
+    let why = "a client on this host gets one ephemeral port per connection from each \
+               source address, and only half the range is fast (connect takes ports of one \
+               parity first; past that half, one connect in ten took a second, measured), so \
+               N connections need ceil(N / (ports / 2)) addresses out of 127.0.0.1-254 \
+               (`ringpush load` spreads over them). Keep the ports you serve outside the \
+               range (or list them in net.ipv4.ip_local_reserved_ports)";
+    let name = "net.ipv4.ip_local_port_range";
+    let Some((lo, hi)) = sys.ip_local_port_range else {
+        return unreadable(name, format!("<= {SOURCE_ADDRESSES} source addresses"), why);
+    };
+    let ports = if hi >= lo { hi - lo + 1 } else { 0 };
+    let addrs = if ports < 2 {
+        u64::MAX
+    } else {
+        n.div_ceil(ports / 2)
+    };
+    let status = if addrs > SOURCE_ADDRESSES {
+        Status::Fail
+    } else {
+        Status::Ok
+    };
+    let current = format!("{lo} {hi} ({ports} ports per address)");
+    let needed = if addrs == u64::MAX {
+        "a non-empty range".to_owned()
+    } else {
+        format!("{addrs} of {SOURCE_ADDRESSES} source addresses")
+    };
+    let (flo, fhi) = PORT_RANGE_FIX;
+    let fix_ports = fhi - flo + 1;
+    let fix_helps = n.div_ceil(fix_ports / 2) <= SOURCE_ADDRESSES;
+    Finding {
+        name,
+        status,
+        current,
+        needed,
+        fix: (status != Status::Ok && fix_helps)
+            .then(|| format!("sysctl -w {name}=\"{flo} {fhi}\"")),
+        why,
+    }
+}
+
+fn tcp_mem(n: u64, sys: &SystemLimits) -> Finding {
+    let why = "TCP's memory limit for socket buffers, in pages (the ~9 KB of socket \
+               structures per idle pair is not counted here; see MemAvailable). A socket \
+               with any data queued is charged at least one page, so a broadcast to all N \
+               (server send queue + client receive queue) needs 2N pages at once; past the \
+               high mark the kernel drops segments and logs 'TCP: out of memory'. Idle \
+               connections fit in any setting";
+    let name = "net.ipv4.tcp_mem";
+    let want = n.saturating_mul(2);
+    let page = sys.page_size.max(1);
+    let needed = format!(
+        "high >= {want} pages ({}, a page per socket)",
+        bytes(want.saturating_mul(page))
+    );
+    let Some([lo, pressure, high]) = sys.tcp_mem else {
+        return unreadable(name, needed, why);
+    };
+    let status = if high < want {
+        Status::Warn
+    } else {
+        Status::Ok
+    };
+    Finding {
+        name,
+        status,
+        current: format!(
+            "{lo} {pressure} {high} (high = {})",
+            bytes(high.saturating_mul(page))
+        ),
+        needed,
+        fix: (status != Status::Ok)
+            .then(|| format!("sysctl -w {name}=\"{n} {} {want}\"", n / 2 * 3)),
+        why,
+    }
+}
+
+fn conntrack(n: u64, sys: &SystemLimits) -> Finding {
+    let why = "when the conntrack module is loaded and a firewall rule uses it, every TCP \
+               connection, loopback included, is one entry (both directions share it); a \
+               full table drops new connections' packets ('nf_conntrack: table full'). \
+               Closed connections stay tracked for 120 s (TIME_WAIT), so a reconnect storm \
+               briefly needs 2N. A count of 0 suggests nothing is tracked; a NOTRACK rule for \
+               the server's port avoids the cost entirely";
+    let name = "net.netfilter.nf_conntrack_max";
+    let want = n.saturating_mul(2);
+    let needed = format!(">= {want} (2 x {n})");
+    let Some(v) = sys.nf_conntrack_max else {
+        return Finding {
+            name,
+            status: Status::Ok,
+            current: "conntrack not loaded".into(),
+            needed,
+            fix: None,
+            why,
+        };
+    };
+    let idle = sys.nf_conntrack_count == Some(0);
+    let mut status = if v < n {
+        Status::Fail
+    } else if v < want {
+        Status::Warn
+    } else {
+        Status::Ok
+    };
+    if idle && status == Status::Fail {
+        // Nothing tracked at all: most likely no rule asks for conntrack, so the table
+        // will never fill. Still worth a warning in case a firewall is loaded later.
+        status = Status::Warn;
+    }
+    let current = match sys.nf_conntrack_count {
+        Some(0) => format!("{v} (0 tracked: likely inactive)"),
+        Some(c) => format!("{v} ({c} tracked)"),
+        None => v.to_string(),
+    };
+    Finding {
+        name,
+        status,
+        current,
+        needed,
+        fix: (status != Status::Ok)
+            .then(|| format!("sysctl -w {name}={}", want.next_power_of_two())),
+        why,
+    }
+}
+
+fn memory(n: u64, sys: &SystemLimits) -> Finding {
+    let why = "16 KiB per connection with client and server on this host: ~9 KB of kernel \
+               socket structures per pair (8.7 KB measured), up to 1 KiB of server user \
+               space (389 B measured), about as much for the load generator, and a 4 KiB \
+               buffer page while a message is in flight. Short of it, the OOM killer ends \
+               the run";
+    let want = n.saturating_mul(BYTES_PER_CONNECTION);
+    let needed = format!("{} ({n} x 16 KiB)", bytes(want));
+    let Some(kib) = sys.mem_available_kib else {
+        return unreadable("MemAvailable", needed, why);
+    };
+    let have = kib.saturating_mul(1024);
+    let status = if have < want {
+        Status::Fail
+    } else {
+        Status::Ok
+    };
+    Finding {
+        name: "MemAvailable",
+        status,
+        current: format!("{} (room for {})", bytes(have), have / BYTES_PER_CONNECTION),
+        needed,
+        fix: None,
+        why,
+    }
+}
+
+fn unreadable(name: &'static str, needed: String, why: &'static str) -> Finding {
+    Finding {
+        name,
+        status: Status::Warn,
+        current: "could not be read".into(),
+        needed,
+        fix: None,
+        why,
+    }
+}
+
+fn limit(v: u64) -> String {
+    if v == u64::MAX {
+        "unlimited".into()
+    } else {
+        v.to_string()
+    }
+}
+
+/// `1.5 GiB`, `768.0 KiB`, `512 B`.
+fn bytes(v: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if v < 1024 {
+        return format!("{v} B");
+    }
+    let mut x = v as f64 / 1024.0;
+    let mut unit = 0;
+    while x >= 1024.0 && unit + 1 < UNITS.len() {
+        x /= 1024.0;
+        unit += 1;
+    }
+    format!("{x:.1} {}", UNITS[unit])
+}
+
+/// Worst status first: fail, then warn, then ok.
+fn worst(findings: &[Finding]) -> Status {
+    findings
+        .iter()
+        .map(|f| f.status)
+        .max()
+        .unwrap_or(Status::Ok)
+}
+
+/// The process exit code for a report: 0 all ok, 1 at least one warn and no fail, 2 at
+/// least one fail (the Nagios plugin convention).
+pub fn exit_code(findings: &[Finding]) -> u8 {
+    match worst(findings) {
+        Status::Ok => 0,
+        Status::Warn => 1,
+        Status::Fail => 2,
+    }
+}
+
+/// An aligned table (status, name, current, needed) for a terminal; a finding that is
+/// not ok is followed by its reason and, when there is one, its fix command, each on an
+/// indented line. Ends with a summary line.
+pub fn render_human(findings: &[Finding]) -> String {
+    let header = ("STATUS", "NAME", "CURRENT", "NEEDED");
+    let w_status = findings
+        .iter()
+        .map(|f| f.status.as_str().len())
+        .chain([header.0.len()])
+        .max()
+        .unwrap_or(0);
+    let w_name = findings
+        .iter()
+        .map(|f| f.name.len())
+        .chain([header.1.len()])
+        .max()
+        .unwrap_or(0);
+    let w_current = findings
+        .iter()
+        .map(|f| f.current.chars().count())
+        .chain([header.2.len()])
+        .max()
+        .unwrap_or(0);
+    let mut out = String::new();
+    let mut row = |s: &str, n: &str, c: &str, d: &str| {
+        let line = format!("{s:<w_status$}  {n:<w_name$}  {c:<w_current$}  {d}");
+        out.push_str(line.trim_end());
+        out.push('\n');
+    };
+    row(header.0, header.1, header.2, header.3);
+    let indent = " ".repeat(w_status + 2);
+    let mut body = String::new();
+    for f in findings {
+        let line = format!(
+            "{:<w_status$}  {:<w_name$}  {:<w_current$}  {}",
+            f.status.as_str(),
+            f.name,
+            f.current,
+            f.needed
+        );
+        body.push_str(line.trim_end());
+        body.push('\n');
+        if f.status != Status::Ok {
+            let mut prefix = "why: ";
+            for line in wrap(f.why, WRAP - indent.len() - prefix.len()) {
+                let _ = writeln!(body, "{indent}{prefix}{line}");
+                prefix = "     ";
+            }
+            if let Some(fix) = &f.fix {
+                let _ = writeln!(body, "{indent}fix: {fix}");
+            }
+        }
+    }
+    out.push_str(&body);
+    let count = |s: Status| findings.iter().filter(|f| f.status == s).count();
+    let _ = writeln!(
+        out,
+        "{} ok, {} warn, {} fail (exit {}; client and server assumed on this host)",
+        count(Status::Ok),
+        count(Status::Warn),
+        count(Status::Fail),
+        exit_code(findings)
+    );
+    out
+}
+
+/// Width the reasons are wrapped to in [`render_human`].
+const WRAP: usize = 96;
+
+/// Splits `text` at spaces into lines of at most `width` characters (a longer word
+/// gets a line of its own).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
+/// The report as one JSON object:
+/// `{"status":"warn","exit_code":1,"findings":[{"name":..,"status":..,"current":..,
+/// "needed":..,"fix":null|"..","why":..}]}`.
+pub fn render_json(findings: &[Finding]) -> String {
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "{{\"status\":{},\"exit_code\":{},\"findings\":[",
+        json_str(worst(findings).as_str()),
+        exit_code(findings)
+    );
+    for (i, f) in findings.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(
+            out,
+            "{{\"name\":{},\"status\":{},\"current\":{},\"needed\":{},\"fix\":{},\"why\":{}}}",
+            json_str(f.name),
+            json_str(f.status.as_str()),
+            json_str(&f.current),
+            json_str(&f.needed),
+            f.fix.as_deref().map_or_else(|| "null".to_owned(), json_str),
+            json_str(f.why)
+        );
+    }
+    out.push_str("]}\n");
+    out
+}
+
+/// A JSON string literal (RFC 8259 §7): quotes, backslashes and control characters
+/// escaped; everything else, non-ASCII included, passes through as UTF-8.
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Reads every value [`evaluate`] needs from the live system, including a real
+/// `io_uring_setup` with the server's flags (the ring is closed again at once).
+pub fn read_system() -> SystemLimits {
+    SystemLimits {
+        nofile: rlimit(libc::RLIMIT_NOFILE),
+        memlock: rlimit(libc::RLIMIT_MEMLOCK).map(|(soft, _)| soft),
+        cap_ipc_lock: has_cap_ipc_lock(),
+        cpus: crate::uring::allowed_cpus().len() as u64,
+        file_max: sysctl_u64("fs/file-max"),
+        files_in_use: sysctl_fields("fs/file-nr").and_then(|v| v.first().copied()),
+        nr_open: sysctl_u64("fs/nr_open"),
+        somaxconn: sysctl_u64("net/core/somaxconn"),
+        tcp_max_syn_backlog: sysctl_u64("net/ipv4/tcp_max_syn_backlog"),
+        netdev_max_backlog: sysctl_u64("net/core/netdev_max_backlog"),
+        ip_local_port_range: sysctl_fields("net/ipv4/ip_local_port_range").and_then(|v| {
+            match v[..] {
+                [lo, hi] => Some((lo, hi)),
+                _ => None,
+            }
+        }),
+        tcp_mem: sysctl_fields("net/ipv4/tcp_mem").and_then(|v| v.try_into().ok()),
+        page_size: page_size(),
+        mem_available_kib: crate::server::meminfo_kib("MemAvailable"),
+        io_uring_disabled: sysctl_u64("kernel/io_uring_disabled"),
+        // The same setup, flags and opcode probe as a shard's ring, so "ok" means the
+        // server will start; the ring is dropped (closed) right away.
+        io_uring: crate::uring::Ring::new(8, 16)
+            .map(drop)
+            .map_err(|e| e.to_string()),
+        nf_conntrack_max: sysctl_u64("net/netfilter/nf_conntrack_max"),
+        nf_conntrack_count: sysctl_u64("net/netfilter/nf_conntrack_count"),
+    }
+}
+
+fn sysctl_fields(path: &str) -> Option<Vec<u64>> {
+    let text = std::fs::read_to_string(format!("/proc/sys/{path}")).ok()?;
+    text.split_whitespace().map(|f| f.parse().ok()).collect()
+}
+
+fn sysctl_u64(path: &str) -> Option<u64> {
+    match sysctl_fields(path)?[..] {
+        [v] => Some(v),
+        _ => None,
+    }
+}
+
+#[cfg(target_env = "gnu")]
+type Resource = libc::__rlimit_resource_t;
+#[cfg(not(target_env = "gnu"))]
+type Resource = libc::c_int;
+
+/// (soft, hard) with `RLIM_INFINITY` as `u64::MAX`.
+fn rlimit(resource: Resource) -> Option<(u64, u64)> {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes only the struct we pass, which outlives the call.
+    if unsafe { libc::getrlimit(resource, &mut rl) } != 0 {
+        return None;
+    }
+    let conv = |v: libc::rlim_t| {
+        if v == libc::RLIM_INFINITY {
+            u64::MAX
+        } else {
+            v
+        }
+    };
+    Some((conv(rl.rlim_cur), conv(rl.rlim_max)))
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf reads a constant of the running system; no memory is passed.
+    let v = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(v).ok().filter(|&p| p > 0).unwrap_or(4096)
+}
+
+/// CAP_IPC_LOCK (bit 14) in the effective set, from `/proc/self/status`.
+fn has_cap_ipc_lock() -> bool {
+    const CAP_IPC_LOCK: u32 = 14;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let hex = s.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+            u64::from_str_radix(hex.trim(), 16).ok()
+        })
+        .is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const N: u64 = 1_000_000;
+
+    /// A machine tuned with tuning/99-ringpush.conf for a million connections: all ok.
+    fn tuned() -> SystemLimits {
+        SystemLimits {
+            nofile: Some((NOFILE_BEST, NOFILE_BEST)),
+            memlock: Some(8 << 20),
+            cap_ipc_lock: true,
+            cpus: 2,
+            file_max: Some(4_194_304),
+            files_in_use: Some(1000),
+            nr_open: Some(NOFILE_BEST),
+            somaxconn: Some(4096),
+            tcp_max_syn_backlog: Some(4096),
+            netdev_max_backlog: Some(4096),
+            ip_local_port_range: Some(PORT_RANGE_FIX),
+            tcp_mem: Some([1_048_576, 1_572_864, 2_097_152]),
+            page_size: 4096,
+            mem_available_kib: Some(24 << 20),
+            io_uring_disabled: Some(0),
+            io_uring: Ok(()),
+            nf_conntrack_max: Some(2_097_152),
+            nf_conntrack_count: Some(10),
+        }
+    }
+
+    fn find(n: u64, sys: &SystemLimits, name: &str) -> Finding {
+        evaluate(n, sys)
+            .into_iter()
+            .find(|f| f.name == name)
+            .unwrap_or_else(|| panic!("no finding named {name}"))
+    }
+
+    fn status(n: u64, sys: &SystemLimits, name: &str) -> Status {
+        find(n, sys, name).status
+    }
+
+    #[test]
+    fn tuned_machine_is_all_ok() {
+        let findings = evaluate(N, &tuned());
+        for f in &findings {
+            assert_eq!(f.status, Status::Ok, "{f:?}");
+            assert_eq!(f.fix, None, "{f:?}");
+        }
+        assert_eq!(exit_code(&findings), 0);
+        assert_eq!(findings.len(), 13);
+    }
+
+    #[test]
+    fn io_uring_probe_failure_is_fail_with_the_sysctl_fix_when_disabled() {
+        let mut sys = tuned();
+        sys.io_uring = Err("io_uring is disabled".into());
+        assert_eq!(status(N, &sys, "io_uring"), Status::Fail);
+        // Disabled by seccomp, not the sysctl: no sysctl to suggest.
+        assert_eq!(find(N, &sys, "io_uring").fix, None);
+        sys.io_uring_disabled = Some(2);
+        assert_eq!(
+            find(N, &sys, "io_uring").fix.as_deref(),
+            Some("sysctl -w kernel.io_uring_disabled=0")
+        );
+    }
+
+    #[test]
+    fn io_uring_disabled_levels() {
+        let mut sys = tuned();
+        for (v, want) in [
+            (None, Status::Ok),
+            (Some(0), Status::Ok),
+            (Some(1), Status::Warn),
+            (Some(2), Status::Fail),
+        ] {
+            sys.io_uring_disabled = v;
+            let f = find(N, &sys, "kernel.io_uring_disabled");
+            assert_eq!(f.status, want, "{v:?}");
+            assert_eq!(
+                f.fix.is_some(),
+                want != Status::Ok,
+                "fix only when needed: {f:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn nofile_boundaries_use_the_hard_limit() {
+        let mut sys = tuned();
+        let r = u64::from(RESERVE);
+        for (hard, want) in [
+            (r, Status::Fail),
+            (r + 1, Status::Warn),
+            (NOFILE_WARN - 1, Status::Warn),
+            (NOFILE_WARN, Status::Ok),
+            (u64::MAX, Status::Ok),
+        ] {
+            // The soft limit does not matter: the server raises it to the hard one.
+            sys.nofile = Some((1024, hard));
+            assert_eq!(status(N, &sys, "RLIMIT_NOFILE"), want, "hard {hard}");
+        }
+        sys.nofile = Some((1024, 20_000));
+        let f = find(N, &sys, "RLIMIT_NOFILE");
+        // Two shards of 500,000: 500,000 / (20,000 - 64) = 25.1 -> 26 tables each.
+        assert_eq!(
+            f.current,
+            "soft 1024, hard 20000 (52 tables of 20000 slots)"
+        );
+        sys.nofile = Some((1024, 1000));
+        sys.nr_open = Some(524_288);
+        let f = find(N, &sys, "RLIMIT_NOFILE");
+        assert_eq!(
+            f.fix.as_deref(),
+            Some("ulimit -n 524288"),
+            "capped at nr_open"
+        );
+    }
+
+    #[test]
+    fn memlock_boundaries() {
+        let mut sys = tuned();
+        sys.cap_ipc_lock = false;
+        sys.nofile = Some((20_000, 20_000));
+        // 20,000 slots: CQ 65,536 entries; first ring 2 x (4096 x 64 + 65536 x 16).
+        let first = 2 * (4096 * 64 + 65_536 * 16);
+        assert_eq!(ring_locked_bytes(20_000, 4096), first);
+        let extra = 2 * (1024 * 64 + 65_536 * 16);
+        // 52 tables (see the RLIMIT_NOFILE test): 2 first rings (one per CPU) + 50 extra.
+        let total = 2 * first + 50 * extra;
+        for (v, want) in [
+            (first - 1, Status::Fail),
+            (first, Status::Warn),
+            (total - 1, Status::Warn),
+            (total, Status::Ok),
+            (u64::MAX, Status::Ok),
+        ] {
+            sys.memlock = Some(v);
+            assert_eq!(status(N, &sys, "RLIMIT_MEMLOCK"), want, "memlock {v}");
+        }
+        sys.memlock = Some(0);
+        sys.cap_ipc_lock = true;
+        assert_eq!(status(N, &sys, "RLIMIT_MEMLOCK"), Status::Ok);
+        sys.cap_ipc_lock = false;
+        assert_eq!(
+            find(N, &sys, "RLIMIT_MEMLOCK").fix.as_deref(),
+            Some("ulimit -l unlimited")
+        );
+    }
+
+    #[test]
+    fn nr_open_boundary() {
+        let mut sys = tuned();
+        sys.nr_open = Some(NOFILE_WARN - 1);
+        assert_eq!(status(N, &sys, "fs.nr_open"), Status::Warn);
+        sys.nr_open = Some(NOFILE_WARN);
+        assert_eq!(status(N, &sys, "fs.nr_open"), Status::Ok);
+    }
+
+    #[test]
+    fn file_max_counts_both_ends_and_the_rest_of_the_system() {
+        let mut sys = tuned();
+        sys.files_in_use = Some(1000);
+        for (v, want) in [
+            (2 * N - 1, Status::Fail),
+            (2 * N, Status::Warn),
+            (2 * N + 999, Status::Warn),
+            (2 * N + 1000, Status::Ok),
+        ] {
+            sys.file_max = Some(v);
+            assert_eq!(status(N, &sys, "fs.file-max"), want, "file-max {v}");
+        }
+        sys.file_max = Some(1000);
+        assert_eq!(
+            find(N, &sys, "fs.file-max").fix.as_deref(),
+            // 2,001,000 rounded up to a power of two.
+            Some("sysctl -w fs.file-max=2097152")
+        );
+    }
+
+    #[test]
+    fn backlog_sysctls_need_one_listen_queue() {
+        for name in [
+            "net.core.somaxconn",
+            "net.ipv4.tcp_max_syn_backlog",
+            "net.core.netdev_max_backlog",
+        ] {
+            let mut sys = tuned();
+            let set = |sys: &mut SystemLimits, v| match name {
+                "net.core.somaxconn" => sys.somaxconn = v,
+                "net.ipv4.tcp_max_syn_backlog" => sys.tcp_max_syn_backlog = v,
+                _ => sys.netdev_max_backlog = v,
+            };
+            set(&mut sys, Some(4095));
+            let f = find(N, &sys, name);
+            assert_eq!(f.status, Status::Warn, "{name}");
+            assert_eq!(f.fix, Some(format!("sysctl -w {name}=4096")));
+            set(&mut sys, Some(4096));
+            assert_eq!(status(N, &sys, name), Status::Ok, "{name}");
+            set(&mut sys, None);
+            assert_eq!(status(N, &sys, name), Status::Warn, "{name} unreadable");
+        }
+    }
+
+    #[test]
+    fn port_range_fails_only_beyond_254_source_addresses() {
+        let mut sys = tuned();
+        let name = "net.ipv4.ip_local_port_range";
+        // The default range: 28,232 ports, 14,116 fast ones, 71 addresses for a million.
+        sys.ip_local_port_range = Some((32768, 60999));
+        let f = find(N, &sys, name);
+        assert_eq!(f.status, Status::Ok);
+        assert_eq!(f.needed, "71 of 254 source addresses");
+        // 1000 ports, 500 fast: 127,000 connections fit exactly in 254 addresses, one
+        // more does not.
+        sys.ip_local_port_range = Some((2000, 2999));
+        assert_eq!(status(127_000, &sys, name), Status::Ok);
+        let f = find(127_001, &sys, name);
+        assert_eq!(f.status, Status::Fail);
+        assert_eq!(
+            f.fix.as_deref(),
+            Some("sysctl -w net.ipv4.ip_local_port_range=\"10000 65535\"")
+        );
+        // Beyond what any range can give: fail without a fix.
+        assert_eq!(find(20_000_000, &sys, name).fix, None);
+        sys.ip_local_port_range = Some((3000, 2000));
+        assert_eq!(status(1, &sys, name), Status::Fail);
+    }
+
+    #[test]
+    fn tcp_mem_high_needs_a_page_per_socket() {
+        let mut sys = tuned();
+        let name = "net.ipv4.tcp_mem";
+        sys.tcp_mem = Some([1, 2, 2 * N - 1]);
+        let f = find(N, &sys, name);
+        assert_eq!(f.status, Status::Warn);
+        assert_eq!(
+            f.fix.as_deref(),
+            Some("sysctl -w net.ipv4.tcp_mem=\"1000000 1500000 2000000\"")
+        );
+        sys.tcp_mem = Some([1, 2, 2 * N]);
+        assert_eq!(status(N, &sys, name), Status::Ok);
+    }
+
+    #[test]
+    fn conntrack_boundaries() {
+        let mut sys = tuned();
+        let name = "net.netfilter.nf_conntrack_max";
+        sys.nf_conntrack_count = Some(5);
+        for (v, want) in [
+            (Some(N - 1), Status::Fail),
+            (Some(N), Status::Warn),
+            (Some(2 * N - 1), Status::Warn),
+            (Some(2 * N), Status::Ok),
+            (None, Status::Ok),
+        ] {
+            sys.nf_conntrack_max = v;
+            assert_eq!(status(N, &sys, name), want, "{v:?}");
+        }
+        // Nothing tracked: probably no rule uses conntrack, so a small table only warns.
+        sys.nf_conntrack_max = Some(1000);
+        sys.nf_conntrack_count = Some(0);
+        let f = find(N, &sys, name);
+        assert_eq!(f.status, Status::Warn);
+        assert_eq!(
+            f.fix.as_deref(),
+            Some("sysctl -w net.netfilter.nf_conntrack_max=2097152")
+        );
+    }
+
+    #[test]
+    fn memory_needs_16_kib_per_connection() {
+        let mut sys = tuned();
+        let kib = N * 16;
+        sys.mem_available_kib = Some(kib - 1);
+        assert_eq!(status(N, &sys, "MemAvailable"), Status::Fail);
+        sys.mem_available_kib = Some(kib);
+        assert_eq!(status(N, &sys, "MemAvailable"), Status::Ok);
+    }
+
+    #[test]
+    fn exit_code_is_the_worst_status() {
+        let mut sys = tuned();
+        assert_eq!(exit_code(&evaluate(N, &sys)), 0);
+        sys.somaxconn = Some(128);
+        assert_eq!(exit_code(&evaluate(N, &sys)), 1);
+        sys.mem_available_kib = Some(0);
+        assert_eq!(exit_code(&evaluate(N, &sys)), 2);
+        assert_eq!(exit_code(&[]), 0);
+    }
+
+    #[test]
+    fn json_escapes_quotes_backslashes_and_control_characters() {
+        assert_eq!(json_str("plain"), "\"plain\"");
+        assert_eq!(json_str("a\"b\\c"), "\"a\\\"b\\\\c\"");
+        assert_eq!(json_str("l1\nl2\r\t"), "\"l1\\nl2\\r\\t\"");
+        assert_eq!(
+            json_str("\u{8}\u{c}\u{0}\u{1f}"),
+            "\"\\b\\f\\u0000\\u001f\""
+        );
+        // DEL and non-ASCII are legal in JSON strings as they are.
+        assert_eq!(json_str("\u{7f}é→"), "\"\u{7f}é→\"");
+    }
+
+    #[test]
+    fn json_report_shape() {
+        let f = Finding {
+            name: "x",
+            status: Status::Warn,
+            current: "say \"hi\"".into(),
+            needed: "1".into(),
+            fix: None,
+            why: "because",
+        };
+        let g = Finding {
+            fix: Some("sysctl -w x=\"1 2\"".into()),
+            status: Status::Ok,
+            ..f.clone()
+        };
+        assert_eq!(
+            render_json(&[f, g]),
+            "{\"status\":\"warn\",\"exit_code\":1,\"findings\":[\
+             {\"name\":\"x\",\"status\":\"warn\",\"current\":\"say \\\"hi\\\"\",\"needed\":\"1\",\"fix\":null,\"why\":\"because\"},\
+             {\"name\":\"x\",\"status\":\"ok\",\"current\":\"say \\\"hi\\\"\",\"needed\":\"1\",\"fix\":\"sysctl -w x=\\\"1 2\\\"\",\"why\":\"because\"}]}\n"
+        );
+    }
+
+    #[test]
+    fn human_table_is_aligned_with_fix_lines() {
+        let mut sys = tuned();
+        sys.somaxconn = Some(128);
+        let text = render_human(&evaluate(N, &sys));
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("STATUS  NAME"), "{text}");
+        let col = lines[0].find("CURRENT").unwrap();
+        for l in lines
+            .iter()
+            .filter(|l| l.starts_with("ok ") || l.starts_with("warn "))
+        {
+            assert_eq!(&l[col - 2..col], "  ", "current column aligned: {l}");
+            assert_ne!(&l[col..col + 1], " ", "current column aligned: {l}");
+        }
+        let i = lines
+            .iter()
+            .position(|l| l.contains("net.core.somaxconn"))
+            .unwrap();
+        assert!(lines[i].starts_with("warn"));
+        // Indented past the status column ("STATUS" + 2 spaces), the reason wrapped.
+        assert!(
+            lines[i + 1].starts_with("        why: "),
+            "{}",
+            lines[i + 1]
+        );
+        assert!(
+            lines[i + 2].starts_with("             "),
+            "{}",
+            lines[i + 2]
+        );
+        let fix = lines
+            .iter()
+            .position(|l| l.trim_start().starts_with("fix: "))
+            .unwrap();
+        assert_eq!(lines[fix], "        fix: sysctl -w net.core.somaxconn=4096");
+        assert!(lines[i + 1..fix].iter().all(|l| l.len() <= WRAP), "{text}");
+        assert_eq!(
+            lines.last().unwrap(),
+            &"12 ok, 1 warn, 0 fail (exit 1; client and server assumed on this host)"
+        );
+    }
+
+    /// The live read works on this machine: every procfs value that all Linux kernels
+    /// have is found (run with `--nocapture` to see the report).
+    #[test]
+    fn live_system_is_read() {
+        let sys = read_system();
+        assert!(sys.nofile.is_some() && sys.memlock.is_some());
+        assert!(sys.file_max.is_some() && sys.files_in_use.is_some());
+        assert!(sys.somaxconn.is_some() && sys.ip_local_port_range.is_some());
+        assert!(sys.tcp_mem.is_some() && sys.mem_available_kib.is_some());
+        assert!(sys.cpus >= 1 && sys.page_size >= 4096);
+        let findings = check(1_000_000);
+        println!("{}", render_human(&findings));
+        assert_eq!(findings.len(), 13);
+    }
+
+    #[test]
+    fn wrap_splits_at_spaces() {
+        assert_eq!(wrap("aa bb cc", 5), ["aa bb", "cc"]);
+        assert_eq!(wrap("aaaaaaa b", 3), ["aaaaaaa", "b"]);
+        assert!(wrap("", 3).is_empty());
+    }
+
+    #[test]
+    fn bytes_are_human() {
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(16 << 30), "16.0 GiB");
+    }
+}

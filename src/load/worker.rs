@@ -1,0 +1,982 @@
+//! One load-generator thread: its own rings and fixed-file tables (client sockets are
+//! direct descriptors created with `IORING_OP_SOCKET`, so a worker holds far more than
+//! RLIMIT_NOFILE connections), its share of the connections, and its statistics.
+//!
+//! A connection's life: `Socket` into a slot we chose, linked to a `setsockopt` of
+//! `IP_BIND_ADDRESS_NO_PORT`, `Bind` (its 127.0.0.x source address) and `Connect`; then the request is sent and a multishot receive
+//! armed; bytes go through [`Client`]. When it ends, its operations are cancelled, the
+//! slot is closed once none is in flight, and the connection is retried after a backoff
+//! delay (if the run is still going).
+//!
+//! Memory rules as in the server: every buffer an operation names (send bytes, socket
+//! addresses) is owned by the connection or the worker and outlives the operation.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use io_uring::{cqueue, opcode, squeue, types};
+use slab::Slab;
+
+use super::backoff::{Backoff, Rng};
+use super::client::{Client, ClientEvent, CloseKind, Transport};
+use crate::uring::table::{TableSpec, Tables};
+use crate::uring::token::{Kind, Token};
+
+/// Run phases, set by the coordinating thread.
+pub const PHASE_CONNECT: u8 = 0;
+/// Measuring: echo and broadcast traffic flows.
+pub const PHASE_RUN: u8 = 1;
+/// Stop sending; keep counting what is still in flight.
+pub const PHASE_DRAIN: u8 = 2;
+/// Return the statistics.
+pub const PHASE_STOP: u8 = 3;
+
+/// Handshakes in flight per worker: beyond this, new connects wait. Keeps the listen
+/// queue and SYN backlog of the server from overflowing (a dropped SYN costs the client a
+/// one-second retransmit and spoils the connect-time figure).
+const MAX_CONNECTING: usize = 2048;
+/// Broadcast messages in flight (published, not yet seen by every subscriber).
+pub const BROADCAST_WINDOW: u64 = 8;
+const BGID: u16 = 0;
+const TICK: Duration = Duration::from_millis(1);
+
+/// What the load generator does once connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// Hold connections open.
+    Idle,
+    /// Each connection sends a message and waits for its echo, repeatedly.
+    Echo,
+    /// Subscribers only receive; one publisher connection sends.
+    Broadcast,
+    /// Hold connections; when the server goes away, reconnect with backoff and record
+    /// when each reconnect happens.
+    Storm,
+}
+
+/// What every worker needs to know, read-only.
+#[derive(Debug)]
+pub struct Plan {
+    /// The scenario.
+    pub scenario: Scenario,
+    /// WebSocket or SSE.
+    pub transport: Transport,
+    /// The server.
+    pub target: SocketAddrV4,
+    /// `Host` header value.
+    pub host: String,
+    /// Request path (with query).
+    pub path: String,
+    /// Source addresses to bind (empty: let the kernel choose).
+    pub sources: Vec<Ipv4Addr>,
+    /// Connections in total (subscribers for broadcast, not counting the publisher).
+    pub connections: usize,
+    /// Connection attempts per second, all workers together.
+    pub rate: usize,
+    /// Payload bytes per message.
+    pub message_bytes: usize,
+    /// Reconnect policy.
+    pub backoff: Backoff,
+    /// Worker threads.
+    pub threads: usize,
+    /// Fixed-file slots per table (RLIMIT_NOFILE).
+    pub table_slots: u32,
+}
+
+/// Counters every worker updates and the coordinator reads.
+#[derive(Debug)]
+pub struct Shared {
+    /// Time zero of the run (message timestamps are nanoseconds since it).
+    pub epoch: Instant,
+    /// One of the `PHASE_*` values.
+    pub phase: AtomicU8,
+    /// Connections currently open (handshake done).
+    pub open: AtomicU64,
+    /// Connection attempts that failed (any reason).
+    pub failed: AtomicU64,
+    /// Broadcast messages published.
+    pub published: AtomicU64,
+    /// Broadcast messages received, over all subscribers.
+    pub delivered: AtomicU64,
+    /// Messages received by all workers.
+    pub received: AtomicU64,
+    /// Messages sent by all workers (echo and publish).
+    pub sent: AtomicU64,
+}
+
+impl Shared {
+    /// Counters at zero, phase connect.
+    pub fn new() -> Shared {
+        Shared {
+            epoch: Instant::now(),
+            phase: AtomicU8::new(PHASE_CONNECT),
+            open: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            published: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Default for Shared {
+    fn default() -> Shared {
+        Shared::new()
+    }
+}
+
+/// One worker's measurements.
+#[derive(Debug)]
+pub struct Stats {
+    /// Socket creation to handshake completion, microseconds.
+    pub handshake_us: Histogram<u64>,
+    /// Echo round trip, or publish-to-delivery for broadcast, microseconds.
+    pub latency_us: Histogram<u64>,
+    /// Messages sent during the run phase.
+    pub sent: u64,
+    /// Messages received during the run phase.
+    pub received: u64,
+    /// Payload bytes received during the run phase.
+    pub received_bytes: u64,
+    /// Failed attempts by reason.
+    pub errors: HashMap<String, u64>,
+    /// Open connections that ended (server close, EOF, error).
+    pub disconnects: u64,
+    /// Successful handshakes after the first one of a connection.
+    pub reconnects: u64,
+    /// Time of each connection attempt after a disconnect, since the epoch.
+    pub retry_times: Vec<Duration>,
+    /// Time of each reconnect that succeeded, since the epoch.
+    pub reconnect_times: Vec<Duration>,
+    /// Time each disconnect was noticed, since the epoch.
+    pub disconnect_times: Vec<Duration>,
+}
+
+fn histogram() -> Histogram<u64> {
+    // 1 µs to 1 hour at 3 significant digits: ~30 KB per histogram.
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")
+}
+
+impl Stats {
+    fn new() -> Stats {
+        Stats {
+            handshake_us: histogram(),
+            latency_us: histogram(),
+            sent: 0,
+            received: 0,
+            received_bytes: 0,
+            errors: HashMap::new(),
+            disconnects: 0,
+            reconnects: 0,
+            retry_times: Vec::new(),
+            reconnect_times: Vec::new(),
+            disconnect_times: Vec::new(),
+        }
+    }
+
+    /// Adds another worker's numbers to these.
+    pub fn merge(&mut self, other: Stats) {
+        let _ = self.handshake_us.add(&other.handshake_us);
+        let _ = self.latency_us.add(&other.latency_us);
+        self.sent += other.sent;
+        self.received += other.received;
+        self.received_bytes += other.received_bytes;
+        for (k, v) in other.errors {
+            *self.errors.entry(k).or_default() += v;
+        }
+        self.disconnects += other.disconnects;
+        self.reconnects += other.reconnects;
+        self.retry_times.extend(other.retry_times);
+        self.reconnect_times.extend(other.reconnect_times);
+        self.disconnect_times.extend(other.disconnect_times);
+    }
+
+    /// An empty set, to merge into.
+    pub fn empty() -> Stats {
+        Stats::new()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Echo sender, idle holder or broadcast subscriber.
+    Plain,
+    /// The broadcast publisher.
+    Publisher,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Waiting for its (re)connect turn.
+    Waiting,
+    /// Socket, bind, connect in flight.
+    Connecting,
+    /// Connected, request sent, waiting for the response head.
+    Handshake,
+    Open,
+    /// Over: cancelling and closing.
+    Closing,
+}
+
+#[derive(Debug)]
+struct Conn {
+    role: Role,
+    stage: Stage,
+    generation: u32,
+    table: usize,
+    slot: u32,
+    /// The socket op succeeded: the slot holds a descriptor to close.
+    has_socket: bool,
+    /// Operations in flight on the slot.
+    ops: u32,
+    recv: bool,
+    cancelled: bool,
+    client: Option<Client>,
+    /// Bytes waiting to be sent.
+    out: Vec<u8>,
+    /// Bytes being sent (named by the SQE in flight).
+    sending: Vec<u8>,
+    started: Instant,
+    /// Echo: when the message in flight was sent.
+    sent_at: Option<Instant>,
+    /// Failed attempts since the last success.
+    attempt: u32,
+    /// Has been open at least once.
+    was_open: bool,
+    /// The current attempt reached the open state.
+    opened: bool,
+    /// Index into the plan's sources.
+    source: usize,
+    error: Option<String>,
+}
+
+/// A table's slot allocator: fresh slots in order, then freed ones.
+#[derive(Debug, Default)]
+struct Slots {
+    next: u32,
+    free: Vec<u32>,
+}
+
+struct Worker<'a> {
+    io: Tables,
+    slots: Vec<Slots>,
+    table_slots: u32,
+    plan: &'a Plan,
+    shared: &'a Shared,
+    id: usize,
+    conns: Slab<Conn>,
+    next_generation: u32,
+    /// Connections ready to (re)connect, in order.
+    ready: VecDeque<usize>,
+    /// Backoff timers: (due, key).
+    retries: BinaryHeap<Reverse<(Instant, usize)>>,
+    connecting: usize,
+    /// Connection attempts started so far (rate limit).
+    launched: u64,
+    rate_start: Instant,
+    rate_per_sec: f64,
+    tick_ts: Box<types::Timespec>,
+    srcs: Box<[libc::sockaddr_in]>,
+    dst: Box<libc::sockaddr_in>,
+    /// The value of the `IP_BIND_ADDRESS_NO_PORT` option (1), named by SQEs.
+    one: Box<libc::c_int>,
+    rng: Rng,
+    stats: Stats,
+    events: Vec<ClientEvent>,
+    phase: u8,
+    /// Echo started on every open connection.
+    echo_started: bool,
+    payload: Vec<u8>,
+    /// Locally counted deliveries and sends not yet added to the shared counters.
+    delivered_local: u64,
+    sent_local: u64,
+    publisher: Option<usize>,
+    last_progress: (u64, Instant),
+}
+
+fn sockaddr(addr: SocketAddrV4) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: addr.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(addr.ip().octets()),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
+/// Runs worker `id` until the phase becomes [`PHASE_STOP`]; returns its statistics.
+pub fn run(id: usize, plan: &Plan, shared: &Shared) -> Result<Stats, String> {
+    let spec = TableSpec {
+        slots: plan.table_slots,
+        sq_entries: 4096,
+        cq_entries: (plan.table_slots.max(4096) * 2)
+            .next_power_of_two()
+            .min(1 << 19),
+        recv_buffers: 2048,
+        recv_buffer_size: 4096,
+        bgid: BGID,
+    };
+    let io = Tables::new(
+        &spec,
+        TableSpec {
+            recv_buffers: 512,
+            sq_entries: 1024,
+            ..spec
+        },
+    )?;
+    let mine = (plan.connections + plan.threads - 1 - id) / plan.threads;
+    let now = Instant::now();
+    let mut w = Worker {
+        io,
+        slots: vec![Slots::default()],
+        table_slots: plan.table_slots,
+        plan,
+        shared,
+        id,
+        conns: Slab::with_capacity(mine + 1),
+        next_generation: 1,
+        ready: VecDeque::with_capacity(mine + 1),
+        retries: BinaryHeap::new(),
+        connecting: 0,
+        launched: 0,
+        rate_start: now,
+        rate_per_sec: plan.rate as f64 / plan.threads as f64,
+        tick_ts: Box::new(types::Timespec::from(TICK)),
+        srcs: plan
+            .sources
+            .iter()
+            .map(|ip| sockaddr(SocketAddrV4::new(*ip, 0)))
+            .collect(),
+        dst: Box::new(sockaddr(plan.target)),
+        one: Box::new(1),
+        rng: Rng::new(0x5eed ^ (id as u64) << 32),
+        stats: Stats::new(),
+        events: Vec::new(),
+        phase: PHASE_CONNECT,
+        echo_started: false,
+        payload: vec![b'x'; plan.message_bytes.max(8)],
+        delivered_local: 0,
+        sent_local: 0,
+        publisher: None,
+        last_progress: (0, now),
+    };
+    for i in 0..mine {
+        let key = w.add_conn(Role::Plain, id + i * plan.threads);
+        w.ready.push_back(key);
+    }
+    if id == 0 && plan.scenario == Scenario::Broadcast {
+        let key = w.add_conn(Role::Publisher, plan.connections);
+        w.publisher = Some(key);
+        w.ready.push_front(key);
+    }
+    w.run()?;
+    Ok(w.stats)
+}
+
+impl Worker<'_> {
+    fn add_conn(&mut self, role: Role, index: usize) -> usize {
+        let source = if self.srcs.is_empty() {
+            0
+        } else {
+            index % self.srcs.len()
+        };
+        self.conns.insert(Conn {
+            role,
+            stage: Stage::Waiting,
+            generation: 0,
+            table: 0,
+            slot: 0,
+            has_socket: false,
+            ops: 0,
+            recv: false,
+            cancelled: false,
+            client: None,
+            out: Vec::new(),
+            sending: Vec::new(),
+            started: Instant::now(),
+            sent_at: None,
+            attempt: 0,
+            was_open: false,
+            opened: false,
+            source,
+            error: None,
+        })
+    }
+
+    /// Queues an SQE on table `t`.
+    fn push(&mut self, t: usize, e: squeue::Entry) {
+        // SAFETY: entries built here name only memory owned by the worker (timespec,
+        // socket addresses in boxed slices that live as long as the rings) or by a
+        // connection whose `sending` buffer is not touched while its send is in flight;
+        // fixed slots belong to table `t`.
+        unsafe { self.io.push(t, e) };
+    }
+
+    fn arm_tick(&mut self) {
+        let e = opcode::Timeout::new(&*self.tick_ts)
+            .build()
+            .user_data(Token::new(Kind::Tick, 0, 0).encode());
+        self.push(0, e);
+    }
+
+    fn run(&mut self) -> Result<(), String> {
+        self.arm_tick();
+        let mut cqes = Vec::with_capacity(4096);
+        loop {
+            self.io
+                .submit_and_reap(&mut cqes)
+                .map_err(|e| format!("io_uring_enter: {e}"))?;
+            let now = Instant::now();
+            for (t, cqe) in cqes.drain(..) {
+                self.complete(now, t, &cqe);
+            }
+            self.io.publish_buffers();
+            let phase = self.shared.phase.load(Ordering::Acquire);
+            if phase != self.phase {
+                self.phase = phase;
+                if phase == PHASE_STOP {
+                    return Ok(());
+                }
+            }
+            while let Some(Reverse((due, key))) = self.retries.peek().copied() {
+                if due > now {
+                    break;
+                }
+                self.retries.pop();
+                self.ready.push_back(key);
+            }
+            self.launch(now);
+            if self.phase == PHASE_RUN {
+                self.drive(now);
+            }
+            if self.delivered_local > 0 {
+                self.shared
+                    .delivered
+                    .fetch_add(self.delivered_local, Ordering::Relaxed);
+                self.shared
+                    .received
+                    .fetch_add(self.delivered_local, Ordering::Relaxed);
+                self.delivered_local = 0;
+            }
+            if self.sent_local > 0 {
+                self.shared
+                    .sent
+                    .fetch_add(self.sent_local, Ordering::Relaxed);
+                self.sent_local = 0;
+            }
+        }
+    }
+
+    /// Starts connection attempts, as the rate and the in-flight cap allow.
+    fn launch(&mut self, now: Instant) {
+        let allowed =
+            (now.duration_since(self.rate_start).as_secs_f64() * self.rate_per_sec) as u64 + 1;
+        while self.launched < allowed && self.connecting < MAX_CONNECTING {
+            let Some(key) = self.ready.pop_front() else {
+                // Idle time must not bank attempts for a later burst.
+                if self.launched < allowed {
+                    self.rate_start = now;
+                    self.launched = 0;
+                }
+                return;
+            };
+            if let Err(e) = self.start_connect(now, key) {
+                eprintln!("ringpush load: worker {}: {e}", self.id);
+                self.ready.push_front(key);
+                return;
+            }
+            self.launched += 1;
+        }
+    }
+
+    fn alloc_slot(&mut self) -> Result<(usize, u32), String> {
+        for (t, s) in self.slots.iter_mut().enumerate() {
+            if let Some(slot) = s.free.pop() {
+                return Ok((t, slot));
+            }
+            if s.next < self.table_slots {
+                s.next += 1;
+                return Ok((t, s.next - 1));
+            }
+        }
+        let t = self.io.add()?;
+        self.slots.push(Slots {
+            next: 1,
+            free: Vec::new(),
+        });
+        Ok((t, 0))
+    }
+
+    fn start_connect(&mut self, now: Instant, key: usize) -> Result<(), String> {
+        let (table, slot) = self.alloc_slot()?;
+        let generation = self.next_generation;
+        self.next_generation = (self.next_generation + 1) & 0x00ff_ffff;
+        let bind = !self.srcs.is_empty();
+        let c = &mut self.conns[key];
+        if c.was_open || c.attempt > 0 {
+            self.stats
+                .retry_times
+                .push(now.duration_since(self.shared.epoch));
+        }
+        c.stage = Stage::Connecting;
+        c.generation = generation;
+        c.table = table;
+        c.slot = slot;
+        c.has_socket = false;
+        c.recv = false;
+        c.cancelled = false;
+        c.ops = if bind { 4 } else { 2 };
+        c.started = now;
+        c.error = None;
+        c.out.clear();
+        c.client = None;
+        c.opened = false;
+        let token = |kind| Token::new(kind, generation, key as u32).encode();
+        let mut chain = Vec::with_capacity(4);
+        chain.push(
+            opcode::Socket::new(libc::AF_INET, libc::SOCK_STREAM, 0)
+                .file_index(types::DestinationSlot::try_from_slot_target(slot).ok())
+                .build()
+                .flags(squeue::Flags::IO_LINK)
+                .user_data(token(Kind::Socket)),
+        );
+        if bind {
+            // Without this, bind(ip, 0) picks the port at bind time, unique per address
+            // whatever the destination, from a scan that slows to seconds past half the
+            // port range (bind prefers even ports): measured at 16,000 connections from
+            // one address. With it, connect picks the port per 4-tuple.
+            let one = &raw const *self.one;
+            let e = opcode::SetSockOpt::new(
+                types::Fixed(slot),
+                libc::IPPROTO_IP as u32,
+                libc::IP_BIND_ADDRESS_NO_PORT as u32,
+                one.cast(),
+                std::mem::size_of::<libc::c_int>() as u32,
+            )
+            .build()
+            .flags(squeue::Flags::IO_LINK)
+            .user_data(token(Kind::SockOpt));
+            chain.push(e);
+            let src = &raw const self.srcs[self.conns[key].source];
+            let e = opcode::Bind::new(
+                types::Fixed(slot),
+                src.cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+            .build()
+            .flags(squeue::Flags::IO_LINK)
+            .user_data(token(Kind::Bind));
+            chain.push(e);
+        }
+        let dst = &raw const *self.dst;
+        let e = opcode::Connect::new(
+            types::Fixed(slot),
+            dst.cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+        .build()
+        .user_data(token(Kind::Connect));
+        chain.push(e);
+        // SAFETY: as in `push`: the addresses and option value live in boxes owned by
+        // the worker, and the slot belongs to `table`.
+        unsafe { self.io.push_chain(table, &chain) };
+        self.connecting += 1;
+        Ok(())
+    }
+
+    fn conn_for(&self, token: Token) -> Option<usize> {
+        let key = token.slot as usize;
+        self.conns
+            .get(key)
+            .filter(|c| c.generation == token.generation && c.stage != Stage::Waiting)
+            .map(|_| key)
+    }
+
+    fn complete(&mut self, now: Instant, t: usize, cqe: &cqueue::Entry) {
+        let Some(token) = Token::decode(cqe.user_data()) else {
+            return;
+        };
+        if token.kind == Kind::Tick {
+            return self.arm_tick();
+        }
+        let res = cqe.result();
+        if token.kind == Kind::Recv {
+            return self.on_recv(now, t, token, cqe);
+        }
+        let Some(key) = self.conn_for(token) else {
+            return;
+        };
+        let c = &mut self.conns[key];
+        match token.kind {
+            Kind::Socket => {
+                c.ops -= 1;
+                if res >= 0 {
+                    c.has_socket = true;
+                } else {
+                    c.error.get_or_insert_with(|| errno_name("socket", res));
+                }
+            }
+            Kind::SockOpt | Kind::Bind => {
+                c.ops -= 1;
+                if res < 0 && res != -libc::ECANCELED {
+                    let op = if token.kind == Kind::Bind {
+                        "bind"
+                    } else {
+                        "setsockopt"
+                    };
+                    c.error.get_or_insert_with(|| errno_name(op, res));
+                }
+            }
+            Kind::Connect => {
+                c.ops -= 1;
+                self.connecting -= 1;
+                if res < 0 {
+                    // ECANCELED: the socket or bind before it failed and said why.
+                    c.error.get_or_insert_with(|| errno_name("connect", res));
+                } else if c.error.is_none() {
+                    self.on_connected(key);
+                    return;
+                }
+            }
+            Kind::Send => {
+                c.ops -= 1;
+                if res < 0 {
+                    c.error.get_or_insert_with(|| errno_name("send", res));
+                } else {
+                    c.sending.drain(..res as usize);
+                    if c.stage != Stage::Closing {
+                        if c.sending.is_empty() {
+                            self.flush(key);
+                        } else {
+                            self.submit_send(key);
+                        }
+                        return;
+                    }
+                }
+            }
+            Kind::Cancel => c.ops -= 1,
+            Kind::Close => {
+                c.ops -= 1;
+                c.has_socket = false;
+                let (table, slot) = (c.table, c.slot);
+                self.slots[table].free.push(slot);
+                return self.after_close(now, key);
+            }
+            _ => return,
+        }
+        self.check_over(now, key);
+    }
+
+    fn on_connected(&mut self, key: usize) {
+        let plan = self.plan;
+        let seed = self.rng.next_u64();
+        let c = &mut self.conns[key];
+        c.stage = Stage::Handshake;
+        let client = Client::new(
+            plan.transport,
+            &plan.host,
+            &plan.path,
+            seed,
+            None,
+            &mut c.out,
+        );
+        c.client = Some(client);
+        c.recv = true;
+        c.ops += 1;
+        let e = opcode::RecvMulti::new(types::Fixed(c.slot), BGID)
+            .build()
+            .user_data(Token::new(Kind::Recv, c.generation, key as u32).encode());
+        let t = c.table;
+        self.push(t, e);
+        self.flush(key);
+    }
+
+    /// Sends what is queued if no send is in flight.
+    fn flush(&mut self, key: usize) {
+        let c = &mut self.conns[key];
+        if !c.sending.is_empty() || c.out.is_empty() || c.error.is_some() {
+            return;
+        }
+        if c.stage == Stage::Closing {
+            return;
+        }
+        std::mem::swap(&mut c.sending, &mut c.out);
+        self.submit_send(key);
+    }
+
+    /// Submits a send of `sending` (all of it, or the rest after a short send).
+    fn submit_send(&mut self, key: usize) {
+        let c = &mut self.conns[key];
+        c.ops += 1;
+        let e = opcode::Send::new(
+            types::Fixed(c.slot),
+            c.sending.as_ptr(),
+            c.sending.len() as u32,
+        )
+        .build()
+        .user_data(Token::new(Kind::Send, c.generation, key as u32).encode());
+        let t = c.table;
+        self.push(t, e);
+    }
+
+    fn on_recv(&mut self, now: Instant, t: usize, token: Token, cqe: &cqueue::Entry) {
+        let res = cqe.result();
+        let bid = cqueue::buffer_select(cqe.flags());
+        let more = cqueue::more(cqe.flags());
+        let Some(key) = self.conn_for(token) else {
+            if let Some(bid) = bid {
+                self.io.get_mut(t).bufs.recycle(bid);
+            }
+            return;
+        };
+        let mut events = std::mem::take(&mut self.events);
+        if let Some(bid) = bid {
+            let bufs = &mut self.io.get_mut(t).bufs;
+            let data = bufs.get(bid, res.max(0) as usize);
+            let c = &mut self.conns[key];
+            if let Some(client) = &mut c.client {
+                client.handle_bytes(data, &mut c.out, &mut events);
+            }
+            bufs.recycle(bid);
+        } else if res == 0 || (res < 0 && res != -libc::ENOBUFS && res != -libc::ECANCELED) {
+            let c = &mut self.conns[key];
+            if let Some(client) = &mut c.client {
+                client.handle_eof(&mut events);
+            }
+        }
+        if !more {
+            let c = &mut self.conns[key];
+            c.recv = false;
+            c.ops -= 1;
+            if res == -libc::ENOBUFS && c.stage != Stage::Closing {
+                c.recv = true;
+                c.ops += 1;
+                let e = opcode::RecvMulti::new(types::Fixed(c.slot), BGID)
+                    .build()
+                    .user_data(Token::new(Kind::Recv, c.generation, key as u32).encode());
+                self.push(t, e);
+            }
+        }
+        for ev in events.drain(..) {
+            self.on_event(now, key, ev);
+        }
+        self.events = events;
+        self.flush(key);
+        self.check_over(now, key);
+    }
+
+    fn on_event(&mut self, now: Instant, key: usize, ev: ClientEvent) {
+        // Replies to what was sent in the run still count while draining.
+        let running = self.phase == PHASE_RUN || self.phase == PHASE_DRAIN;
+        let c = &mut self.conns[key];
+        match ev {
+            ClientEvent::Open => {
+                c.stage = Stage::Open;
+                self.stats
+                    .handshake_us
+                    .saturating_record(now.duration_since(c.started).as_micros() as u64);
+                if c.was_open {
+                    self.stats.reconnects += 1;
+                    self.stats
+                        .reconnect_times
+                        .push(now.duration_since(self.shared.epoch));
+                }
+                c.was_open = true;
+                c.opened = true;
+                c.attempt = 0;
+                self.shared.open.fetch_add(1, Ordering::Relaxed);
+                if running && self.plan.scenario == Scenario::Echo {
+                    self.send_echo(now, key);
+                }
+            }
+            ClientEvent::Message { payload, .. } => {
+                if !running {
+                    return;
+                }
+                self.stats.received += 1;
+                self.stats.received_bytes += payload.len() as u64;
+                match self.plan.scenario {
+                    Scenario::Echo => {
+                        if let Some(at) = c.sent_at.take() {
+                            self.stats
+                                .latency_us
+                                .saturating_record(now.duration_since(at).as_micros() as u64);
+                        }
+                        self.send_echo(now, key);
+                        self.delivered_local += 1;
+                    }
+                    Scenario::Broadcast => {
+                        if let Some(ts) = payload.get(..8) {
+                            let sent = u64::from_le_bytes(ts.try_into().expect("8 bytes"));
+                            let at = now.duration_since(self.shared.epoch).as_nanos() as u64;
+                            self.stats
+                                .latency_us
+                                .saturating_record(at.saturating_sub(sent) / 1000);
+                        }
+                        self.delivered_local += 1;
+                    }
+                    Scenario::Idle | Scenario::Storm => {}
+                }
+            }
+            ClientEvent::Event(ev) => {
+                if running {
+                    self.stats.received += 1;
+                    self.stats.received_bytes += ev.data.len() as u64;
+                    self.delivered_local += 1;
+                }
+            }
+            ClientEvent::Closed(kind) => {
+                let reason = match kind {
+                    CloseKind::Refused(code) => format!("http {code}"),
+                    CloseKind::BadHandshake(why) => format!("handshake: {why}"),
+                    CloseKind::Closed(code) => format!("closed {code}"),
+                    CloseKind::Protocol(why) => format!("protocol: {why}"),
+                    CloseKind::Eof => "eof".into(),
+                };
+                c.error.get_or_insert(reason);
+            }
+        }
+    }
+
+    fn send_echo(&mut self, now: Instant, key: usize) {
+        let c = &mut self.conns[key];
+        if c.role != Role::Plain || c.stage != Stage::Open || self.phase != PHASE_RUN {
+            return;
+        }
+        if let Some(client) = &mut c.client {
+            client.send_message(false, &self.payload, &mut c.out);
+            c.sent_at = Some(now);
+            self.stats.sent += 1;
+            self.sent_local += 1;
+        }
+    }
+
+    /// The run phase's own work: start echo loops, and pace the broadcast publisher.
+    fn drive(&mut self, now: Instant) {
+        if self.plan.scenario == Scenario::Echo && !self.echo_started {
+            self.echo_started = true;
+            let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+            for key in keys {
+                self.send_echo(now, key);
+                self.flush(key);
+            }
+        }
+        let Some(key) = self.publisher else { return };
+        if self.conns[key].stage != Stage::Open {
+            return;
+        }
+        let subscribers = self
+            .shared
+            .open
+            .load(Ordering::Relaxed)
+            .saturating_sub(1)
+            .max(1);
+        let delivered = self.shared.delivered.load(Ordering::Relaxed);
+        let published = self.shared.published.load(Ordering::Relaxed);
+        // Progress stalls if a subscriber vanished mid-message: after 1 s, go on anyway.
+        if delivered != self.last_progress.0 {
+            self.last_progress = (delivered, now);
+        }
+        let complete = delivered / subscribers;
+        let stalled = now.duration_since(self.last_progress.1) > Duration::from_secs(1);
+        if published >= complete + BROADCAST_WINDOW && !stalled {
+            return;
+        }
+        if stalled {
+            self.last_progress = (delivered, now);
+        }
+        let ts = now.duration_since(self.shared.epoch).as_nanos() as u64;
+        self.payload[..8].copy_from_slice(&ts.to_le_bytes());
+        let c = &mut self.conns[key];
+        if !c.out.is_empty() {
+            return;
+        }
+        if let Some(client) = &mut c.client {
+            client.send_message(false, &self.payload, &mut c.out);
+            self.stats.sent += 1;
+            self.shared.published.fetch_add(1, Ordering::Relaxed);
+        }
+        self.flush(key);
+    }
+
+    /// If the connection failed or ended, cancels what is in flight; once nothing is,
+    /// closes its slot.
+    fn check_over(&mut self, now: Instant, key: usize) {
+        let c = &mut self.conns[key];
+        if c.error.is_none() && c.stage != Stage::Closing {
+            return;
+        }
+        if c.stage != Stage::Closing {
+            if c.stage == Stage::Open {
+                self.shared.open.fetch_sub(1, Ordering::Relaxed);
+                self.stats.disconnects += 1;
+                self.stats
+                    .disconnect_times
+                    .push(now.duration_since(self.shared.epoch));
+            }
+            c.stage = Stage::Closing;
+        }
+        if c.ops > 0 {
+            if c.recv && !c.cancelled {
+                c.cancelled = true;
+                c.ops += 1;
+                let e =
+                    opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fixed(c.slot)).all())
+                        .build()
+                        .user_data(Token::new(Kind::Cancel, c.generation, key as u32).encode());
+                let t = c.table;
+                self.push(t, e);
+            }
+            return;
+        }
+        if c.has_socket {
+            c.ops += 1;
+            let e = opcode::Close::new(types::Fixed(c.slot))
+                .build()
+                .user_data(Token::new(Kind::Close, c.generation, key as u32).encode());
+            let t = c.table;
+            self.push(t, e);
+            return;
+        }
+        let (table, slot) = (c.table, c.slot);
+        self.slots[table].free.push(slot);
+        self.after_close(now, key);
+    }
+
+    /// The slot is free again: count the failure and schedule the retry.
+    fn after_close(&mut self, now: Instant, key: usize) {
+        let c = &mut self.conns[key];
+        let reason = c.error.take().unwrap_or_else(|| "closed".into());
+        c.stage = Stage::Waiting;
+        c.client = None;
+        c.sent_at = None;
+        c.sending = Vec::new();
+        c.out = Vec::new();
+        if c.opened {
+            *self
+                .stats
+                .errors
+                .entry(format!("disconnected: {reason}"))
+                .or_default() += 1;
+        } else {
+            *self.stats.errors.entry(reason).or_default() += 1;
+            self.shared.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        if self.phase == PHASE_STOP {
+            return;
+        }
+        let delay = self.plan.backoff.delay(c.attempt, self.rng.next_u64());
+        c.attempt = c.attempt.saturating_add(1);
+        self.retries.push(Reverse((now + delay, key)));
+    }
+}
+
+fn errno_name(op: &str, res: i32) -> String {
+    format!("{op}: {}", std::io::Error::from_raw_os_error(-res))
+}
