@@ -73,6 +73,8 @@ pub const BACKLOG: u32 = 4096;
 const SINGLE_ACCEPTS: u32 = 16;
 /// Timer resolution: pings, pong and handshake timeouts fire within 50 ms of their due time.
 const TICK: Duration = Duration::from_millis(50);
+/// The demo page served at `GET /` (chat over WebSocket, live feed over EventSource).
+const DEMO_PAGE: &str = include_str!("demo.html");
 /// Sentinels for the shard's own operations.
 const SHUTDOWN_POLL: u64 = u64::MAX - 1;
 
@@ -705,18 +707,21 @@ impl Shard {
             }
             Event::Request { route, body: _ } => {
                 let c = &mut self.conns[key];
-                let (status, body): (Status, &[u8]) = match route {
-                    Route::Metrics => (Status::Ok, b"# metrics arrive with issue 4\n"),
-                    _ => (Status::NotFound, b"not implemented yet\n"),
+                let (status, ctype, body): (Status, &str, &[u8]) = match route {
+                    Route::Index => (Status::Ok, "text/html; charset=utf-8", DEMO_PAGE.as_bytes()),
+                    Route::Metrics => (
+                        Status::Ok,
+                        "text/plain; charset=utf-8",
+                        b"# metrics arrive with issue 4\n",
+                    ),
+                    _ => (
+                        Status::NotFound,
+                        "text/plain; charset=utf-8",
+                        b"not implemented yet\n",
+                    ),
                 };
-                c.proto.respond(
-                    now,
-                    &self.conn_cfg,
-                    status,
-                    "text/plain; charset=utf-8",
-                    &[],
-                    body,
-                );
+                c.proto
+                    .respond(now, &self.conn_cfg, status, ctype, &[], body);
             }
             Event::SseOpen { .. } => {
                 self.conns[key]
