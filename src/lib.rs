@@ -35,6 +35,7 @@
 //! - [`server`]: shards (one pinned thread + ring + listener per CPU), connection slab,
 //!   outboxes with the slow-consumer policy, the timer wheel.
 //! - [`pubsub`]: topic ownership and the cross-shard bus.
+//! - [`metrics`]: per-shard counters and the Prometheus text of `GET /metrics`.
 //! - [`check`]: `ringpush check`, the system's limits against a connection target.
 //! - [`load`]: the load generator (`ringpush load`), the client side of the same driver.
 #![warn(missing_docs)]
@@ -42,6 +43,7 @@
 pub mod check;
 pub mod config;
 pub mod load;
+pub mod metrics;
 pub mod proto;
 pub mod pubsub;
 pub mod server;

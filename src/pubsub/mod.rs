@@ -9,9 +9,23 @@
 //! linked-list blocks since Rust 1.67) and wake each other with an io_uring `MSG_RING`
 //! completion, at most one per target shard per event-loop batch.
 
+pub mod history;
+
 use std::sync::Arc;
 
 use crate::proto::http::Topic;
+
+/// A connection waiting for an answer from another shard: shard, slab key, generation
+/// (a stale generation means the connection has gone; the answer is dropped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Waiter {
+    /// The shard holding the connection.
+    pub shard: usize,
+    /// Its slab key there.
+    pub key: usize,
+    /// The slot's generation when the question was asked.
+    pub generation: u32,
+}
 
 /// A message published to a topic, shared (not copied) by every shard it reaches.
 #[derive(Debug)]
@@ -22,9 +36,13 @@ pub struct Published {
     pub text: bool,
     /// The payload.
     pub payload: Vec<u8>,
+    /// The SSE event name (`POST /publish/t?event=NAME`); `None` for plain messages.
+    pub event: Option<String>,
     /// The publishing connection (shard, slab key, generation): it does not get its own
     /// message back.
     pub origin: Option<(usize, usize, u32)>,
+    /// An HTTP publisher waiting for the event's id.
+    pub ack: Option<Waiter>,
 }
 
 /// A message between shards.
@@ -46,8 +64,49 @@ pub enum BusMsg {
     },
     /// Sent to a topic's owner: publish this.
     Publish(Arc<Published>),
-    /// Sent by the owner to each shard with subscribers: deliver this.
-    Deliver(Arc<Published>),
+    /// Sent by the owner to each shard with subscribers: deliver this, the topic's
+    /// event number `seq`.
+    Deliver {
+        /// The event's sequence number in its topic.
+        seq: u64,
+        /// The event.
+        msg: Arc<Published>,
+    },
+    /// Sent to a topic's owner by a shard whose event stream or poll needs its position
+    /// in the topic: the events after `after` (`None`: none, just the current position).
+    /// The shard subscribes before asking, so every later event reaches it as a
+    /// `Deliver` that follows the answer.
+    Sync {
+        /// The topic.
+        topic: Topic,
+        /// The position the client has.
+        after: Option<u64>,
+        /// Who asks.
+        waiter: Waiter,
+    },
+    /// The owner's answer to `Sync`.
+    Synced {
+        /// The topic.
+        topic: Topic,
+        /// Who asked.
+        waiter: Waiter,
+        /// The topic's last sequence number when the owner answered.
+        upto: u64,
+        /// The events after the asked position, oldest first.
+        events: Vec<(u64, Arc<Published>)>,
+        /// Some events after the asked position are no longer kept (or the position was
+        /// never given out): the client must resynchronise.
+        gap: bool,
+    },
+    /// The owner's answer to an HTTP publish: the event's sequence number.
+    Ack {
+        /// The publisher.
+        waiter: Waiter,
+        /// The topic.
+        topic: Topic,
+        /// The sequence number.
+        seq: u64,
+    },
 }
 
 /// The owner shard of `topic` among `shards`: FNV-1a of the name, so every shard agrees

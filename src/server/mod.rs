@@ -1,6 +1,7 @@
 //! `ringpush serve`: one shard per CPU, each a pinned thread with its own ring and
 //! SO_REUSEPORT listener; the main thread only starts them and waits for SIGINT/SIGTERM.
 
+pub mod feed;
 pub mod outbox;
 pub mod shard;
 pub mod timer;
@@ -56,6 +57,9 @@ pub fn run(config: Config) -> Result<(), String> {
     let cpus = uring::allowed_cpus();
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..shards).map(|_| mpsc::channel()).unzip();
     let ring_fds = Arc::new(OnceLock::new());
+    let epoch = new_epoch();
+    let metrics: Arc<[crate::metrics::ShardMetrics]> =
+        (0..shards).map(|_| Default::default()).collect();
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut threads = Vec::with_capacity(shards);
     for (id, (listener, inbox)) in listeners.into_iter().zip(receivers).enumerate() {
@@ -70,6 +74,8 @@ pub fn run(config: Config) -> Result<(), String> {
             inbox,
             peers: senders.clone(),
             ring_fds: ring_fds.clone(),
+            epoch,
+            metrics: metrics.clone(),
             ready: ready_tx.clone(),
         };
         let t = std::thread::Builder::new()
@@ -124,4 +130,17 @@ pub fn meminfo_kib(field: &str) -> Option<u64> {
         let rest = l.strip_prefix(field)?.strip_prefix(':')?;
         rest.trim().trim_end_matches("kB").trim().parse().ok()
     })
+}
+
+/// A server epoch for event ids: different at every start (clock and PID mixed), so an
+/// id from before a restart is recognised as stale.
+fn new_epoch() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut x = nanos ^ (u64::from(std::process::id()) << 32);
+    // splitmix64 finaliser: every input bit affects the result.
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (x ^ (x >> 31)) as u32
 }

@@ -34,7 +34,6 @@
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
@@ -42,14 +41,16 @@ use std::time::{Duration, Instant};
 use io_uring::{cqueue, opcode, types};
 use slab::Slab;
 
-use super::outbox::{Chunk, Outbox, Push};
+mod topics;
+
+use super::outbox::{Chunk, Outbox};
 use super::timer::{Entry, TimerWheel};
 use crate::config::Config;
+use crate::metrics::{ShardMetrics, Transport};
 use crate::proto::close::CloseCode;
 use crate::proto::conn::{CloseReason, ConnConfig, Connection, Event, WsKind};
-use crate::proto::frame::{OpCode, write_frame};
 use crate::proto::http::{Route, Status, Topic};
-use crate::pubsub::{self, BusMsg, Published};
+use crate::pubsub::BusMsg;
 use crate::uring::table::{TableSpec, Tables};
 use crate::uring::token::{Kind, Token};
 
@@ -100,6 +101,10 @@ pub struct ShardInit {
     pub peers: Vec<Sender<BusMsg>>,
     /// Ring fds of every shard, for MSG_RING wake-ups; filled before any message flows.
     pub ring_fds: Arc<std::sync::OnceLock<Vec<i32>>>,
+    /// The server epoch (event ids).
+    pub epoch: u32,
+    /// Every shard's counters, by shard index.
+    pub metrics: Arc<[ShardMetrics]>,
     /// Reports this shard's ring fd once set up (or the setup error).
     pub ready: Sender<Result<(usize, i32), String>>,
 }
@@ -133,8 +138,12 @@ struct Conn {
     shut_wr: bool,
     /// The wheel entry that counts.
     timer_at: Option<Instant>,
-    /// Subscribed topic (WebSocket `/ws/{topic}`).
-    topic: Option<Topic>,
+    /// What the connection is subscribed to.
+    sub: Sub,
+    /// A long poll's deadline.
+    poll_deadline: Option<Instant>,
+    /// For the connection gauges.
+    transport: Transport,
     /// When the connection must be gone even if its outbox has not drained.
     hard_deadline: Option<Instant>,
 }
@@ -156,6 +165,32 @@ struct TableUse {
     multishot: Multishot,
     /// Single-shot accepts in flight on this table's ring; each may take a slot.
     singles: u32,
+}
+
+/// A connection's subscription.
+#[derive(Debug)]
+enum Sub {
+    None,
+    /// A WebSocket on `/ws/{topic}`.
+    Ws(Topic),
+    /// An event stream.
+    Sse(Box<topics::SseSub>),
+    /// A poll being answered.
+    Poll(Box<topics::PollSub>),
+}
+
+/// This shard's counters among every shard's (a scrape on any shard reads them all).
+#[derive(Debug)]
+struct Metrics {
+    all: Arc<[ShardMetrics]>,
+    id: usize,
+}
+
+impl std::ops::Deref for Metrics {
+    type Target = ShardMetrics;
+    fn deref(&self) -> &ShardMetrics {
+        &self.all[self.id]
+    }
 }
 
 struct Shard {
@@ -184,8 +219,11 @@ struct Shard {
     wake: Vec<bool>,
     /// Local subscribers per topic: slab key and generation.
     subs: HashMap<Topic, Vec<(usize, u32)>>,
-    /// Owned topics: the shards with subscribers.
-    owned: HashMap<Topic, Vec<usize>>,
+    /// Topics this shard owns: their logs and the shards with subscribers.
+    owned: HashMap<Topic, topics::Owned>,
+    /// The server epoch, in every event id.
+    epoch: u32,
+    metrics: Metrics,
     rearm_recv: Vec<usize>,
 }
 
@@ -264,6 +302,11 @@ impl Shard {
             ring_fds: init.ring_fds,
             subs: HashMap::new(),
             owned: HashMap::new(),
+            epoch: init.epoch,
+            metrics: Metrics {
+                all: init.metrics,
+                id: init.id,
+            },
             rearm_recv: Vec::new(),
         })
     }
@@ -509,9 +552,11 @@ impl Shard {
         let mut proto = Connection::new(now, &self.conn_cfg, self.rng as u32);
         // Admission control: over the cap (or shutting down) the client is told 503.
         let over = self.conns.len() >= self.max_conns || self.draining.is_some();
+        self.metrics.accepted();
         if over {
             let retry = if self.draining.is_some() { 5 } else { 1 };
             proto.reject_overloaded(now, &self.conn_cfg, retry);
+            self.metrics.overloaded();
         }
         let key = self.conns.insert(Conn {
             table: t,
@@ -527,7 +572,9 @@ impl Shard {
             closing: false,
             shut_wr: false,
             timer_at: None,
-            topic: None,
+            sub: Sub::None,
+            poll_deadline: None,
+            transport: Transport::Http,
             hard_deadline: None,
         });
         self.arm_recv(key);
@@ -617,6 +664,7 @@ impl Shard {
         if let Some(key) = self.conn_for(token) {
             let c = self.conns.remove(key);
             self.tables[c.table].live -= 1;
+            self.metrics.moved(c.transport, None);
         }
     }
 
@@ -631,6 +679,10 @@ impl Shard {
         if c.hard_deadline.is_some_and(|d| now >= d) {
             return self.abort(e.key);
         }
+        if c.poll_deadline.is_some_and(|d| now >= d) {
+            self.poll_timed_out(now, e.key);
+        }
+        let c = &mut self.conns[e.key];
         c.proto.handle_timeout(now, &self.conn_cfg);
         self.pump(now, e.key);
     }
@@ -665,10 +717,10 @@ impl Shard {
                 return self.finish(key);
             }
         }
-        let next = match (c.proto.poll_timeout(), c.hard_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let next = [c.proto.poll_timeout(), c.hard_deadline, c.poll_deadline]
+            .into_iter()
+            .flatten()
+            .min();
         if let Some(when) = next {
             if c.timer_at.is_none_or(|t| when < t) {
                 c.timer_at = Some(when);
@@ -683,59 +735,63 @@ impl Shard {
 
     fn on_event(&mut self, now: Instant, key: usize, ev: Event) {
         match ev {
-            Event::WsOpen(WsKind::Echo) => {}
-            Event::WsOpen(WsKind::Topic(topic)) => self.subscribe(now, key, topic),
-            Event::Message { text, payload } => {
-                let c = &mut self.conns[key];
-                match c.topic.clone() {
-                    None => {
-                        c.proto.send_message(text, &payload);
-                    }
-                    Some(topic) => {
-                        let origin = Some((self.id, key, c.generation));
-                        self.publish(
-                            now,
-                            Arc::new(Published {
-                                topic,
-                                text,
-                                payload,
-                                origin,
-                            }),
-                        );
-                    }
+            Event::WsOpen(kind) => {
+                self.conns[key].transport = Transport::Ws;
+                self.metrics.moved(Transport::Http, Some(Transport::Ws));
+                if let WsKind::Topic(topic) = kind {
+                    self.open_ws(now, key, topic);
                 }
             }
-            Event::Request { route, body: _ } => {
+            Event::Message { text, payload } => {
+                self.metrics.message_in(payload.len());
                 let c = &mut self.conns[key];
-                let (status, ctype, body): (Status, &str, &[u8]) = match route {
-                    Route::Index => (Status::Ok, "text/html; charset=utf-8", DEMO_PAGE.as_bytes()),
-                    Route::Metrics => (
+                if matches!(c.sub, Sub::Ws(_)) {
+                    self.publish_ws(now, key, text, payload);
+                } else {
+                    c.proto.send_message(text, &payload);
+                    self.metrics.message_out(payload.len());
+                }
+            }
+            Event::SseOpen {
+                topics,
+                last_event_id,
+            } => {
+                self.conns[key].transport = Transport::Sse;
+                self.metrics.moved(Transport::Http, Some(Transport::Sse));
+                self.open_sse(now, key, topics, last_event_id);
+            }
+            Event::Request { route, body } => match route {
+                Route::Publish { topic, event } => self.publish_http(now, key, topic, event, body),
+                Route::Poll { topic, since, wait } => self.open_poll(now, key, topic, since, wait),
+                Route::Index => {
+                    let c = &mut self.conns[key];
+                    let page = DEMO_PAGE.as_bytes();
+                    c.proto.respond(
+                        now,
+                        &self.conn_cfg,
                         Status::Ok,
-                        "text/plain; charset=utf-8",
-                        b"# metrics arrive with issue 4\n",
-                    ),
-                    _ => (
-                        Status::NotFound,
-                        "text/plain; charset=utf-8",
-                        b"not implemented yet\n",
-                    ),
-                };
-                c.proto
-                    .respond(now, &self.conn_cfg, status, ctype, &[], body);
-            }
-            Event::SseOpen { .. } => {
-                self.conns[key]
-                    .proto
-                    .close(now, &self.conn_cfg, CloseCode::GOING_AWAY, "");
-            }
-            Event::Closed(reason) => self.on_closed(key, reason),
+                        "text/html; charset=utf-8",
+                        &[],
+                        page,
+                    );
+                }
+                Route::Metrics => {
+                    let text = crate::metrics::render(&self.metrics.all);
+                    let c = &mut self.conns[key];
+                    let ctype = "text/plain; version=0.0.4; charset=utf-8";
+                    c.proto
+                        .respond(now, &self.conn_cfg, Status::Ok, ctype, &[], text.as_bytes());
+                }
+                // The state machine answers these itself.
+                Route::Healthz | Route::Echo | Route::Ws { .. } | Route::Sse { .. } => {}
+            },
+            Event::Closed(reason) => self.on_closed(now, key, reason),
         }
     }
 
-    fn on_closed(&mut self, key: usize, _reason: CloseReason) {
-        if let Some(topic) = self.conns[key].topic.take() {
-            self.unsubscribe(Instant::now(), key, topic);
-        }
+    fn on_closed(&mut self, now: Instant, key: usize, reason: CloseReason) {
+        self.metrics.closed(&reason);
+        self.unsubscribe_all(now, key);
     }
 
     fn start_send(&mut self, key: usize) {
@@ -794,7 +850,7 @@ impl Shard {
             c.proto.handle_eof(Instant::now());
             while let Some(ev) = self.conns[key].proto.poll_event() {
                 if let Event::Closed(r) = ev {
-                    self.on_closed(key, r);
+                    self.on_closed(Instant::now(), key, r);
                 }
             }
         }
@@ -806,60 +862,7 @@ impl Shard {
         self.finish(key);
     }
 
-    // --- pub/sub -----------------------------------------------------------------------
-
-    fn subscribe(&mut self, now: Instant, key: usize, topic: Topic) {
-        let generation = self.conns[key].generation;
-        self.conns[key].topic = Some(topic.clone());
-        let list = self.subs.entry(topic.clone()).or_default();
-        list.push((key, generation));
-        if list.len() == 1 {
-            let owner = pubsub::owner(&topic, self.peers.len());
-            self.send_bus(
-                now,
-                owner,
-                BusMsg::Subscribe {
-                    topic,
-                    shard: self.id,
-                },
-            );
-        }
-    }
-
-    fn unsubscribe(&mut self, now: Instant, key: usize, topic: Topic) {
-        let Some(list) = self.subs.get_mut(&topic) else {
-            return;
-        };
-        list.retain(|&(k, _)| k != key);
-        if list.is_empty() {
-            self.subs.remove(&topic);
-            let owner = pubsub::owner(&topic, self.peers.len());
-            self.send_bus(
-                now,
-                owner,
-                BusMsg::Unsubscribe {
-                    topic,
-                    shard: self.id,
-                },
-            );
-        }
-    }
-
-    fn publish(&mut self, now: Instant, msg: Arc<Published>) {
-        let owner = pubsub::owner(&msg.topic, self.peers.len());
-        self.send_bus(now, owner, BusMsg::Publish(msg));
-    }
-
-    /// Sends to a shard's inbox (and marks it for a wake-up), or acts at once when the
-    /// target is this shard, so a local subscription is in place before the next publish.
-    fn send_bus(&mut self, now: Instant, target: usize, msg: BusMsg) {
-        if target == self.id {
-            return self.on_bus(now, msg);
-        }
-        if self.peers[target].send(msg).is_ok() {
-            self.wake[target] = true;
-        }
-    }
+    // --- pub/sub: see topics.rs ------------------------------------------------------
 
     fn send_wakes(&mut self) {
         let ring_fds = self.ring_fds.clone();
@@ -876,86 +879,6 @@ impl Shard {
                 .user_data(Token::new(Kind::Wake, 0, 1).encode());
                 self.push(0, e);
             }
-        }
-    }
-
-    fn drain_inbox(&mut self, now: Instant) {
-        while let Ok(msg) = self.inbox.try_recv() {
-            self.on_bus(now, msg);
-        }
-    }
-
-    fn on_bus(&mut self, now: Instant, msg: BusMsg) {
-        match msg {
-            BusMsg::Subscribe { topic, shard } => {
-                let shards = self.owned.entry(topic).or_default();
-                if !shards.contains(&shard) {
-                    shards.push(shard);
-                }
-            }
-            BusMsg::Unsubscribe { topic, shard } => {
-                if let Some(shards) = self.owned.get_mut(&topic) {
-                    shards.retain(|&s| s != shard);
-                    if shards.is_empty() {
-                        self.owned.remove(&topic);
-                    }
-                }
-            }
-            BusMsg::Publish(msg) => {
-                let targets = self.owned.get(&msg.topic).cloned().unwrap_or_default();
-                for shard in targets {
-                    self.send_bus(now, shard, BusMsg::Deliver(msg.clone()));
-                }
-            }
-            BusMsg::Deliver(msg) => self.deliver(now, &msg),
-        }
-    }
-
-    /// Encodes the message once and queues the same bytes to every local subscriber.
-    fn deliver(&mut self, now: Instant, msg: &Published) {
-        let Some(list) = self.subs.get(&msg.topic) else {
-            return;
-        };
-        let mut frame = Vec::with_capacity(msg.payload.len() + 10);
-        write_frame(
-            &mut frame,
-            true,
-            if msg.text {
-                OpCode::Text
-            } else {
-                OpCode::Binary
-            },
-            &msg.payload,
-        );
-        let frame: Rc<[u8]> = frame.into();
-        let cap = self.config.max_outbox_bytes;
-        let targets: Vec<(usize, u32)> = list.clone();
-        for (key, generation) in targets {
-            if msg.origin == Some((self.id, key, generation)) {
-                continue;
-            }
-            let Some(c) = self
-                .conns
-                .get_mut(key)
-                .filter(|c| c.generation == generation)
-            else {
-                continue;
-            };
-            if !c.proto.can_send() {
-                continue;
-            }
-            if c.out.push(Chunk::Shared(frame.clone()), cap) == Push::Overflow {
-                // The slow-consumer policy (see outbox.rs): drop what is unsent, close 1008.
-                let in_flight = c.send.as_ref().map_or(0, |s| s.1);
-                c.out.clear_unsent(in_flight);
-                c.proto.close(
-                    now,
-                    &self.conn_cfg,
-                    CloseCode::POLICY_VIOLATION,
-                    "slow consumer",
-                );
-            }
-            self.pump(now, key);
         }
     }
 }

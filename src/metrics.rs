@@ -1,0 +1,287 @@
+//! Counters for `GET /metrics` (Prometheus text format 0.0.4).
+//!
+//! Each shard writes only its own [`ShardMetrics`] and any shard reads them all to
+//! answer a scrape. One writer per counter means an update is a relaxed load and store
+//! (a plain `mov` on x86), not a locked read-modify-write: no cost on the per-message
+//! path beyond the add itself. A scrape may see one shard's counters a few updates
+//! apart from another's, which Prometheus tolerates by design.
+
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use crate::proto::conn::{CloseReason, Reject};
+
+/// A connection's transport, for the connection gauges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Plain HTTP (publish, poll, pages), or not yet upgraded.
+    Http = 0,
+    /// WebSocket.
+    Ws = 1,
+    /// Server-Sent Events.
+    Sse = 2,
+}
+
+const TRANSPORTS: [&str; 3] = ["http", "ws", "sse"];
+
+/// One shard's counters.
+#[derive(Debug, Default)]
+pub struct ShardMetrics {
+    connections: [AtomicI64; 3],
+    accepted: AtomicU64,
+    overloaded: AtomicU64,
+    messages_in: AtomicU64,
+    bytes_in: AtomicU64,
+    messages_out: AtomicU64,
+    bytes_out: AtomicU64,
+    drops_slow: AtomicU64,
+    replay_resumes: AtomicU64,
+    replay_events: AtomicU64,
+    replay_resets: AtomicU64,
+    /// Refused requests and handshakes by reason; touched only on failures.
+    failures: Mutex<Vec<(&'static str, u64)>>,
+}
+
+fn add(c: &AtomicU64, n: u64) {
+    c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+}
+
+impl ShardMetrics {
+    /// A connection was accepted (it counts as HTTP until it upgrades).
+    pub fn accepted(&self) {
+        add(&self.accepted, 1);
+        self.gauge(Transport::Http, 1);
+    }
+
+    /// A connection was refused at admission with 503.
+    pub fn overloaded(&self) {
+        add(&self.overloaded, 1);
+    }
+
+    /// A connection changed transport (upgrade) or ended (`to` = None).
+    pub fn moved(&self, from: Transport, to: Option<Transport>) {
+        self.gauge(from, -1);
+        if let Some(t) = to {
+            self.gauge(t, 1);
+        }
+    }
+
+    fn gauge(&self, t: Transport, d: i64) {
+        let g = &self.connections[t as usize];
+        g.store(g.load(Ordering::Relaxed) + d, Ordering::Relaxed);
+    }
+
+    /// A message or publish body arrived from a client.
+    pub fn message_in(&self, bytes: usize) {
+        add(&self.messages_in, 1);
+        add(&self.bytes_in, bytes as u64);
+    }
+
+    /// A message was queued to a subscriber.
+    pub fn message_out(&self, bytes: usize) {
+        add(&self.messages_out, 1);
+        add(&self.bytes_out, bytes as u64);
+    }
+
+    /// A slow consumer was cut off.
+    pub fn drop_slow(&self) {
+        add(&self.drops_slow, 1);
+    }
+
+    /// An event stream opened; `resume`: with a valid `Last-Event-ID`; `unknown`: with one
+    /// that is not ours (it will get resets).
+    pub fn sse_opened(&self, resume: bool, unknown: bool) {
+        let _ = unknown;
+        if resume {
+            add(&self.replay_resumes, 1);
+        }
+    }
+
+    /// `n` events replayed to a resuming stream.
+    pub fn replay_hit(&self, n: u64) {
+        add(&self.replay_events, n);
+    }
+
+    /// A stream's position was lost: `event: reset`.
+    pub fn replay_reset(&self) {
+        add(&self.replay_resets, 1);
+    }
+
+    /// A connection ended; refused requests are counted by reason.
+    pub fn closed(&self, reason: &CloseReason) {
+        let label = match reason {
+            CloseReason::Rejected(Reject::Http(e)) => http_label(e),
+            CloseReason::Rejected(Reject::Handshake(e)) => handshake_label(e),
+            CloseReason::HandshakeTimeout => "timeout",
+            _ => return,
+        };
+        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        match f.iter_mut().find(|(l, _)| *l == label) {
+            Some((_, n)) => *n += 1,
+            None => f.push((label, 1)),
+        }
+    }
+}
+
+fn http_label(e: &crate::proto::http::HttpError) -> &'static str {
+    use crate::proto::http::HttpError as E;
+    match e {
+        E::Malformed => "malformed",
+        E::HeadTooLarge => "head_too_large",
+        E::TooManyHeaders => "too_many_headers",
+        E::BadTopic => "bad_topic",
+        E::BadQuery => "bad_query",
+        E::BadEventName => "bad_event_name",
+        E::NotFound => "not_found",
+        E::MethodNotAllowed { .. } => "method_not_allowed",
+        E::LengthRequired => "length_required",
+        E::PayloadTooLarge => "payload_too_large",
+        E::Unauthorized => "unauthorized",
+        E::ForbiddenOrigin => "forbidden_origin",
+    }
+}
+
+fn handshake_label(e: &crate::proto::handshake::HandshakeError) -> &'static str {
+    use crate::proto::handshake::HandshakeError as E;
+    match e {
+        E::NotGet => "ws_not_get",
+        E::Http10 => "ws_http10",
+        E::MissingUpgrade => "ws_missing_upgrade",
+        E::MissingConnectionUpgrade => "ws_missing_connection_upgrade",
+        E::MissingKey => "ws_missing_key",
+        E::BadKey => "ws_bad_key",
+        E::BadVersion => "ws_bad_version",
+        E::ForbiddenOrigin => "forbidden_origin",
+    }
+}
+
+/// The Prometheus text for every shard's counters.
+pub fn render(shards: &[ShardMetrics]) -> String {
+    let mut s = String::with_capacity(4096);
+    let counter = |s: &mut String, name: &str, help: &str, get: &dyn Fn(&ShardMetrics) -> u64| {
+        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (i, m) in shards.iter().enumerate() {
+            let _ = writeln!(s, "{name}{{shard=\"{i}\"}} {}", get(m));
+        }
+    };
+    let _ = writeln!(
+        s,
+        "# HELP ringpush_connections Open connections by transport.\n# TYPE ringpush_connections gauge"
+    );
+    for (i, m) in shards.iter().enumerate() {
+        for (t, name) in TRANSPORTS.iter().enumerate() {
+            let v = m.connections[t].load(Ordering::Relaxed).max(0);
+            let _ = writeln!(
+                s,
+                "ringpush_connections{{shard=\"{i}\",transport=\"{name}\"}} {v}"
+            );
+        }
+    }
+    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    counter(
+        &mut s,
+        "ringpush_accepted_total",
+        "Connections accepted.",
+        &|m| load(&m.accepted),
+    );
+    counter(
+        &mut s,
+        "ringpush_overloaded_total",
+        "Connections refused with 503 at admission.",
+        &|m| load(&m.overloaded),
+    );
+    counter(
+        &mut s,
+        "ringpush_messages_in_total",
+        "Messages published by clients (WebSocket and HTTP).",
+        &|m| load(&m.messages_in),
+    );
+    counter(
+        &mut s,
+        "ringpush_bytes_in_total",
+        "Payload bytes published by clients.",
+        &|m| load(&m.bytes_in),
+    );
+    counter(
+        &mut s,
+        "ringpush_messages_out_total",
+        "Messages queued to subscribers.",
+        &|m| load(&m.messages_out),
+    );
+    counter(
+        &mut s,
+        "ringpush_bytes_out_total",
+        "Payload bytes queued to subscribers.",
+        &|m| load(&m.bytes_out),
+    );
+    counter(
+        &mut s,
+        "ringpush_slow_consumer_drops_total",
+        "Connections cut off by the outbox cap.",
+        &|m| load(&m.drops_slow),
+    );
+    counter(
+        &mut s,
+        "ringpush_replay_resumes_total",
+        "Event streams resumed with a valid Last-Event-ID.",
+        &|m| load(&m.replay_resumes),
+    );
+    counter(
+        &mut s,
+        "ringpush_replay_events_total",
+        "Events replayed to resumed streams.",
+        &|m| load(&m.replay_events),
+    );
+    counter(
+        &mut s,
+        "ringpush_replay_resets_total",
+        "Stream positions lost (event: reset sent).",
+        &|m| load(&m.replay_resets),
+    );
+    let _ = writeln!(
+        s,
+        "# HELP ringpush_handshake_failures_total Requests and handshakes refused, by reason.\n# TYPE ringpush_handshake_failures_total counter"
+    );
+    for (i, m) in shards.iter().enumerate() {
+        let f = m.failures.lock().unwrap_or_else(|e| e.into_inner());
+        for (label, n) in f.iter() {
+            let _ = writeln!(
+                s,
+                "ringpush_handshake_failures_total{{shard=\"{i}\",reason=\"{label}\"}} {n}"
+            );
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::http::HttpError;
+
+    #[test]
+    fn renders_every_family() {
+        let shards = [ShardMetrics::default(), ShardMetrics::default()];
+        shards[0].accepted();
+        shards[0].moved(Transport::Http, Some(Transport::Ws));
+        shards[1].accepted();
+        shards[1].message_in(5);
+        shards[1].message_out(5);
+        shards[1].message_out(5);
+        shards[1].closed(&CloseReason::Rejected(Reject::Http(HttpError::BadTopic)));
+        shards[1].closed(&CloseReason::Rejected(Reject::Http(HttpError::BadTopic)));
+        let text = render(&shards);
+        for line in [
+            "ringpush_connections{shard=\"0\",transport=\"ws\"} 1",
+            "ringpush_connections{shard=\"0\",transport=\"http\"} 0",
+            "ringpush_connections{shard=\"1\",transport=\"http\"} 1",
+            "ringpush_messages_out_total{shard=\"1\"} 2",
+            "ringpush_bytes_out_total{shard=\"1\"} 10",
+            "ringpush_handshake_failures_total{shard=\"1\",reason=\"bad_topic\"} 2",
+            "# TYPE ringpush_replay_resets_total counter",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+    }
+}
