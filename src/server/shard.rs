@@ -193,6 +193,16 @@ impl std::ops::Deref for Metrics {
     }
 }
 
+impl Conn {
+    /// Moves what the state machine has queued into the outbox, so that bytes written to
+    /// the outbox directly (published events) come after it.
+    fn take_transmit(&mut self) {
+        while let Some(bytes) = self.proto.poll_transmit() {
+            self.out.push(Chunk::Owned(bytes), usize::MAX);
+        }
+    }
+}
+
 struct Shard {
     // Field order is drop order: the rings (and with them every registration) go first,
     // then the memory they referenced.
@@ -693,10 +703,7 @@ impl Shard {
         while let Some(ev) = self.conns[key].proto.poll_event() {
             self.on_event(now, key, ev);
         }
-        let c = &mut self.conns[key];
-        while let Some(bytes) = c.proto.poll_transmit() {
-            c.out.push(Chunk::Owned(bytes), usize::MAX);
-        }
+        self.conns[key].take_transmit();
         self.start_send(key);
         let c = &mut self.conns[key];
         if c.proto.is_lingering() && !c.shut_wr && c.out.is_empty() && c.send.is_none() {

@@ -224,6 +224,7 @@ impl Shard {
             &[("Cache-Control", "no-store")],
             &body,
         );
+        self.pump(now, key);
     }
 
     /// A long poll's time is up: answer with no events.
@@ -396,6 +397,8 @@ impl Shard {
         };
         let cap = self.config.max_outbox_bytes;
         let c = &mut self.conns[key];
+        // What the state machine queued (the response head) goes first.
+        c.take_transmit();
         match &mut c.sub {
             Sub::Sse(s) => {
                 let Some(i) = s.topics.iter().position(|t| t == topic) else {
@@ -417,34 +420,36 @@ impl Shard {
                     self.metrics.replay_reset();
                 } else {
                     let mut n = 0;
-                    let mut cut = false;
+                    let mut truncated = false;
                     for (seq, msg) in events {
                         if *seq <= s.seqs[i] {
                             continue;
                         }
-                        s.seqs[i] = *seq;
-                        let id = feed::id_line(&Cursor {
+                        let mut cursor = Cursor {
                             epoch: self.epoch,
                             seqs: s.seqs.clone(),
-                        });
-                        let mut overflow = c.out.push(Chunk::Owned(id), cap) == Push::Overflow;
-                        overflow |=
-                            c.out.push(Chunk::Owned(feed::sse_body(msg)), cap) == Push::Overflow;
-                        n += 1;
-                        if overflow {
-                            cut = true;
+                        };
+                        cursor.seqs[i] = *seq;
+                        let mut event = feed::id_line(&cursor);
+                        event.extend_from_slice(&feed::sse_body(msg));
+                        if c.out.push(Chunk::Owned(event), cap) == Push::Overflow {
+                            truncated = true;
                             break;
                         }
+                        s.seqs[i] = *seq;
+                        n += 1;
                     }
-                    s.seqs[i] = s.seqs[i].max(upto);
                     if n > 0 {
                         self.metrics.replay_hit(n);
                     }
-                    if cut {
-                        // The replay alone passes the outbox cap: the slow-consumer
-                        // policy; the client reconnects from what it did receive.
-                        Self::cut_slow(c, now, &self.conn_cfg);
-                        self.metrics.drop_slow();
+                    if truncated {
+                        // The replay alone passes the outbox cap. What is queued are
+                        // whole events: send them, then end the stream; the client
+                        // resumes from the last one (each reconnect makes progress).
+                        c.proto
+                            .close(now, &self.conn_cfg, CloseCode::POLICY_VIOLATION, "");
+                    } else {
+                        s.seqs[i] = s.seqs[i].max(upto);
                     }
                 }
                 self.pump(now, key);
@@ -508,6 +513,7 @@ impl Shard {
             if !c.proto.can_send() && !matches!(c.sub, Sub::Poll(_)) {
                 continue;
             }
+            c.take_transmit();
             let push = match &mut c.sub {
                 Sub::Ws(_) => {
                     if msg.origin == Some((self.id, key, generation)) {
