@@ -159,6 +159,11 @@ const RUN_DURATION: DurationRange = DurationRange {
     min: Duration::from_millis(1),
     max: Duration::from_secs(365 * 86_400),
 };
+const MESSAGES: CountRange = CountRange {
+    flag: "--messages",
+    min: 1,
+    max: usize::MAX,
+};
 const THREADS: CountRange = CountRange {
     flag: "--threads",
     min: 1,
@@ -209,6 +214,10 @@ struct LoadArgs {
     /// jitter prevents.
     #[arg(long)]
     no_jitter: bool,
+    /// Broadcast: publish this many messages, then stop (with the drain, the time until
+    /// the last subscriber has them) [default: publish for --duration].
+    #[arg(long, value_name = "N", value_parser = |s: &str| MESSAGES.parse(s).map(|n| n as u64), allow_hyphen_values = true)]
+    messages: Option<u64>,
     /// Worker threads, each with its own rings [default: CPUs in the affinity mask].
     #[arg(long, value_name = "N", value_parser = |s: &str| THREADS.parse(s), allow_hyphen_values = true)]
     threads: Option<usize>,
@@ -355,6 +364,7 @@ fn load(args: &LoadArgs) -> ExitCode {
         rate: args.rate,
         duration: args.duration,
         message_bytes: args.message_bytes,
+        messages: args.messages,
         source_addrs: args.source_addrs,
         backoff: load::Backoff {
             base: args.backoff_base,

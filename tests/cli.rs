@@ -299,7 +299,7 @@ fn load_errors_are_one_line() {
                 "--scenario",
                 "broadcast",
             ],
-            "ws://HOST:PORT/ws/TOPIC",
+            "ws://HOST:PORT/ws/TOPIC or http://HOST:PORT/sse/TOPIC",
         ),
         (
             &[

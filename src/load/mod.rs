@@ -45,6 +45,8 @@ pub struct LoadConfig {
     pub duration: Duration,
     /// Payload bytes per message.
     pub message_bytes: usize,
+    /// Broadcast: stop publishing after this many messages (`None`: for `duration`).
+    pub messages: Option<u64>,
     /// Source addresses 127.0.0.1..=N; `None`: as many as the port range requires.
     pub source_addrs: Option<usize>,
     /// Reconnect policy.
@@ -146,6 +148,29 @@ pub struct Report {
     pub storm: Option<Storm>,
 }
 
+/// The publisher's WebSocket path for a broadcast to subscribers on `path`:
+/// `/ws/{topic}` for `/ws/{topic}` and `/sse/{topic}`, the first topic of
+/// `/sse?topic=..`; empty when there is none.
+fn publish_path(path: &str) -> String {
+    let topic = if let Some(t) = path
+        .strip_prefix("/ws/")
+        .or_else(|| path.strip_prefix("/sse/"))
+    {
+        t.split(['?', '#']).next().unwrap_or("")
+    } else if let Some(q) = path.strip_prefix("/sse?") {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("topic="))
+            .unwrap_or("")
+    } else {
+        ""
+    };
+    if topic.is_empty() {
+        String::new()
+    } else {
+        format!("/ws/{topic}")
+    }
+}
+
 /// Parses the target URL: transport, `Host` value, address, path.
 pub fn parse_target(url: &str) -> Result<(Transport, String, SocketAddrV4, String), String> {
     let (transport, rest) = if let Some(r) = url.strip_prefix("ws://") {
@@ -205,12 +230,9 @@ pub fn source_count(connections: usize, requested: Option<usize>) -> Result<usiz
 /// Runs the load and returns what it measured.
 pub fn run(cfg: &LoadConfig) -> Result<Report, String> {
     let (transport, host, target, path) = parse_target(&cfg.url)?;
-    if cfg.scenario == Scenario::Broadcast
-        && transport == Transport::Ws
-        && !path.starts_with("/ws/")
-    {
+    if cfg.scenario == Scenario::Broadcast && publish_path(&path).is_empty() {
         return Err(format!(
-            "--scenario broadcast: the URL must be ws://HOST:PORT/ws/TOPIC, got path {path}"
+            "--scenario broadcast: the URL must be ws://HOST:PORT/ws/TOPIC or http://HOST:PORT/sse/TOPIC, got path {path}"
         ));
     }
     if cfg.scenario == Scenario::Echo && transport == Transport::Sse {
@@ -238,11 +260,13 @@ pub fn run(cfg: &LoadConfig) -> Result<Report, String> {
         transport,
         target,
         host,
-        path,
+        path: path.clone(),
         sources,
         connections: cfg.connections,
         rate: cfg.rate,
         message_bytes: cfg.message_bytes,
+        messages: cfg.messages,
+        publish_path: publish_path(&path),
         backoff: cfg.backoff,
         threads,
         table_slots,
@@ -342,7 +366,7 @@ pub fn run(cfg: &LoadConfig) -> Result<Report, String> {
         });
     }
     // Drain: no new messages; wait for those in flight (echo replies, broadcast
-    // deliveries to every subscriber), at most 5 s or 1 s without progress.
+    // deliveries to every subscriber), at most 60 s or 1 s without progress.
     shared.phase.store(PHASE_DRAIN, Ordering::Release);
     let drain_start = Instant::now();
     let mut last = (u64::MAX, drain_start);
@@ -361,7 +385,7 @@ pub fn run(cfg: &LoadConfig) -> Result<Report, String> {
         }
         if received >= want
             || now.duration_since(last.1) > Duration::from_secs(1)
-            || now.duration_since(drain_start) > Duration::from_secs(5)
+            || now.duration_since(drain_start) > Duration::from_secs(60)
         {
             break;
         }
@@ -633,6 +657,10 @@ mod tests {
         let (_, _, addr, path) = parse_target("ws://127.0.0.1").unwrap();
         assert_eq!((addr.port(), path.as_str()), (80, "/"));
         assert!(parse_target("wss://x/").is_err());
+        assert_eq!(publish_path("/sse/news"), "/ws/news");
+        assert_eq!(publish_path("/sse?topic=a&topic=b"), "/ws/a");
+        assert_eq!(publish_path("/ws/room?x=1"), "/ws/room");
+        assert_eq!(publish_path("/echo"), "");
     }
 
     #[test]

@@ -43,6 +43,18 @@ const MAX_CONNECTING: usize = 2048;
 pub const BROADCAST_WINDOW: u64 = 8;
 const BGID: u16 = 0;
 const TICK: Duration = Duration::from_millis(1);
+/// A broadcast payload starts with its send time: nanoseconds since the run's epoch in
+/// 20 decimal digits, text so that it reads the same in a WebSocket frame and an SSE
+/// `data:` line.
+const TS_DIGITS: usize = 20;
+
+/// The send time a broadcast payload starts with, if it does.
+fn timestamp(payload: &[u8]) -> Option<u64> {
+    std::str::from_utf8(payload.get(..TS_DIGITS)?)
+        .ok()?
+        .parse()
+        .ok()
+}
 
 /// What the load generator does once connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +91,11 @@ pub struct Plan {
     pub rate: usize,
     /// Payload bytes per message.
     pub message_bytes: usize,
+    /// Broadcast: stop publishing after this many messages.
+    pub messages: Option<u64>,
+    /// Broadcast: the publisher's WebSocket path (`/ws/{topic}`), whatever the
+    /// subscribers' transport.
+    pub publish_path: String,
     /// Reconnect policy.
     pub backoff: Backoff,
     /// Worker threads.
@@ -360,7 +377,7 @@ pub fn run(id: usize, plan: &Plan, shared: &Shared) -> Result<Stats, String> {
         events: Vec::new(),
         phase: PHASE_CONNECT,
         echo_started: false,
-        payload: vec![b'x'; plan.message_bytes.max(8)],
+        payload: vec![b'x'; plan.message_bytes.max(TS_DIGITS)],
         delivered_local: 0,
         sent_local: 0,
         publisher: None,
@@ -678,14 +695,11 @@ impl Worker<'_> {
         let seed = self.rng.next_u64();
         let c = &mut self.conns[key];
         c.stage = Stage::Handshake;
-        let client = Client::new(
-            plan.transport,
-            &plan.host,
-            &plan.path,
-            seed,
-            None,
-            &mut c.out,
-        );
+        let (transport, path) = match c.role {
+            Role::Publisher => (Transport::Ws, &plan.publish_path),
+            Role::Plain => (plan.transport, &plan.path),
+        };
+        let client = Client::new(transport, &plan.host, path, seed, None, &mut c.out);
         c.client = Some(client);
         c.recv = true;
         c.ops += 1;
@@ -811,24 +825,15 @@ impl Worker<'_> {
                         self.send_echo(now, key);
                         self.delivered_local += 1;
                     }
-                    Scenario::Broadcast => {
-                        if let Some(ts) = payload.get(..8) {
-                            let sent = u64::from_le_bytes(ts.try_into().expect("8 bytes"));
-                            let at = now.duration_since(self.shared.epoch).as_nanos() as u64;
-                            self.stats
-                                .latency_us
-                                .saturating_record(at.saturating_sub(sent) / 1000);
-                        }
-                        self.delivered_local += 1;
-                    }
+                    Scenario::Broadcast => self.record_delivery(now, &payload),
                     Scenario::Idle | Scenario::Storm => {}
                 }
             }
             ClientEvent::Event(ev) => {
-                if running {
+                if running && ev.event == "message" {
                     self.stats.received += 1;
                     self.stats.received_bytes += ev.data.len() as u64;
-                    self.delivered_local += 1;
+                    self.record_delivery(now, ev.data.as_bytes());
                 }
             }
             ClientEvent::Closed(kind) => {
@@ -842,6 +847,18 @@ impl Worker<'_> {
                 c.error.get_or_insert(reason);
             }
         }
+    }
+
+    /// A broadcast message reached a subscriber: its latency from the timestamp it
+    /// starts with.
+    fn record_delivery(&mut self, now: Instant, payload: &[u8]) {
+        if let Some(sent) = timestamp(payload) {
+            let at = now.duration_since(self.shared.epoch).as_nanos() as u64;
+            self.stats
+                .latency_us
+                .saturating_record(at.saturating_sub(sent) / 1000);
+        }
+        self.delivered_local += 1;
     }
 
     fn send_echo(&mut self, now: Instant, key: usize) {
@@ -891,14 +908,18 @@ impl Worker<'_> {
         if stalled {
             self.last_progress = (delivered, now);
         }
+        if self.plan.messages.is_some_and(|max| published >= max) {
+            return;
+        }
         let ts = now.duration_since(self.shared.epoch).as_nanos() as u64;
-        self.payload[..8].copy_from_slice(&ts.to_le_bytes());
+        let digits = format!("{ts:0TS_DIGITS$}");
+        self.payload[..TS_DIGITS].copy_from_slice(digits.as_bytes());
         let c = &mut self.conns[key];
         if !c.out.is_empty() {
             return;
         }
         if let Some(client) = &mut c.client {
-            client.send_message(false, &self.payload, &mut c.out);
+            client.send_message(true, &self.payload, &mut c.out);
             self.stats.sent += 1;
             self.shared.published.fetch_add(1, Ordering::Relaxed);
         }
