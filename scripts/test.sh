@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the tests need (idempotently) and runs every test.
 #
-#   scripts/test.sh            everything: fmt, clippy, unit + integration tests, fuzz smoke
+#   scripts/test.sh            everything: fmt, clippy, unit + integration tests (peer
+#                              clients and Chromium installed first), fuzz smoke
 #   FUZZ_SECONDS=0 scripts/test.sh   skip the fuzz smoke runs
 #
 # Ends with one summary line: "summary: N passed, M failed".
@@ -32,20 +33,45 @@ ensure_cargo_fuzz() {
     cargo install --locked cargo-fuzz
 }
 
-# Peer clients for tests/interop.rs: Python `websockets` and Node `ws`, from the registries.
+# Peer clients for tests/interop.rs and tests/sse_interop.rs, from the registries: Python
+# `websockets` and `httpx-sse`; Node `ws`, `eventsource` and `playwright-core` (the last
+# drives Chromium for tests/browser.rs), all pinned by tests/interop/package-lock.json.
 ensure_peer_clients() {
     if ! python3 -c 'import websockets.sync.client' >/dev/null 2>&1; then
         echo "== installing Python websockets from PyPI"
         python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore 'websockets>=13' || return 1
     fi
-    if [ ! -d tests/interop/node_modules/ws ]; then
-        echo "== installing Node ws from npm"
-        (cd tests/interop && npm ci --silent --no-audit --no-fund) || return 1
+    if ! python3 -c 'import httpx, httpx_sse' >/dev/null 2>&1; then
+        echo "== installing Python httpx-sse from PyPI"
+        python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore 'httpx>=0.27' 'httpx-sse>=0.4' || return 1
     fi
+    local pkg
+    for pkg in ws eventsource playwright-core; do
+        if [ ! -d "tests/interop/node_modules/$pkg" ]; then
+            echo "== installing Node ws, eventsource and playwright-core from npm"
+            (cd tests/interop && npm ci --silent --no-audit --no-fund) || return 1
+            break
+        fi
+    done
+}
+
+# Debian's Chromium for tests/browser.rs (playwright-core downloads no browser of its own).
+ensure_chromium() {
+    [ -x /usr/bin/chromium ] && return 0
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
+    echo "== installing chromium from Debian"
+    # The package lists may be missing or stale on a fresh machine.
+    if ! apt-cache policy chromium 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+        $sudo apt-get update -qq || return 1
+    fi
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null || return 1
+    [ -x /usr/bin/chromium ]
 }
 
 # --- stages ------------------------------------------------------------------------
 stage peer-clients ensure_peer_clients
+stage chromium ensure_chromium
 stage fmt cargo fmt --all -- --check
 stage clippy cargo clippy --all-targets --locked -- -D warnings
 # --all-targets also runs each criterion bench once in test mode, so benches stay working.

@@ -8,33 +8,18 @@ use std::io::{BufRead, BufReader, Lines};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Server, Ws};
+use common::{Server, Ws, run_peer};
 use ringpush::proto::frame::OpCode;
-
-fn run_client(program: &str, script: &str, addr: &str) {
-    let out = Command::new(program)
-        .arg(script)
-        .arg(addr)
-        .output()
-        .unwrap_or_else(|e| panic!("{program}: {e} (scripts/test.sh installs it)"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.trim_end().ends_with("ok"),
-        "{program} {script}: {}\n{stdout}\n{stderr}",
-        out.status
-    );
-}
 
 #[test]
 fn python_websockets_client() {
     let Some(srv) = Server::start(&["--shards", "2"]) else {
         return;
     };
-    run_client(
+    run_peer(
         "python3",
         "tests/interop/ws_client.py",
-        &srv.addr.to_string(),
+        &[&srv.addr.to_string()],
     );
 }
 
@@ -43,7 +28,11 @@ fn node_ws_client() {
     let Some(srv) = Server::start(&["--shards", "2"]) else {
         return;
     };
-    run_client("node", "tests/interop/ws_client.mjs", &srv.addr.to_string());
+    run_peer(
+        "node",
+        "tests/interop/ws_client.mjs",
+        &[&srv.addr.to_string()],
+    );
 }
 
 /// Starts one `many_clients.py` process per source prefix, each holding `per_process`

@@ -768,7 +768,12 @@ impl Worker<'_> {
             let c = &mut self.conns[key];
             c.recv = false;
             c.ops -= 1;
-            if res == -libc::ENOBUFS && c.stage != Stage::Closing {
+            // A multishot receive also ends when the buffers ran out (ENOBUFS) or the
+            // completion queue overflowed (any result, without the MORE flag): re-arm
+            // unless the stream ended. Not re-arming left connections deaf (no pongs,
+            // no 101) at 970,000 connections.
+            let ended = res == 0 || res == -libc::ECANCELED || (res < 0 && res != -libc::ENOBUFS);
+            if !ended && c.stage != Stage::Closing && c.error.is_none() {
                 c.recv = true;
                 c.ops += 1;
                 let e = opcode::RecvMulti::new(types::Fixed(c.slot), BGID)

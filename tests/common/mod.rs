@@ -353,3 +353,21 @@ pub fn limit_nofile(cmd: &mut Command, n: u64) {
         })
     };
 }
+
+/// Runs a peer-client script, `program script ARGS...`, and requires exit 0 with "ok" as
+/// the last line of its output (every script under tests/interop and tests/browser
+/// follows that convention).
+pub fn run_peer(program: &str, script: &str, args: &[&str]) {
+    let out = Command::new(program)
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e} (scripts/test.sh installs it)"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.trim_end().ends_with("ok"),
+        "{program} {script}: {}\n{stdout}\n{stderr}",
+        out.status
+    );
+}

@@ -1,0 +1,33 @@
+//! The demo page (`GET /`, src/server/demo.html) in a real browser: Debian's Chromium,
+//! driven by playwright-core from tests/browser/demo.mjs (both installed by
+//! scripts/test.sh). The page chats over `/ws/chat` with a Node `ws` peer, shows events
+//! published to `/sse/feed`, and after its connections are cut at a proxy the browser's
+//! own EventSource resumes with Last-Event-ID: every event shown once, in order.
+
+mod common;
+
+use std::path::Path;
+
+use common::{Server, run_peer};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+#[test]
+fn demo_page_in_chromium() {
+    assert!(
+        Path::new(CHROMIUM).exists(),
+        "{CHROMIUM} is missing: scripts/test.sh installs it (apt-get install chromium)"
+    );
+    // A short retry hint so the EventSource is back soon after the cut.
+    let Some(srv) = Server::start(&["--shards", "2", "--sse-retry", "500ms"]) else {
+        return;
+    };
+    let screenshot = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/demo-screenshot.png");
+    let _ = std::fs::remove_file(&screenshot);
+    run_peer("node", "tests/browser/demo.mjs", &[&srv.addr.to_string()]);
+    assert!(
+        screenshot.exists(),
+        "no screenshot at {}",
+        screenshot.display()
+    );
+}
