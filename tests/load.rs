@@ -102,6 +102,53 @@ fn broadcast_reaches_every_subscriber() {
     assert_eq!(u(&r["latency_us"], "count"), published * 2000);
 }
 
+/// The same over event streams: 1,000 SSE subscribers, the publisher on /ws/{topic};
+/// one message (`--messages 1`) reaches every stream.
+#[test]
+fn sse_broadcast_reaches_every_stream() {
+    let Some(srv) = Server::start(&["--shards", "2"]) else {
+        return;
+    };
+    let url = format!("http://{}/sse/loadsse", srv.addr);
+    let r = load(
+        &[
+            "--url",
+            &url,
+            "--scenario",
+            "broadcast",
+            "--connections",
+            "1000",
+            "--duration",
+            "1s",
+        ],
+        None,
+    );
+    assert_eq!(u(&r, "connected"), 1001, "{r}");
+    let published = u(&r, "published");
+    assert!(published > 0);
+    assert_eq!(u(&r, "received"), published * 1000, "{r}");
+    let one = load(
+        &[
+            "--url",
+            &url,
+            "--scenario",
+            "broadcast",
+            "--connections",
+            "1000",
+            "--duration",
+            "10ms",
+            "--messages",
+            "1",
+        ],
+        None,
+    );
+    assert_eq!(
+        (u(&one, "published"), u(&one, "received")),
+        (1, 1000),
+        "{one}"
+    );
+}
+
 /// Server and load generator both limited to 256 descriptors per table: 3,000
 /// connections need a dozen tables on each side, and the process fd counts stay small.
 #[test]

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The headline run: N (default 1,000,000) concurrent WebSockets to one `ringpush serve`
+# on this host, then one broadcast to all of them; or, with SCENARIO=idle, just hold them.
+#
+#   sudo scripts/million.sh              1,000,000 connections, one broadcast
+#   sudo SCENARIO=idle scripts/million.sh 1000000
+#   sudo scripts/million.sh 200000
+#
+# Applies tuning/99-ringpush.conf with scripts/tune.sh (restored on exit, whatever
+# happens), prints the server's memory and fd count every 5 s, and stops the load early
+# if MemAvailable falls under MIN_AVAIL_KB (default 2.5 GB). The report is the load
+# generator's JSON, in $OUT (default target/million.json).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+N=${1:-1000000}
+SCENARIO=${SCENARIO:-broadcast}
+DURATION=${DURATION:-20s}
+MIN_AVAIL_KB=${MIN_AVAIL_KB:-2500000}
+OUT=${OUT:-target/million.json}
+BIN=target/release/ringpush
+
+cargo build --release --quiet
+scripts/tune.sh apply "$N" >/dev/null
+srv_err=$(mktemp -t ringpush-million.XXXXXX)
+SRV=
+LOAD=
+cleanup() {
+    [ -n "$LOAD" ] && kill "$LOAD" 2>/dev/null
+    [ -n "$SRV" ] && kill -TERM "$SRV" 2>/dev/null && wait "$SRV" 2>/dev/null
+    scripts/tune.sh restore >/dev/null || echo "million.sh: scripts/tune.sh restore failed" >&2
+    rm -f "$srv_err"
+}
+trap cleanup EXIT
+
+"$BIN" serve --listen 127.0.0.1:0 2>"$srv_err" &
+SRV=$!
+for _ in $(seq 1 50); do grep -q "listening on" "$srv_err" && break; sleep 0.1; done
+PORT=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$srv_err" | cut -d: -f2)
+[ -n "$PORT" ] || { echo "million.sh: server did not start: $(cat "$srv_err")" >&2; exit 1; }
+echo "server pid $SRV on port $PORT; $(grep MemAvailable /proc/meminfo)"
+
+"$BIN" load --url "ws://127.0.0.1:$PORT/ws/all" --scenario "$SCENARIO" --messages 1 \
+    --connections "$N" --rate 50000 --duration "$DURATION" --json >"$OUT" 2>/dev/null &
+LOAD=$!
+while kill -0 "$LOAD" 2>/dev/null; do
+    avail=$(awk '/MemAvailable/ {print $2}' /proc/meminfo)
+    if [ "$avail" -lt "$MIN_AVAIL_KB" ]; then
+        echo "million.sh: MemAvailable ${avail} kB < ${MIN_AVAIL_KB} kB: stopping early" >&2
+        kill "$LOAD"
+        break
+    fi
+    printf '%s MemAvailable %s kB, server %s, %s fds\n' "$(date +%T)" "$avail" \
+        "$(grep VmRSS "/proc/$SRV/status" | tr -s ' ')" "$(ls "/proc/$SRV/fd" | wc -l)"
+    sleep 5
+done
+wait "$LOAD" && status=0 || status=$?
+LOAD=
+echo "load exit $status; report in $OUT"
+python3 -c '
+import json, sys
+r = json.load(open(sys.argv[1]))
+lat = r["latency_us"]
+print("connected %d in %.1f s, open at end %d" % (r["connected"], r["connect_secs"], r["open_at_end"]))
+print("server RSS +%.0f B per connection, kernel slab +%.0f B per connection pair"
+      % (r["server_rss_per_conn"], r["kernel_slab_per_conn"]))
+if r["scenario"] == "broadcast":
+    print("broadcast: %d of %d delivered; p50 %.0f ms, last %.0f ms"
+          % (r["received"], r["expected_deliveries"], lat["p50"] / 1e3, lat["max"] / 1e3))
+' "$OUT"
+exit "$status"
