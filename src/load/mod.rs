@@ -614,6 +614,7 @@ impl Report {
                     .map_or_else(String::new, |ms| format!(", all within {ms} ms")),
                 st.peak_attempts_per_sec
             );
+            s.push_str(&spread_chart(&st.attempts_per_100ms));
         }
         if !self.errors.is_empty() {
             let _ = writeln!(s, "  errors:");
@@ -628,6 +629,29 @@ impl Report {
     pub fn json(&self) -> String {
         serde_json::to_string_pretty(self).expect("plain data serialises")
     }
+}
+
+/// Reconnect attempts over time after the first disconnect, as text bars: the herd
+/// without jitter is one tall bar, the jittered schedule a low, wide block. Buckets are
+/// merged in pairs until at most 40 rows remain.
+fn spread_chart(buckets: &[u64]) -> String {
+    let mut rows: Vec<u64> = buckets.to_vec();
+    let mut width_ms = 100;
+    while rows.len() > 40 {
+        rows = rows.chunks(2).map(|c| c.iter().sum()).collect();
+        width_ms *= 2;
+    }
+    let peak = rows.iter().copied().max().unwrap_or(0).max(1);
+    let mut s = format!("  reconnect attempts per {width_ms} ms after the first disconnect:\n");
+    for (i, n) in rows.iter().enumerate() {
+        let bar = "#".repeat(((n * 50).div_ceil(peak)) as usize);
+        let _ = writeln!(
+            s,
+            "    {:>6.1}s {n:>8} {bar}",
+            (i * width_ms) as f64 / 1000.0
+        );
+    }
+    s
 }
 
 fn us(v: u64) -> String {
