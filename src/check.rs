@@ -809,35 +809,10 @@ fn sysctl_u64(path: &str) -> Option<u64> {
     }
 }
 
-#[cfg(target_env = "gnu")]
-type Resource = libc::__rlimit_resource_t;
-#[cfg(not(target_env = "gnu"))]
-type Resource = libc::c_int;
-
-/// (soft, hard) with `RLIM_INFINITY` as `u64::MAX`.
-fn rlimit(resource: Resource) -> Option<(u64, u64)> {
-    let mut rl = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes only the struct we pass, which outlives the call.
-    if unsafe { libc::getrlimit(resource, &mut rl) } != 0 {
-        return None;
-    }
-    let conv = |v: libc::rlim_t| {
-        if v == libc::RLIM_INFINITY {
-            u64::MAX
-        } else {
-            v
-        }
-    };
-    Some((conv(rl.rlim_cur), conv(rl.rlim_max)))
-}
+use crate::uring::rlimit;
 
 fn page_size() -> u64 {
-    // SAFETY: sysconf reads a constant of the running system; no memory is passed.
-    let v = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    u64::try_from(v).ok().filter(|&p| p > 0).unwrap_or(4096)
+    crate::uring::page_size()
 }
 
 /// CAP_IPC_LOCK (bit 14) in the effective set, from `/proc/self/status`.

@@ -147,16 +147,7 @@ pub fn available_cpus() -> usize {
 }
 
 fn affinity_cpus() -> Option<usize> {
-    // SAFETY: cpu_set_t is a plain bit array, for which all zeroes is the empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: the kernel writes at most the size we pass into `set`, which we own.
-    let rc = unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) };
-    if rc != 0 {
-        return None;
-    }
-    // SAFETY: CPU_COUNT only reads the set, initialised above.
-    let n = unsafe { libc::CPU_COUNT(&set) };
-    usize::try_from(n).ok().filter(|&n| n > 0)
+    crate::uring::affinity_cpu_count()
 }
 
 /// A bad configuration value: which flag (TOML keys are the flag names without `--`)

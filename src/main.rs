@@ -169,6 +169,11 @@ const THREADS: CountRange = CountRange {
     min: 1,
     max: 1024,
 };
+const POLL_INTERVAL: DurationRange = DurationRange {
+    flag: "--poll-interval",
+    min: Duration::from_millis(1),
+    max: Duration::from_secs(3600),
+};
 const BACKOFF_BASE: DurationRange = DurationRange {
     flag: "--backoff-base",
     min: Duration::from_millis(1),
@@ -218,6 +223,14 @@ struct LoadArgs {
     /// the last subscriber has them) [default: publish for --duration].
     #[arg(long, value_name = "N", value_parser = |s: &str| MESSAGES.parse(s).map(|n| n as u64), allow_hyphen_values = true)]
     messages: Option<u64>,
+    /// Short polling (a /poll/ URL without wait=): pause between an answer and the next
+    /// request.
+    #[arg(long, value_name = "D", default_value = "1s", value_parser = |s: &str| POLL_INTERVAL.parse(s), allow_hyphen_values = true)]
+    poll_interval: Duration,
+    /// Broadcast: publish at most N messages per second [default: as fast as 8 messages
+    /// in flight allow].
+    #[arg(long, value_name = "N", value_parser = |s: &str| RATE.parse(s), allow_hyphen_values = true)]
+    publish_rate: Option<usize>,
     /// Worker threads, each with its own rings [default: CPUs in the affinity mask].
     #[arg(long, value_name = "N", value_parser = |s: &str| THREADS.parse(s), allow_hyphen_values = true)]
     threads: Option<usize>,
@@ -365,6 +378,8 @@ fn load(args: &LoadArgs) -> ExitCode {
         duration: args.duration,
         message_bytes: args.message_bytes,
         messages: args.messages,
+        poll_interval: args.poll_interval,
+        publish_rate: args.publish_rate.map(|n| n as f64),
         source_addrs: args.source_addrs,
         backoff: load::Backoff {
             base: args.backoff_base,

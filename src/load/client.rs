@@ -27,6 +27,9 @@ pub enum Transport {
     Ws,
     /// Server-Sent Events.
     Sse,
+    /// Polling (`GET /poll/{topic}?since=..[&wait=..]`), one request after another on a
+    /// keep-alive connection.
+    Poll,
 }
 
 /// What happened on a connection.
@@ -43,6 +46,9 @@ pub enum ClientEvent {
     },
     /// An SSE event.
     Event(ParsedEvent),
+    /// A poll answer is complete (its events came before this); send the next request
+    /// with [`Client::poll_again`], now (long polling) or after an interval.
+    PollDone,
     /// The connection is over (the reason, for error counts); close the socket.
     Closed(CloseKind),
 }
@@ -68,6 +74,10 @@ enum State {
     Head(Vec<u8>),
     Ws,
     Sse(Body),
+    /// A poll answer's body: bytes still expected, and those read.
+    PollBody(usize, Vec<u8>),
+    /// Between poll answers (the next request not sent yet).
+    PollIdle,
     Done,
 }
 
@@ -89,6 +99,16 @@ pub struct Client {
     decoder: Decoder,
     sse: Option<Box<EventParser>>,
     rng: u64,
+    /// Polling: the request path without `since`, the `Host` value, and the position.
+    poll: Option<Box<PollState>>,
+}
+
+#[derive(Debug)]
+struct PollState {
+    path: String,
+    host: String,
+    since: Option<String>,
+    opened: bool,
 }
 
 impl Client {
@@ -109,7 +129,18 @@ impl Client {
             decoder: Decoder::new(Role::Client),
             sse: None,
             rng: seed | 1,
+            poll: None,
         };
+        if transport == Transport::Poll {
+            c.poll = Some(Box::new(PollState {
+                path: path.to_owned(),
+                host: host.to_owned(),
+                since: None,
+                opened: false,
+            }));
+            c.poll_again(out);
+            return c;
+        }
         out.extend_from_slice(b"GET ");
         out.extend_from_slice(path.as_bytes());
         out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
@@ -127,6 +158,7 @@ impl Client {
                 );
                 out.extend_from_slice(&c.key);
             }
+            Transport::Poll => {}
             Transport::Sse => {
                 out.extend_from_slice(b"\r\nAccept: text/event-stream");
                 if let Some(id) = last_event_id {
@@ -139,6 +171,22 @@ impl Client {
         c
     }
 
+    /// Polling: appends the next request (from the last answer's `next`) to `out`.
+    pub fn poll_again(&mut self, out: &mut Vec<u8>) {
+        let Some(p) = &self.poll else { return };
+        out.extend_from_slice(b"GET ");
+        out.extend_from_slice(p.path.as_bytes());
+        if let Some(since) = &p.since {
+            out.push(if p.path.contains('?') { b'&' } else { b'?' });
+            out.extend_from_slice(b"since=");
+            out.extend_from_slice(since.as_bytes());
+        }
+        out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+        out.extend_from_slice(p.host.as_bytes());
+        out.extend_from_slice(b"\r\n\r\n");
+        self.state = State::Head(Vec::new());
+    }
+
     fn next_u64(&mut self) -> u64 {
         // xorshift64: masks need to be unpredictable to intermediaries, not secret.
         self.rng ^= self.rng << 13;
@@ -149,7 +197,13 @@ impl Client {
 
     /// Whether the handshake has completed and the connection is not over.
     pub fn is_open(&self) -> bool {
-        matches!(self.state, State::Ws | State::Sse(_))
+        matches!(
+            self.state,
+            State::Ws | State::Sse(_) | State::PollBody(..) | State::PollIdle
+        ) || self
+            .poll
+            .as_ref()
+            .is_some_and(|p| p.opened && !matches!(self.state, State::Done))
     }
 
     /// Appends a masked WebSocket message to `out`.
@@ -200,7 +254,14 @@ impl Client {
                     if self.transport == Transport::Sse {
                         self.sse = Some(Box::default());
                     }
-                    events.push(ClientEvent::Open);
+                    match &mut self.poll {
+                        Some(p) if p.opened => {}
+                        Some(p) => {
+                            p.opened = true;
+                            events.push(ClientEvent::Open);
+                        }
+                        None => events.push(ClientEvent::Open),
+                    }
                 }
                 Err(kind) => return self.fail(kind, events),
             }
@@ -208,8 +269,40 @@ impl Client {
         match self.state {
             State::Ws => self.ws_bytes(data, out, events),
             State::Sse(_) => self.sse_bytes(data, events),
-            State::Head(_) | State::Done => {}
+            State::PollBody(..) => self.poll_bytes(data, events),
+            State::Head(_) | State::PollIdle | State::Done => {}
         }
+    }
+
+    fn poll_bytes(&mut self, data: &[u8], events: &mut Vec<ClientEvent>) {
+        let State::PollBody(need, body) = &mut self.state else {
+            return;
+        };
+        let take = (*need).min(data.len());
+        body.extend_from_slice(&data[..take]);
+        *need -= take;
+        if *need > 0 {
+            return;
+        }
+        let body = std::mem::take(body);
+        self.state = State::PollIdle;
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) else {
+            return self.fail(
+                CloseKind::Protocol("poll answer is not JSON".into()),
+                events,
+            );
+        };
+        for ev in v["events"].as_array().map_or(&[][..], Vec::as_slice) {
+            events.push(ClientEvent::Event(ParsedEvent {
+                id: ev["id"].as_str().map(str::to_owned),
+                event: ev["event"].as_str().unwrap_or("message").to_owned(),
+                data: ev["data"].as_str().unwrap_or_default().to_owned(),
+            }));
+        }
+        if let (Some(p), Some(next)) = (&mut self.poll, v["next"].as_str()) {
+            p.since = Some(next.to_owned());
+        }
+        events.push(ClientEvent::PollDone);
     }
 
     fn fail(&mut self, kind: CloseKind, events: &mut Vec<ClientEvent>) {
@@ -232,6 +325,17 @@ impl Client {
                 .map(|h| h.value)
         };
         match self.transport {
+            Transport::Poll => {
+                if code != 200 {
+                    return Err(CloseKind::Refused(code));
+                }
+                let len = header("content-length")
+                    .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse().ok())
+                    .ok_or(CloseKind::BadHandshake(
+                        "poll answer without Content-Length",
+                    ))?;
+                Ok(State::PollBody(len, Vec::with_capacity(len)))
+            }
             Transport::Ws => {
                 if code != 101 {
                     return Err(CloseKind::Refused(code));
@@ -498,6 +602,37 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn polls_follow_next() {
+        let mut out = Vec::new();
+        let mut c = Client::new(Transport::Poll, "h", "/poll/t?wait=5s", 1, None, &mut out);
+        assert_eq!(out, b"GET /poll/t?wait=5s HTTP/1.1\r\nHost: h\r\n\r\n");
+        let body = br#"{"events":[{"id":"e-1","event":"message","data":"x"}],"next":"e-1"}"#;
+        let resp = [
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes(),
+            &body[..],
+        ]
+        .concat();
+        let mut events = Vec::new();
+        for chunk in resp.chunks(5) {
+            c.handle_bytes(chunk, &mut Vec::new(), &mut events);
+        }
+        assert_eq!(events.len(), 3, "{events:?}");
+        assert_eq!(events[0], ClientEvent::Open);
+        assert!(matches!(&events[1], ClientEvent::Event(e) if e.data == "x"));
+        assert_eq!(events[2], ClientEvent::PollDone);
+        let mut out = Vec::new();
+        c.poll_again(&mut out);
+        assert_eq!(
+            out,
+            b"GET /poll/t?wait=5s&since=e-1 HTTP/1.1\r\nHost: h\r\n\r\n"
+        );
+        // The second answer does not open again.
+        let mut events = Vec::new();
+        c.handle_bytes(&resp, &mut Vec::new(), &mut events);
+        assert_eq!(events.len(), 2);
     }
 
     #[test]

@@ -47,6 +47,11 @@ pub struct LoadConfig {
     pub message_bytes: usize,
     /// Broadcast: stop publishing after this many messages (`None`: for `duration`).
     pub messages: Option<u64>,
+    /// Short polling (`/poll/{topic}` without `wait`): pause between requests.
+    pub poll_interval: Duration,
+    /// Broadcast: publish at most this many messages per second (`None`: as fast as the
+    /// window of 8 in flight allows).
+    pub publish_rate: Option<f64>,
     /// Source addresses 127.0.0.1..=N; `None`: as many as the port range requires.
     pub source_addrs: Option<usize>,
     /// Reconnect policy.
@@ -130,6 +135,12 @@ pub struct Report {
     pub received_per_sec: f64,
     /// Received payload, MiB per second.
     pub received_mib_per_sec: f64,
+    /// Socket bytes (both directions, all framing) per received message, run phase.
+    pub wire_bytes_per_message: f64,
+    /// The server process's CPU time (user + system) during the run phase, seconds.
+    pub server_cpu_secs: Option<f64>,
+    /// Server CPU per received message, microseconds.
+    pub server_cpu_us_per_message: Option<f64>,
     /// Echo round trip, or publish-to-delivery for broadcast.
     pub latency_us: Percentiles,
     /// Broadcast: messages published, and deliveries expected (published x subscribers).
@@ -155,6 +166,7 @@ fn publish_path(path: &str) -> String {
     let topic = if let Some(t) = path
         .strip_prefix("/ws/")
         .or_else(|| path.strip_prefix("/sse/"))
+        .or_else(|| path.strip_prefix("/poll/"))
     {
         t.split(['?', '#']).next().unwrap_or("")
     } else if let Some(q) = path.strip_prefix("/sse?") {
@@ -176,7 +188,15 @@ pub fn parse_target(url: &str) -> Result<(Transport, String, SocketAddrV4, Strin
     let (transport, rest) = if let Some(r) = url.strip_prefix("ws://") {
         (Transport::Ws, r)
     } else if let Some(r) = url.strip_prefix("http://") {
-        (Transport::Sse, r)
+        let poll = r.find('/').is_some_and(|i| r[i..].starts_with("/poll/"));
+        (
+            if poll {
+                Transport::Poll
+            } else {
+                Transport::Sse
+            },
+            r,
+        )
     } else {
         return Err(format!(
             "--url {url}: expected ws://HOST:PORT/PATH or http://HOST:PORT/sse/TOPIC"
@@ -235,8 +255,8 @@ pub fn run(cfg: &LoadConfig) -> Result<Report, String> {
             "--scenario broadcast: the URL must be ws://HOST:PORT/ws/TOPIC or http://HOST:PORT/sse/TOPIC, got path {path}"
         ));
     }
-    if cfg.scenario == Scenario::Echo && transport == Transport::Sse {
-        return Err("--scenario echo: SSE is one-way; use a ws:// URL".into());
+    if cfg.scenario == Scenario::Echo && transport != Transport::Ws {
+        return Err("--scenario echo: SSE and polling are one-way; use a ws:// URL".into());
     }
     let loopback = target.ip().is_loopback();
     let sources: Vec<Ipv4Addr> = if loopback {
@@ -266,6 +286,8 @@ pub fn run(cfg: &LoadConfig) -> Result<Report, String> {
         rate: cfg.rate,
         message_bytes: cfg.message_bytes,
         messages: cfg.messages,
+        poll_interval: cfg.poll_interval,
+        publish_rate: cfg.publish_rate,
         publish_path: publish_path(&path),
         backoff: cfg.backoff,
         threads,
@@ -353,6 +375,7 @@ pub fn run(cfg: &LoadConfig) -> Result<Report, String> {
 
     shared.phase.store(PHASE_RUN, Ordering::Release);
     let t1 = Instant::now();
+    let cpu_before = server_pid.and_then(sysinfo::cpu_secs);
     while t1.elapsed() < cfg.duration && shared.phase.load(Ordering::Acquire) == PHASE_RUN {
         std::thread::sleep(Duration::from_millis(20).min(cfg.duration));
         progress.line(|| {
@@ -394,6 +417,10 @@ pub fn run(cfg: &LoadConfig) -> Result<Report, String> {
     let run_secs = t1.elapsed().as_secs_f64();
     // Memory while every connection is still open.
     let rss_after = server_pid.and_then(sysinfo::rss_bytes);
+    let server_cpu_secs = match (cpu_before, server_pid.and_then(sysinfo::cpu_secs)) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
     let slab_after = sysinfo::slab_bytes();
     let open_at_end = shared.open.load(Ordering::Relaxed);
     shared.phase.store(PHASE_STOP, Ordering::Release);
@@ -424,6 +451,12 @@ pub fn run(cfg: &LoadConfig) -> Result<Report, String> {
         received: stats.received,
         received_per_sec: stats.received as f64 / run_secs,
         received_mib_per_sec: stats.received_bytes as f64 / run_secs / (1 << 20) as f64,
+        wire_bytes_per_message: (stats.wire_in + stats.wire_out) as f64
+            / stats.received.max(1) as f64,
+        server_cpu_secs,
+        server_cpu_us_per_message: server_cpu_secs
+            .filter(|_| stats.received > 0)
+            .map(|c| c * 1e6 / stats.received as f64),
         latency_us: Percentiles::of(&stats.latency_us),
         published,
         expected_deliveries: published * cfg.connections as u64,
@@ -581,6 +614,17 @@ impl Report {
                 "delivery"
             };
             let _ = writeln!(s, "  {what:<15} {}", p(&self.latency_us));
+        }
+        if self.received > 0 {
+            let _ = write!(
+                s,
+                "  cost            {:.0} wire bytes per message",
+                self.wire_bytes_per_message
+            );
+            if let (Some(cpu), Some(per)) = (self.server_cpu_secs, self.server_cpu_us_per_message) {
+                let _ = write!(s, "; server CPU {cpu:.2}s, {per:.2} us per message");
+            }
+            s.push('\n');
         }
         if self.scenario == "broadcast" {
             let _ = writeln!(

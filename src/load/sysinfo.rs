@@ -67,6 +67,18 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     kib_field(&text, "VmRSS").map(|k| k * 1024)
 }
 
+/// CPU time of `pid` (user + system, all threads) in seconds, from `/proc/PID/stat`.
+pub fn cpu_secs(pid: u32) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: fields start after the last ')'.
+    let rest = &text[text.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    let hz = crate::uring::clock_ticks_per_sec()?;
+    Some(ticks as f64 / hz as f64)
+}
+
 /// The kernel's slab memory in bytes (`Slab` in /proc/meminfo): sockets, their inodes,
 /// dentries and files, io_uring requests. System-wide, so other activity adds noise.
 pub fn slab_bytes() -> Option<u64> {
@@ -94,6 +106,7 @@ mod tests {
         assert_eq!(listener_pid(port), None);
         assert!(rss_bytes(std::process::id()).unwrap() > 0);
         assert!(slab_bytes().unwrap() > 0);
+        assert!(cpu_secs(std::process::id()).is_some());
         let (lo, hi) = port_range().unwrap();
         assert!(lo < hi);
     }

@@ -93,6 +93,10 @@ pub struct Plan {
     pub message_bytes: usize,
     /// Broadcast: stop publishing after this many messages.
     pub messages: Option<u64>,
+    /// Short polling: the pause between a poll's answer and the next request.
+    pub poll_interval: Duration,
+    /// Broadcast: publish at most this many messages per second.
+    pub publish_rate: Option<f64>,
     /// Broadcast: the publisher's WebSocket path (`/ws/{topic}`), whatever the
     /// subscribers' transport.
     pub publish_path: String,
@@ -160,6 +164,11 @@ pub struct Stats {
     pub received: u64,
     /// Payload bytes received during the run phase.
     pub received_bytes: u64,
+    /// Bytes read from and written to sockets during the run phase (headers, framing,
+    /// payloads: what polling costs on the wire compared with a stream).
+    pub wire_in: u64,
+    /// Bytes written to sockets during the run phase.
+    pub wire_out: u64,
     /// Failed attempts by reason.
     pub errors: HashMap<String, u64>,
     /// Open connections that ended (server close, EOF, error).
@@ -187,6 +196,8 @@ impl Stats {
             sent: 0,
             received: 0,
             received_bytes: 0,
+            wire_in: 0,
+            wire_out: 0,
             errors: HashMap::new(),
             disconnects: 0,
             reconnects: 0,
@@ -203,6 +214,8 @@ impl Stats {
         self.sent += other.sent;
         self.received += other.received;
         self.received_bytes += other.received_bytes;
+        self.wire_in += other.wire_in;
+        self.wire_out += other.wire_out;
         for (k, v) in other.errors {
             *self.errors.entry(k).or_default() += v;
         }
@@ -292,6 +305,8 @@ struct Worker<'a> {
     ready: VecDeque<usize>,
     /// Backoff timers: (due, key).
     retries: BinaryHeap<Reverse<(Instant, usize)>>,
+    /// Short polling: when each connection sends its next request.
+    polls: BinaryHeap<Reverse<(Instant, usize)>>,
     connecting: usize,
     /// Connection attempts started so far (rate limit).
     launched: u64,
@@ -314,6 +329,8 @@ struct Worker<'a> {
     sent_local: u64,
     publisher: Option<usize>,
     last_progress: (u64, Instant),
+    /// When this worker saw the run phase begin.
+    run_started: Option<Instant>,
 }
 
 fn sockaddr(addr: SocketAddrV4) -> libc::sockaddr_in {
@@ -360,6 +377,7 @@ pub fn run(id: usize, plan: &Plan, shared: &Shared) -> Result<Stats, String> {
         next_generation: 1,
         ready: VecDeque::with_capacity(mine + 1),
         retries: BinaryHeap::new(),
+        polls: BinaryHeap::new(),
         connecting: 0,
         launched: 0,
         rate_start: now,
@@ -382,6 +400,7 @@ pub fn run(id: usize, plan: &Plan, shared: &Shared) -> Result<Stats, String> {
         sent_local: 0,
         publisher: None,
         last_progress: (0, now),
+        run_started: None,
     };
     for i in 0..mine {
         let key = w.add_conn(Role::Plain, id + i * plan.threads);
@@ -457,6 +476,9 @@ impl Worker<'_> {
             let phase = self.shared.phase.load(Ordering::Acquire);
             if phase != self.phase {
                 self.phase = phase;
+                if phase == PHASE_RUN {
+                    self.run_started = Some(now);
+                }
                 if phase == PHASE_STOP {
                     return Ok(());
                 }
@@ -467,6 +489,13 @@ impl Worker<'_> {
                 }
                 self.retries.pop();
                 self.ready.push_back(key);
+            }
+            while let Some(Reverse((due, key))) = self.polls.peek().copied() {
+                if due > now {
+                    break;
+                }
+                self.polls.pop();
+                self.poll_again(key);
             }
             self.launch(now);
             if self.phase == PHASE_RUN {
@@ -667,6 +696,9 @@ impl Worker<'_> {
                     c.error.get_or_insert_with(|| errno_name("send", res));
                 } else {
                     c.sending.drain(..res as usize);
+                    if self.phase == PHASE_RUN || self.phase == PHASE_DRAIN {
+                        self.stats.wire_out += res as u64;
+                    }
                     if c.stage != Stage::Closing {
                         if c.sending.is_empty() {
                             self.flush(key);
@@ -751,6 +783,9 @@ impl Worker<'_> {
         };
         let mut events = std::mem::take(&mut self.events);
         if let Some(bid) = bid {
+            if self.phase == PHASE_RUN || self.phase == PHASE_DRAIN {
+                self.stats.wire_in += res.max(0) as u64;
+            }
             let bufs = &mut self.io.get_mut(t).bufs;
             let data = bufs.get(bid, res.max(0) as usize);
             let c = &mut self.conns[key];
@@ -841,6 +876,15 @@ impl Worker<'_> {
                     self.record_delivery(now, ev.data.as_bytes());
                 }
             }
+            ClientEvent::PollDone => {
+                if self.plan.path.contains("wait=") {
+                    // Long polling: the next request at once; the server holds it.
+                    self.poll_again(key);
+                } else {
+                    self.polls
+                        .push(Reverse((now + self.plan.poll_interval, key)));
+                }
+            }
             ClientEvent::Closed(kind) => {
                 let reason = match kind {
                     CloseKind::Refused(code) => format!("http {code}"),
@@ -864,6 +908,18 @@ impl Worker<'_> {
                 .saturating_record(at.saturating_sub(sent) / 1000);
         }
         self.delivered_local += 1;
+    }
+
+    /// Sends a polling connection's next request.
+    fn poll_again(&mut self, key: usize) {
+        let c = &mut self.conns[key];
+        if c.stage != Stage::Open || c.error.is_some() {
+            return;
+        }
+        if let Some(client) = &mut c.client {
+            client.poll_again(&mut c.out);
+        }
+        self.flush(key);
     }
 
     fn send_echo(&mut self, now: Instant, key: usize) {
@@ -915,6 +971,11 @@ impl Worker<'_> {
         }
         if self.plan.messages.is_some_and(|max| published >= max) {
             return;
+        }
+        if let (Some(rate), Some(t0)) = (self.plan.publish_rate, self.run_started) {
+            if published as f64 >= now.duration_since(t0).as_secs_f64() * rate + 1.0 {
+                return;
+            }
         }
         let ts = now.duration_since(self.shared.epoch).as_nanos() as u64;
         let digits = format!("{ts:0TS_DIGITS$}");

@@ -277,6 +277,59 @@ pub fn raise_nofile_limit() -> u64 {
     rl.rlim_cur
 }
 
+#[cfg(target_env = "gnu")]
+type Resource = libc::__rlimit_resource_t;
+#[cfg(not(target_env = "gnu"))]
+type Resource = libc::c_int;
+
+/// The system page size (4096 when it cannot be read).
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf reads a constant of the running system; no memory is passed.
+    let v = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(v).ok().filter(|&p| p > 0).unwrap_or(4096)
+}
+
+/// A resource limit as (soft, hard), `RLIM_INFINITY` as `u64::MAX`.
+pub fn rlimit(resource: Resource) -> Option<(u64, u64)> {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes only the struct we pass, which outlives the call.
+    if unsafe { libc::getrlimit(resource, &mut rl) } != 0 {
+        return None;
+    }
+    let conv = |v: libc::rlim_t| {
+        if v == libc::RLIM_INFINITY {
+            u64::MAX
+        } else {
+            v
+        }
+    };
+    Some((conv(rl.rlim_cur), conv(rl.rlim_max)))
+}
+
+/// How many CPUs the process's affinity mask allows (`None` if it cannot be read).
+pub fn affinity_cpu_count() -> Option<usize> {
+    // SAFETY: cpu_set_t is a plain bit array, for which all zeroes is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the kernel writes at most the size we pass into `set`, which we own.
+    let rc = unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: CPU_COUNT only reads the set, initialised above.
+    let n = unsafe { libc::CPU_COUNT(&set) };
+    usize::try_from(n).ok().filter(|&n| n > 0)
+}
+
+/// `sysconf(_SC_CLK_TCK)`: the unit of CPU times in `/proc/PID/stat`.
+pub fn clock_ticks_per_sec() -> Option<u64> {
+    // SAFETY: sysconf has no memory preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(hz).ok().filter(|&h| h > 0)
+}
+
 /// Pins the calling thread to one CPU.
 pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
     // SAFETY: cpu_set_t is a plain bitmask; zeroed is the empty set.
