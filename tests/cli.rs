@@ -289,7 +289,7 @@ fn load_errors_are_one_line() {
                 "--scenario",
                 "echo",
             ][..],
-            "SSE is one-way",
+            "SSE and polling are one-way",
         ),
         (
             &[
