@@ -1116,7 +1116,7 @@ mod tests {
         let cfg = ConnConfig::default();
         let now = Instant::now();
         let big = format!(
-            "GET /healthz HTTP/1.1\r\nX-Pad: {}\r\n\r\n",
+            "GET /healthz HTTP/1.1\r\nHost: h\r\nX-Pad: {}\r\n\r\n",
             "a".repeat(9000)
         );
         let pieces: Vec<&[u8]> = big.as_bytes().chunks(1000).collect();
@@ -1191,14 +1191,14 @@ mod tests {
         let (_, o) = feed(
             now,
             &ConnConfig::default(),
-            &[b"POST /publish/news HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n"],
+            &[b"POST /publish/news HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n"],
         );
         assert_eq!(text(&o), "HTTP/1.1 100 Continue\r\n\r\n");
         // Without the token: 401; over the limit: 413 before any body byte is read.
         let (_, o) = feed(
             now,
             &cfg,
-            &[b"POST /publish/news HTTP/1.1\r\nContent-Length: 1\r\n\r\nx"],
+            &[b"POST /publish/news HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\nx"],
         );
         assert!(text(&o).starts_with("HTTP/1.1 401 "));
         let small = ConnConfig {
@@ -1211,7 +1211,7 @@ mod tests {
         let (_, o) = feed(
             now,
             &small,
-            &[b"POST /publish/news HTTP/1.1\r\nContent-Length: 11\r\n\r\n"],
+            &[b"POST /publish/news HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\n"],
         );
         assert!(text(&o).starts_with("HTTP/1.1 413 "));
         assert!(o.events.is_empty());

@@ -400,6 +400,11 @@ pub fn parse_request_head(buf: &[u8], limits: &Limits) -> Result<Parsed<RequestH
             None => *slot = Some(value.to_owned()),
         }
     }
+    // RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status code to any
+    // HTTP/1.1 request message that lacks a Host header field."
+    if head.minor_version >= 1 && head.host.is_none() {
+        return Err(HttpError::Malformed);
+    }
     Ok(Parsed::Complete {
         value: head,
         consumed,
@@ -944,7 +949,7 @@ mod tests {
             "methods are case-sensitive"
         );
         assert_eq!(
-            head(b"GET / HTTP/1.1\r\nOrigin: a\xc2\xa0\r\n\r\n")
+            head(b"GET / HTTP/1.1\r\nHost: h\r\nOrigin: a\xc2\xa0\r\n\r\n")
                 .origin
                 .as_deref(),
             Some("a\u{a0}"),
@@ -997,10 +1002,10 @@ mod tests {
         }
 
         let mut more = UPGRADE.to_vec();
-        more.extend_from_slice(b"\x81\x85extra GET / HTTP/1.1\r\n\r\n");
+        more.extend_from_slice(b"\x81\x85extra GET / HTTP/1.1\r\nHost: h\r\n\r\n");
         assert_eq!(parse(&more).unwrap(), one_shot, "consumed = the head only");
-        let first: &[u8] = b"GET /healthz HTTP/1.1\r\n\r\n";
-        let pipelined = [first, b"GET / HTTP/1.1\r\n\r\n"].concat();
+        let first: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n";
+        let pipelined = [first, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"].concat();
         assert!(matches!(
             parse(&pipelined),
             Ok(Parsed::Complete { consumed, .. }) if consumed == first.len()
@@ -1008,11 +1013,27 @@ mod tests {
     }
 
     #[test]
+    fn host_is_required_in_http_1_1() {
+        assert_eq!(
+            parse(b"GET / HTTP/1.1\r\nX: y\r\n\r\n"),
+            Err(HttpError::Malformed)
+        );
+        assert!(matches!(
+            parse(b"GET / HTTP/1.0\r\n\r\n"),
+            Ok(Parsed::Complete { .. })
+        ));
+    }
+
+    #[test]
     fn limits() {
         let limits = Limits::default();
         let pad = |n: usize| {
-            let base = "GET / HTTP/1.1\r\nX: \r\n\r\n".len();
-            format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(n - base)).into_bytes()
+            let base = "GET / HTTP/1.1\r\nHost: h\r\nX: \r\n\r\n".len();
+            format!(
+                "GET / HTTP/1.1\r\nHost: h\r\nX: {}\r\n\r\n",
+                "a".repeat(n - base)
+            )
+            .into_bytes()
         };
         let exact = pad(limits.max_head_bytes);
         assert_eq!(exact.len(), limits.max_head_bytes);
@@ -1033,20 +1054,25 @@ mod tests {
             parse_request_head(&vec![b'G'; limits.max_head_bytes], &limits),
             Err(HttpError::HeadTooLarge)
         );
-        let partial = format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(limits.max_head_bytes));
+        let partial = format!(
+            "GET / HTTP/1.1\r\nHost: h\r\nX: {}",
+            "a".repeat(limits.max_head_bytes)
+        );
         assert_eq!(parse(partial.as_bytes()), Err(HttpError::HeadTooLarge));
 
-        let many =
-            |n: usize| format!("GET / HTTP/1.1\r\n{}\r\n", "X: y\r\n".repeat(n)).into_bytes();
-        assert!(matches!(parse(&many(64)), Ok(Parsed::Complete { .. })));
-        assert_eq!(parse(&many(65)), Err(HttpError::TooManyHeaders));
+        let many = |n: usize| {
+            format!("GET / HTTP/1.1\r\nHost: h\r\n{}\r\n", "X: y\r\n".repeat(n)).into_bytes()
+        };
+        // 63 more fields after Host: 64 in all.
+        assert!(matches!(parse(&many(63)), Ok(Parsed::Complete { .. })));
+        assert_eq!(parse(&many(64)), Err(HttpError::TooManyHeaders));
         let few = Limits {
             max_headers: 2,
             ..Limits::default()
         };
-        assert!(parse_request_head(&many(2), &few).is_ok());
+        assert!(parse_request_head(&many(1), &few).is_ok());
         assert_eq!(
-            parse_request_head(&many(3), &few),
+            parse_request_head(&many(2), &few),
             Err(HttpError::TooManyHeaders)
         );
         let huge = Limits {
@@ -1065,22 +1091,23 @@ mod tests {
     #[test]
     fn malformed() {
         assert_eq!(
-            parse(b"GET / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"),
+            parse(b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"),
             Err(HttpError::Malformed),
             "conflicting lengths: smuggling"
         );
         assert_eq!(
-            head(b"GET / HTTP/1.1\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\n")
+            head(b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\n")
                 .content_length,
             Some(5),
             "equal repeats are fine"
         );
         assert_eq!(
-            head(b"GET / HTTP/1.1\r\nContent-Length: 007\r\n\r\n").content_length,
+            head(b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 007\r\n\r\n").content_length,
             Some(7)
         );
         assert_eq!(
-            head(b"GET / HTTP/1.1\r\nContent-Length: 18446744073709551615\r\n\r\n").content_length,
+            head(b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 18446744073709551615\r\n\r\n")
+                .content_length,
             Some(u64::MAX)
         );
         for bad in [
@@ -1095,7 +1122,7 @@ mod tests {
             "99999999999999999999",
             "\u{661}",
         ] {
-            let req = format!("POST / HTTP/1.1\r\nContent-Length: {bad}\r\n\r\n");
+            let req = format!("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: {bad}\r\n\r\n");
             assert_eq!(parse(req.as_bytes()), Err(HttpError::Malformed), "{bad:?}");
         }
         for field in [
@@ -1106,34 +1133,37 @@ mod tests {
             "Authorization",
             "Last-Event-ID",
         ] {
-            let req = format!("GET / HTTP/1.1\r\n{field}: a\r\n{field}: a\r\n\r\n");
+            let req = format!("GET / HTTP/1.1\r\nHost: h\r\n{field}: a\r\n{field}: a\r\n\r\n");
             assert_eq!(parse(req.as_bytes()), Err(HttpError::Malformed), "{field}");
         }
         assert_eq!(
-            parse(b"GET / HTTP/1.1\r\nOrigin: \xff\r\n\r\n"),
+            parse(b"GET / HTTP/1.1\r\nHost: h\r\nOrigin: \xff\r\n\r\n"),
             Err(HttpError::Malformed),
             "non-UTF-8 value of a field we use"
         );
         assert_eq!(
-            parse(b"GET / HTTP/1.1\r\nContent-Length : 5\r\n\r\n"),
+            parse(b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length : 5\r\n\r\n"),
             Err(HttpError::Malformed),
             "RFC 9112 §5.1: whitespace before the colon"
         );
         assert_eq!(
-            parse(b"GET / HTTP/1.1\r\nUpgrade: a\r\n  websocket\r\n\r\n"),
+            parse(b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: a\r\n  websocket\r\n\r\n"),
             Err(HttpError::Malformed),
             "RFC 9112 §5.2: obs-fold"
         );
         assert_eq!(
-            parse(b"GET / HTTP/1.1\r\nX: a\0b\r\n\r\n"),
+            parse(b"GET / HTTP/1.1\r\nHost: h\r\nX: a\0b\r\n\r\n"),
             Err(HttpError::Malformed)
         );
         assert_eq!(
-            parse(b"\x00\x01\x02 / HTTP/1.1\r\n\r\n"),
+            parse(b"\x00\x01\x02 / HTTP/1.1\r\nHost: h\r\n\r\n"),
             Err(HttpError::Malformed)
         );
         assert_eq!(parse(b"GET / HTTP/2.0\r\n\r\n"), Err(HttpError::Malformed));
-        assert_eq!(parse(b"GET  / HTTP/1.1\r\n\r\n"), Err(HttpError::Malformed));
+        assert_eq!(
+            parse(b"GET  / HTTP/1.1\r\nHost: h\r\n\r\n"),
+            Err(HttpError::Malformed)
+        );
         assert_eq!(HttpError::Malformed.status().code(), 400);
     }
 
@@ -1660,10 +1690,16 @@ mod tests {
     #[test]
     fn keep_alive_and_tokens() {
         let k = |req: &[u8]| keep_alive(&head(req));
-        assert!(k(b"GET / HTTP/1.1\r\n\r\n"));
-        assert!(k(b"GET / HTTP/1.1\r\nConnection: keep-alive\r\n\r\n"));
-        assert!(!k(b"GET / HTTP/1.1\r\nConnection: Close\r\n\r\n"));
-        assert!(!k(b"GET / HTTP/1.1\r\nConnection: Upgrade, close\r\n\r\n"));
+        assert!(k(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"));
+        assert!(k(
+            b"GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive\r\n\r\n"
+        ));
+        assert!(!k(
+            b"GET / HTTP/1.1\r\nHost: h\r\nConnection: Close\r\n\r\n"
+        ));
+        assert!(!k(
+            b"GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, close\r\n\r\n"
+        ));
         assert!(!k(b"GET / HTTP/1.0\r\n\r\n"));
         assert!(k(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"));
         assert!(!k(
