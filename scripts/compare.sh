@@ -65,7 +65,20 @@ done
 # start_server NAME: starts it pinned on a free port; sets SRV (pid) and PORT.
 start_server() {
     local name=$1 port
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    # A free port below the ephemeral range (32768+), where the load generator's
+    # TIME_WAIT sockets would make a peer without SO_REUSEADDR fail to bind.
+    port=$(python3 -c '
+import random, socket
+for _ in range(200):
+    p = random.randint(20000, 30000)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p)); print(p); break
+    except OSError:
+        pass
+    finally:
+        s.close()
+')
     local cmd
     case $name in
         ringpush) cmd=("$BIN" serve --listen "127.0.0.1:$port" --shards 1) ;;

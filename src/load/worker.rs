@@ -826,8 +826,11 @@ impl Worker<'_> {
     }
 
     fn on_event(&mut self, now: Instant, key: usize, ev: ClientEvent) {
-        // Replies to what was sent in the run still count while draining.
-        let running = self.phase == PHASE_RUN || self.phase == PHASE_DRAIN;
+        // Replies to what was sent in the run still count while draining. The shared
+        // phase, not this worker's copy: a message published just after the switch can
+        // reach this worker before its loop has seen it (one delivery short, observed).
+        let phase = self.shared.phase.load(Ordering::Acquire);
+        let running = phase == PHASE_RUN || phase == PHASE_DRAIN;
         let c = &mut self.conns[key];
         match ev {
             ClientEvent::Open => {
