@@ -21,7 +21,7 @@ RUNS=${RUNS:-3}
 DURATION=${DURATION:-10s}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
-PEERS=${PEERS:-"ringpush tokio-tungstenite fastwebsockets node-ws go-gorilla"}
+PEERS=${PEERS:-"ringpush tokio-tungstenite fastwebsockets node-ws go-gorilla uws"}
 SCENARIOS=${SCENARIOS:-"echo100 echo10k bcast10k idle20k connrate raw sse-vs-poll"}
 OUT=target/compare
 BIN=target/release/ringpush
@@ -58,6 +58,13 @@ for peer in $PEERS; do
                 echo "compare.sh: cannot build the Go peer; skipping it" >&2
             fi
             ;;
+        uws)
+            # uWebSockets.js through npm's third-party `uwebsockets` package (the
+            # authors publish only on GitHub): see benches/peers/README.md.
+            if benches/peers/uws/install.sh >/dev/null; then available+=("$peer"); else
+                echo "compare.sh: cannot install uWebSockets.js; skipping it" >&2
+            fi
+            ;;
         *) echo "compare.sh: unknown peer $peer" >&2 ;;
     esac
 done
@@ -86,7 +93,8 @@ for _ in range(200):
         fastwebsockets) cmd=("$PEER_BIN/peer-fastwebsockets" --listen "127.0.0.1:$port" --threads 1) ;;
         raw-echo) cmd=("$PEER_BIN/raw-echo" --listen "127.0.0.1:$port" --threads 1) ;;
         node-ws) cmd=(benches/peers/node/run.sh --listen "127.0.0.1:$port" --threads 1) ;;
-        go-gorilla) cmd=(benches/peers/go/run.sh --listen "127.0.0.1:$port" --threads 1) ;;
+        go-gorilla) cmd=(benches/peers/go/gorilla-peer --listen "127.0.0.1:$port" --threads 1) ;;
+        uws) cmd=(benches/peers/uws/run.sh --listen "127.0.0.1:$port" --threads 1) ;;
     esac
     taskset -c "$SERVER_CPU" "${cmd[@]}" >/dev/null 2>&1 &
     SRV=$!
