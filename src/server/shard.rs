@@ -5,7 +5,7 @@
 //! # Operation lifetimes
 //!
 //! A connection's slab entry owns everything its in-flight operations point to (the
-//! iovec array and the queued chunks of its `writev`). It is removed only after its
+//! iovec array and the queued chunks of its send or `writev`). It is removed only after its
 //! close completed, and close is submitted only when no operation on its fixed-file slot
 //! is in flight (receive, send, shutdown, cancel), so the kernel never sees freed memory
 //! and no late operation lands on the slot's next occupant. The last point is not
@@ -14,6 +14,14 @@
 //! next connection accepted into it (a bare FIN before its response, seen under load).
 //! Completions carry a generation: one that arrives for a slot since reused is ignored
 //! (its receive buffer still goes back).
+//!
+//! # Corked sends
+//!
+//! Bytes for a connection are queued in its outbox during a loop turn and sent once, at
+//! the end of the turn: every publish, pong and echo produced by one batch of completions
+//! leaves in one `writev` per connection instead of one each. A broadcast whose
+//! publishes arrive several per turn thus costs the kernel (and the subscriber) one send
+//! and one segment per subscriber, not one per message.
 //!
 //! # Accepting into tables
 //!
@@ -126,6 +134,8 @@ struct Conn {
     recv: bool,
     /// The iovecs of the `writev` in flight, and how many chunks it covers.
     send: Option<(Box<[libc::iovec]>, usize)>,
+    /// In the shard's `to_flush` list.
+    flush_queued: bool,
     /// Cancel of our operations submitted (closing).
     cancelled: bool,
     /// That cancel's own completion has not arrived yet.
@@ -235,6 +245,8 @@ struct Shard {
     epoch: u32,
     metrics: Metrics,
     rearm_recv: Vec<usize>,
+    /// Connections with bytes queued this turn (slab key, generation); see "Corked sends".
+    to_flush: Vec<(usize, u32)>,
 }
 
 /// Runs a shard until shutdown completes.
@@ -318,6 +330,7 @@ impl Shard {
                 id: init.id,
             },
             rearm_recv: Vec::new(),
+            to_flush: Vec::new(),
         })
     }
 
@@ -458,6 +471,7 @@ impl Shard {
             for e in due.drain(..) {
                 self.fire_timer(now, e);
             }
+            self.flush_sends();
             self.send_wakes();
             if let Some(deadline) = self.draining {
                 if self.conns.is_empty() {
@@ -576,6 +590,7 @@ impl Shard {
             out: Outbox::default(),
             recv: false,
             send: None,
+            flush_queued: false,
             cancelled: false,
             cancel_pending: false,
             shut_pending: false,
@@ -703,8 +718,12 @@ impl Shard {
         while let Some(ev) = self.conns[key].proto.poll_event() {
             self.on_event(now, key, ev);
         }
-        self.conns[key].take_transmit();
-        self.start_send(key);
+        let c = &mut self.conns[key];
+        c.take_transmit();
+        if !c.flush_queued && !c.out.is_empty() && c.send.is_none() {
+            c.flush_queued = true;
+            self.to_flush.push((key, c.generation));
+        }
         let c = &mut self.conns[key];
         if c.proto.is_lingering() && !c.shut_wr && c.out.is_empty() && c.send.is_none() {
             c.shut_wr = true;
@@ -801,6 +820,22 @@ impl Shard {
         self.unsubscribe_all(now, key);
     }
 
+    /// Starts the sends queued this turn.
+    fn flush_sends(&mut self) {
+        let mut queued = std::mem::take(&mut self.to_flush);
+        for &(key, generation) in &queued {
+            let Some(c) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if c.generation == generation {
+                c.flush_queued = false;
+                self.start_send(key);
+            }
+        }
+        queued.clear();
+        self.to_flush = queued;
+    }
+
     fn start_send(&mut self, key: usize) {
         let c = &mut self.conns[key];
         if c.send.is_some() || c.out.is_empty() || c.closing || c.cancelled {
@@ -808,9 +843,19 @@ impl Shard {
         }
         let iov = c.out.iovecs();
         let chunks = iov.len();
-        let e = opcode::Writev::new(types::Fixed(c.fixed), iov.as_ptr(), iov.len() as u32)
+        // One chunk (an echo, a lone publish) is a plain send: no iovec import.
+        let e = if let [one] = &*iov {
+            opcode::Send::new(
+                types::Fixed(c.fixed),
+                one.iov_base as *const u8,
+                one.iov_len as u32,
+            )
+            .flags(libc::MSG_NOSIGNAL)
             .build()
-            .user_data(Token::new(Kind::Send, c.generation, key as u32).encode());
+        } else {
+            opcode::Writev::new(types::Fixed(c.fixed), iov.as_ptr(), iov.len() as u32).build()
+        }
+        .user_data(Token::new(Kind::Send, c.generation, key as u32).encode());
         c.send = Some((iov, chunks));
         let t = c.table;
         self.push(t, e);

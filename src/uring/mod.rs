@@ -238,6 +238,7 @@ fn check_features(ring: &IoUring) -> Result<(), SetupError> {
         (opcode::AcceptMulti::CODE, "IORING_OP_ACCEPT"),
         (opcode::RecvMulti::CODE, "IORING_OP_RECV"),
         (opcode::Writev::CODE, "IORING_OP_WRITEV"),
+        (opcode::Send::CODE, "IORING_OP_SEND"),
         (opcode::Close::CODE, "IORING_OP_CLOSE"),
         (opcode::Timeout::CODE, "IORING_OP_TIMEOUT"),
         (opcode::MsgRingData::CODE, "IORING_OP_MSG_RING"),
