@@ -38,7 +38,7 @@ CASES = [
     ("echo10k", "Echo, 10,000 connections", "msg/s", True),
     ("bcast10k", "Broadcast to 10,000 subscribers", "deliveries/s", True),
     ("idle20k", "Idle memory at 20,000 connections", "server RSS bytes per connection", False),
-    ("connrate", "Connection (handshake) rate, 20,000 connections", "connections/s", True),
+    ("connrate", "Connection (handshake) rate, 10,000 connections", "connections/s", True),
 ]
 
 summary = {}
