@@ -113,6 +113,12 @@ for ax, (case, title, unit, higher) in zip(axes, plotted):
     ax.set_xticklabels(servers, rotation=35, ha="right", fontsize=8)
     ax.set_title(title, fontsize=9)
     ax.set_ylabel(unit + (" (higher is better)" if higher else " (lower is better)"), fontsize=8)
+    # Values two orders of magnitude apart (idle memory) would flatten the small bars.
+    if min(vals) > 0 and max(vals) / min(vals) > 30:
+        ax.set_yscale("log")
+        ax.set_ylabel(ax.get_ylabel() + ", log scale", fontsize=8)
+    for i, v in enumerate(vals):
+        ax.annotate(f"{v:,.0f}", (i, v), ha="center", va="bottom", fontsize=7)
 fig.tight_layout()
 fig.savefig(f"{out}/compare.png", dpi=110)
 print(f"plot: {out}/compare.png", file=sys.stderr)
