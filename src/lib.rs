@@ -31,7 +31,9 @@
 //!   per-connection state machine). No sockets, no clock reads, no `unsafe`.
 //! - [`config`]: the one `Config` struct, its defaults, TOML loading and validation.
 //! - [`uring`]: the io_uring driver (rings, provided-buffer rings, typed tokens, socket
-//!   setup); the only module with broad `unsafe`.
+//!   setup, and `op`: the only way to build an operation); the only module with
+//!   `unsafe` (the crate denies it everywhere else). It holds the memory an operation
+//!   names until the completion, so nothing outside it can free memory the kernel uses.
 //! - [`server`]: shards (one pinned thread + ring + listener per CPU), connection slab,
 //!   outboxes with the slow-consumer policy, the timer wheel.
 //! - [`pubsub`]: topic ownership and the cross-shard bus.
@@ -39,6 +41,7 @@
 //! - [`check`]: `ringpush check`, the system's limits against a connection target.
 //! - [`load`]: the load generator (`ringpush load`), the client side of the same driver.
 #![warn(missing_docs)]
+#![deny(unsafe_code)]
 
 pub mod check;
 pub mod config;

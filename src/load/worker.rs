@@ -17,8 +17,9 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::uring::op::{self, Chunk, Held, SendBuf};
+use crate::uring::table::Completion;
 use hdrhistogram::Histogram;
-use io_uring::{cqueue, opcode, squeue, types};
 use slab::Slab;
 
 use super::backoff::{Backoff, Rng};
@@ -269,8 +270,11 @@ struct Conn {
     client: Option<Client>,
     /// Bytes waiting to be sent.
     out: Vec<u8>,
-    /// Bytes being sent (named by the SQE in flight).
+    /// Bytes being sent: in the driver while `send_busy`, else empty (kept for its
+    /// capacity).
     sending: Vec<u8>,
+    /// A send is in flight.
+    send_busy: bool,
     started: Instant,
     /// Echo: when the message in flight was sent.
     sent_at: Option<Instant>,
@@ -312,11 +316,8 @@ struct Worker<'a> {
     launched: u64,
     rate_start: Instant,
     rate_per_sec: f64,
-    tick_ts: Box<types::Timespec>,
-    srcs: Box<[libc::sockaddr_in]>,
-    dst: Box<libc::sockaddr_in>,
-    /// The value of the `IP_BIND_ADDRESS_NO_PORT` option (1), named by SQEs.
-    one: Box<libc::c_int>,
+    srcs: Box<[SocketAddrV4]>,
+    dst: SocketAddrV4,
     rng: Rng,
     stats: Stats,
     events: Vec<ClientEvent>,
@@ -331,17 +332,6 @@ struct Worker<'a> {
     last_progress: (u64, Instant),
     /// When this worker saw the run phase begin.
     run_started: Option<Instant>,
-}
-
-fn sockaddr(addr: SocketAddrV4) -> libc::sockaddr_in {
-    libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: addr.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(addr.ip().octets()),
-        },
-        sin_zero: [0; 8],
-    }
 }
 
 /// Runs worker `id` until the phase becomes [`PHASE_STOP`]; returns its statistics.
@@ -382,14 +372,12 @@ pub fn run(id: usize, plan: &Plan, shared: &Shared) -> Result<Stats, String> {
         launched: 0,
         rate_start: now,
         rate_per_sec: plan.rate as f64 / plan.threads as f64,
-        tick_ts: Box::new(types::Timespec::from(TICK)),
         srcs: plan
             .sources
             .iter()
-            .map(|ip| sockaddr(SocketAddrV4::new(*ip, 0)))
+            .map(|ip| SocketAddrV4::new(*ip, 0))
             .collect(),
-        dst: Box::new(sockaddr(plan.target)),
-        one: Box::new(1),
+        dst: plan.target,
         rng: Rng::new(0x5eed ^ (id as u64) << 32),
         stats: Stats::new(),
         events: Vec::new(),
@@ -435,6 +423,7 @@ impl Worker<'_> {
             client: None,
             out: Vec::new(),
             sending: Vec::new(),
+            send_busy: false,
             started: Instant::now(),
             sent_at: None,
             attempt: 0,
@@ -445,20 +434,14 @@ impl Worker<'_> {
         })
     }
 
-    /// Queues an SQE on table `t`.
-    fn push(&mut self, t: usize, e: squeue::Entry) {
-        // SAFETY: entries built here name only memory owned by the worker (timespec,
-        // socket addresses in boxed slices that live as long as the rings) or by a
-        // connection whose `sending` buffer is not touched while its send is in flight;
-        // fixed slots belong to table `t`.
-        unsafe { self.io.push(t, e) };
+    /// Queues an operation on table `t`.
+    fn push(&mut self, t: usize, e: op::Sqe) {
+        self.io.push(t, e);
     }
 
     fn arm_tick(&mut self) {
-        let e = opcode::Timeout::new(&*self.tick_ts)
-            .build()
-            .user_data(Token::new(Kind::Tick, 0, 0).encode());
-        self.push(0, e);
+        self.io
+            .timeout(0, TICK, Token::new(Kind::Tick, 0, 0).encode());
     }
 
     fn run(&mut self) -> Result<(), String> {
@@ -469,8 +452,8 @@ impl Worker<'_> {
                 .submit_and_reap(&mut cqes)
                 .map_err(|e| format!("io_uring_enter: {e}"))?;
             let now = Instant::now();
-            for (t, cqe) in cqes.drain(..) {
-                self.complete(now, t, &cqe);
+            for cqe in cqes.drain(..) {
+                self.complete(now, cqe);
             }
             self.io.publish_buffers();
             let phase = self.shared.phase.load(Ordering::Acquire);
@@ -584,54 +567,21 @@ impl Worker<'_> {
         c.client = None;
         c.opened = false;
         let token = |kind| Token::new(kind, generation, key as u32).encode();
-        let mut chain = Vec::with_capacity(4);
-        chain.push(
-            opcode::Socket::new(libc::AF_INET, libc::SOCK_STREAM, 0)
-                .file_index(types::DestinationSlot::try_from_slot_target(slot).ok())
-                .build()
-                .flags(squeue::Flags::IO_LINK)
-                .user_data(token(Kind::Socket)),
-        );
-        if bind {
-            // Without this, bind(ip, 0) picks the port at bind time, unique per address
-            // whatever the destination, from a scan that slows to seconds past half the
-            // port range (bind prefers even ports): measured at 16,000 connections from
-            // one address. With it, connect picks the port per 4-tuple.
-            let one = &raw const *self.one;
-            let e = opcode::SetSockOpt::new(
-                types::Fixed(slot),
-                libc::IPPROTO_IP as u32,
-                libc::IP_BIND_ADDRESS_NO_PORT as u32,
-                one.cast(),
-                std::mem::size_of::<libc::c_int>() as u32,
-            )
-            .build()
-            .flags(squeue::Flags::IO_LINK)
-            .user_data(token(Kind::SockOpt));
-            chain.push(e);
-            let src = &raw const self.srcs[self.conns[key].source];
-            let e = opcode::Bind::new(
-                types::Fixed(slot),
-                src.cast(),
-                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            )
-            .build()
-            .flags(squeue::Flags::IO_LINK)
-            .user_data(token(Kind::Bind));
-            chain.push(e);
-        }
-        let dst = &raw const *self.dst;
-        let e = opcode::Connect::new(
-            types::Fixed(slot),
-            dst.cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        )
-        .build()
-        .user_data(token(Kind::Connect));
-        chain.push(e);
-        // SAFETY: as in `push`: the addresses and option value live in boxes owned by
-        // the worker, and the slot belongs to `table`.
-        unsafe { self.io.push_chain(table, &chain) };
+        // The source address comes with IP_BIND_ADDRESS_NO_PORT: without it, bind(ip, 0)
+        // picks the port at bind time, unique per address whatever the destination,
+        // from a scan that slows to seconds past half the port range (bind prefers even
+        // ports): measured at 16,000 connections from one address. With it, connect
+        // picks the port per 4-tuple.
+        let chain = op::ConnectChain {
+            slot,
+            source: bind.then(|| self.srcs[c.source]),
+            dest: self.dst,
+            socket_data: token(Kind::Socket),
+            sockopt_data: token(Kind::SockOpt),
+            bind_data: token(Kind::Bind),
+            connect_data: token(Kind::Connect),
+        };
+        self.io.connect(table, &chain);
         self.connecting += 1;
         Ok(())
     }
@@ -644,16 +594,16 @@ impl Worker<'_> {
             .map(|_| key)
     }
 
-    fn complete(&mut self, now: Instant, t: usize, cqe: &cqueue::Entry) {
-        let Some(token) = Token::decode(cqe.user_data()) else {
+    fn complete(&mut self, now: Instant, cqe: Completion) {
+        let Some(token) = Token::decode(cqe.user_data) else {
             return;
         };
         if token.kind == Kind::Tick {
             return self.arm_tick();
         }
-        let res = cqe.result();
+        let res = cqe.result;
         if token.kind == Kind::Recv {
-            return self.on_recv(now, t, token, cqe);
+            return self.on_recv(now, cqe.table, token, &cqe);
         }
         let Some(key) = self.conn_for(token) else {
             return;
@@ -692,7 +642,14 @@ impl Worker<'_> {
             }
             Kind::Send => {
                 c.ops -= 1;
+                c.send_busy = false;
+                if let Some(Held::Send(buf)) = cqe.held {
+                    if let Some(Chunk::Owned(v)) = buf.chunks.into_iter().next() {
+                        c.sending = v;
+                    }
+                }
                 if res < 0 {
+                    c.sending.clear();
                     c.error.get_or_insert_with(|| errno_name("send", res));
                 } else {
                     c.sending.drain(..res as usize);
@@ -735,8 +692,7 @@ impl Worker<'_> {
         c.client = Some(client);
         c.recv = true;
         c.ops += 1;
-        let e = opcode::RecvMulti::new(types::Fixed(c.slot), BGID)
-            .build()
+        let e = op::recv_multi(c.slot, BGID)
             .user_data(Token::new(Kind::Recv, c.generation, key as u32).encode());
         let t = c.table;
         self.push(t, e);
@@ -746,7 +702,7 @@ impl Worker<'_> {
     /// Sends what is queued if no send is in flight.
     fn flush(&mut self, key: usize) {
         let c = &mut self.conns[key];
-        if !c.sending.is_empty() || c.out.is_empty() || c.error.is_some() {
+        if c.send_busy || c.out.is_empty() || c.error.is_some() {
             return;
         }
         if c.stage == Stage::Closing {
@@ -760,21 +716,16 @@ impl Worker<'_> {
     fn submit_send(&mut self, key: usize) {
         let c = &mut self.conns[key];
         c.ops += 1;
-        let e = opcode::Send::new(
-            types::Fixed(c.slot),
-            c.sending.as_ptr(),
-            c.sending.len() as u32,
-        )
-        .build()
-        .user_data(Token::new(Kind::Send, c.generation, key as u32).encode());
-        let t = c.table;
-        self.push(t, e);
+        c.send_busy = true;
+        let buf = SendBuf::new(vec![Chunk::Owned(std::mem::take(&mut c.sending))], 0);
+        let data = Token::new(Kind::Send, c.generation, key as u32).encode();
+        self.io.send(c.table, c.slot, buf, data);
     }
 
-    fn on_recv(&mut self, now: Instant, t: usize, token: Token, cqe: &cqueue::Entry) {
-        let res = cqe.result();
-        let bid = cqueue::buffer_select(cqe.flags());
-        let more = cqueue::more(cqe.flags());
+    fn on_recv(&mut self, now: Instant, t: usize, token: Token, cqe: &Completion) {
+        let res = cqe.result;
+        let bid = cqe.buffer();
+        let more = cqe.more();
         let Some(key) = self.conn_for(token) else {
             if let Some(bid) = bid {
                 self.io.get_mut(t).bufs.recycle(bid);
@@ -811,8 +762,7 @@ impl Worker<'_> {
             if !ended && c.stage != Stage::Closing && c.error.is_none() {
                 c.recv = true;
                 c.ops += 1;
-                let e = opcode::RecvMulti::new(types::Fixed(c.slot), BGID)
-                    .build()
+                let e = op::recv_multi(c.slot, BGID)
                     .user_data(Token::new(Kind::Recv, c.generation, key as u32).encode());
                 self.push(t, e);
             }
@@ -1016,10 +966,8 @@ impl Worker<'_> {
             if c.recv && !c.cancelled {
                 c.cancelled = true;
                 c.ops += 1;
-                let e =
-                    opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fixed(c.slot)).all())
-                        .build()
-                        .user_data(Token::new(Kind::Cancel, c.generation, key as u32).encode());
+                let e = op::cancel_fixed(c.slot)
+                    .user_data(Token::new(Kind::Cancel, c.generation, key as u32).encode());
                 let t = c.table;
                 self.push(t, e);
             }
@@ -1027,8 +975,7 @@ impl Worker<'_> {
         }
         if c.has_socket {
             c.ops += 1;
-            let e = opcode::Close::new(types::Fixed(c.slot))
-                .build()
+            let e = op::close(c.slot)
                 .user_data(Token::new(Kind::Close, c.generation, key as u32).encode());
             let t = c.table;
             self.push(t, e);

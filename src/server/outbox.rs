@@ -15,25 +15,9 @@
 //! off (an SSE client reconnects with `Last-Event-ID` and replays what it missed).
 
 use std::collections::VecDeque;
-use std::rc::Rc;
 
-/// Bytes waiting to be sent.
-#[derive(Debug, Clone)]
-pub enum Chunk {
-    /// Owned by this connection (protocol replies, echo frames).
-    Owned(Vec<u8>),
-    /// Shared by every subscriber of a published message on this shard.
-    Shared(Rc<[u8]>),
-}
-
-impl Chunk {
-    fn bytes(&self) -> &[u8] {
-        match self {
-            Chunk::Owned(v) => v,
-            Chunk::Shared(r) => r,
-        }
-    }
-}
+pub use crate::uring::op::Chunk;
+use crate::uring::op::SendBuf;
 
 /// What happened to a pushed chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,110 +28,114 @@ pub enum Push {
     Overflow,
 }
 
-/// Most iovecs handed to one `writev`: enough to batch a burst of small frames, well
+/// Most chunks handed to one `writev`: enough to batch a burst of small frames, well
 /// under the kernel's `UIO_MAXIOV` (1024).
 pub const MAX_IOVECS: usize = 64;
 
-/// A connection's queue. `offset` bytes of the front chunk are already sent.
+/// A connection's queue: chunks waiting, and the bytes of the send in flight (whose
+/// chunks the driver holds until its completion). `offset` bytes of the front waiting
+/// chunk are already sent.
 #[derive(Debug, Default)]
 pub struct Outbox {
     chunks: VecDeque<Chunk>,
     offset: usize,
-    bytes: usize,
+    /// Bytes waiting (not in flight).
+    queued: usize,
+    /// Bytes handed to the kernel, not yet confirmed sent.
+    in_flight: usize,
 }
 
 impl Outbox {
-    /// Queues `chunk` unless that would take the unsent total over `cap`. Protocol
-    /// replies pass `usize::MAX`: a pong or close frame is never refused.
+    /// Queues `chunk` unless that would take the unsent total (waiting and in flight)
+    /// over `cap`. Protocol replies pass `usize::MAX`: a pong or close frame is never
+    /// refused.
     pub fn push(&mut self, chunk: Chunk, cap: usize) -> Push {
         let len = chunk.bytes().len();
         if len == 0 {
             return Push::Queued;
         }
-        if self.bytes + len > cap {
+        if self.len() + len > cap {
             return Push::Overflow;
         }
-        self.bytes += len;
+        self.queued += len;
         self.chunks.push_back(chunk);
         Push::Queued
     }
 
-    /// Unsent bytes.
+    /// Unsent bytes, waiting or in flight.
     pub fn len(&self) -> usize {
-        self.bytes
+        self.queued + self.in_flight
     }
 
-    /// Nothing to send?
+    /// Everything sent (nothing waiting, nothing in flight)?
     pub fn is_empty(&self) -> bool {
-        self.bytes == 0
+        self.len() == 0
     }
 
-    /// iovecs for the front of the queue, up to [`MAX_IOVECS`].
-    ///
-    /// The pointers stay valid while the chunks stay queued: the caller must not call
-    /// [`Outbox::consume`], [`Outbox::clear_unsent`] or drop the outbox while a write
-    /// using them is in flight, except as those methods document.
-    pub fn iovecs(&self) -> Box<[libc::iovec]> {
-        self.chunks
-            .iter()
-            .take(MAX_IOVECS)
-            .enumerate()
-            .map(|(i, c)| {
-                let b = if i == 0 {
-                    &c.bytes()[self.offset..]
-                } else {
-                    c.bytes()
-                };
-                libc::iovec {
-                    iov_base: b.as_ptr() as *mut libc::c_void,
-                    iov_len: b.len(),
-                }
-            })
-            .collect()
+    /// Bytes waiting to be handed to the kernel?
+    pub fn has_waiting(&self) -> bool {
+        self.queued > 0
     }
 
-    /// Drops `n` sent bytes from the front.
-    pub fn consume(&mut self, mut n: usize) {
-        self.bytes -= n;
-        while n > 0 {
-            let front = self
-                .chunks
-                .front()
-                .expect("consumed more than queued")
-                .bytes()
-                .len()
-                - self.offset;
-            if n < front {
-                self.offset += n;
-                return;
-            }
-            n -= front;
-            self.offset = 0;
-            self.chunks.pop_front();
-        }
+    /// Takes the front of the queue, up to [`MAX_IOVECS`] chunks, for a send; give it
+    /// back with [`Outbox::sent`] or [`Outbox::failed`] when the send completes.
+    pub fn take_send(&mut self) -> SendBuf {
+        let n = self.chunks.len().min(MAX_IOVECS);
+        let chunks: Vec<Chunk> = self.chunks.drain(..n).collect();
+        let buf = SendBuf::new(chunks, std::mem::take(&mut self.offset));
+        let len = buf.len();
+        self.queued -= len;
+        self.in_flight += len;
         if self.chunks.is_empty() {
             // An idle connection keeps no queue buffer (128 bytes after its first send).
             self.chunks = VecDeque::new();
         }
+        buf
     }
 
-    /// Drops everything not yet handed to the kernel. `in_flight`: the first
-    /// `in_flight` chunks are part of a write still in flight and are kept alive.
-    pub fn clear_unsent(&mut self, in_flight: usize) {
-        while self.chunks.len() > in_flight {
-            let c = self.chunks.pop_back().expect("len checked");
-            self.bytes -= c.bytes().len();
+    /// A send of `buf` completed with `n` bytes written: what was not written goes back
+    /// to the front of the queue, ahead of anything queued since.
+    pub fn sent(&mut self, buf: SendBuf, mut n: usize) {
+        self.in_flight -= buf.len();
+        let SendBuf {
+            chunks, mut offset, ..
+        } = buf;
+        let mut rest = chunks.into_iter();
+        while let Some(c) = rest.next() {
+            let left = c.bytes().len() - offset;
+            if n < left {
+                // Short write: `c` from `offset + n` on, and every later chunk, go back.
+                let back: Vec<Chunk> = std::iter::once(c).chain(rest).collect();
+                self.offset = offset + n;
+                self.queued += back.iter().map(|c| c.bytes().len()).sum::<usize>() - self.offset;
+                for c in back.into_iter().rev() {
+                    self.chunks.push_front(c);
+                }
+                return;
+            }
+            n -= left;
+            offset = 0;
         }
+        debug_assert_eq!(n, 0, "sent more than handed over");
     }
 
-    /// Chunks queued (for `clear_unsent`'s in-flight count).
-    pub fn chunk_count(&self) -> usize {
-        self.chunks.len()
+    /// A send of `buf` failed: its bytes are lost (the connection is going away).
+    pub fn failed(&mut self, buf: SendBuf) {
+        self.in_flight -= buf.len();
+    }
+
+    /// Drops everything waiting (not what is in flight).
+    pub fn clear_unsent(&mut self) {
+        self.chunks = VecDeque::new();
+        self.offset = 0;
+        self.queued = 0;
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::rc::Rc;
+
     use super::*;
 
     #[test]
@@ -171,31 +159,62 @@ mod tests {
     }
 
     #[test]
-    fn partial_writes() {
+    fn cap_counts_in_flight_bytes() {
+        let mut o = Outbox::default();
+        o.push(Chunk::Owned(vec![0; 8]), 10);
+        let buf = o.take_send();
+        assert_eq!((o.len(), o.has_waiting()), (8, false));
+        assert_eq!(o.push(Chunk::Owned(vec![0; 3]), 10), Push::Overflow);
+        o.sent(buf, 8);
+        assert!(o.is_empty());
+        assert_eq!(o.push(Chunk::Owned(vec![0; 3]), 10), Push::Queued);
+    }
+
+    #[test]
+    fn short_writes_go_back_to_the_front() {
         let mut o = Outbox::default();
         let world: Rc<[u8]> = Rc::from(&b"world"[..]);
         o.push(Chunk::Owned(b"hello".to_vec()), usize::MAX);
         o.push(Chunk::Shared(world.clone()), usize::MAX);
-        let iov = o.iovecs();
-        assert_eq!(iov.iter().map(|v| v.iov_len).collect::<Vec<_>>(), [5, 5]);
-        o.consume(7);
-        assert_eq!(o.len(), 3);
-        let iov = o.iovecs();
-        assert_eq!(iov.len(), 1);
-        // What is left is "rld": the last 3 bytes of the shared chunk, not a copy.
-        assert_eq!(iov[0].iov_base as *const u8, world[2..].as_ptr());
-        assert_eq!(iov[0].iov_len, 3);
-        o.consume(3);
-        assert!(o.is_empty() && o.chunk_count() == 0);
+        let buf = o.take_send();
+        assert_eq!((buf.len(), buf.chunks.len(), buf.offset), (10, 2, 0));
+        // Queued while the send is in flight: must stay behind what was not written.
+        o.push(Chunk::Owned(b"!".to_vec()), usize::MAX);
+        o.sent(buf, 7);
+        assert_eq!(o.len(), 4);
+        let buf = o.take_send();
+        assert_eq!((buf.len(), buf.chunks.len(), buf.offset), (4, 2, 2));
+        // What is left is "rld": the shared chunk itself, not a copy.
+        assert!(matches!(&buf.chunks[0], Chunk::Shared(r) if Rc::ptr_eq(r, &world)));
+        assert_eq!(buf.chunks[1].bytes(), b"!");
+        o.sent(buf, 4);
+        assert!(o.is_empty() && !o.has_waiting());
     }
 
     #[test]
     fn clear_keeps_in_flight() {
         let mut o = Outbox::default();
-        for _ in 0..3 {
+        o.push(Chunk::Owned(vec![0; 4]), usize::MAX);
+        let buf = o.take_send();
+        for _ in 0..2 {
             o.push(Chunk::Owned(vec![0; 4]), usize::MAX);
         }
-        o.clear_unsent(1);
-        assert_eq!((o.len(), o.chunk_count()), (4, 1));
+        o.clear_unsent();
+        assert_eq!((o.len(), o.has_waiting()), (4, false));
+        o.failed(buf);
+        assert!(o.is_empty());
+    }
+
+    #[test]
+    fn at_most_max_iovecs_per_send() {
+        let mut o = Outbox::default();
+        for _ in 0..MAX_IOVECS + 1 {
+            o.push(Chunk::Owned(vec![1]), usize::MAX);
+        }
+        let buf = o.take_send();
+        assert_eq!(buf.chunks.len(), MAX_IOVECS);
+        assert!(o.has_waiting());
+        o.sent(buf, MAX_IOVECS);
+        assert_eq!(o.len(), 1);
     }
 }

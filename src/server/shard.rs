@@ -4,11 +4,11 @@
 //!
 //! # Operation lifetimes
 //!
-//! A connection's slab entry owns everything its in-flight operations point to (the
-//! iovec array and the queued chunks of its send or `writev`). It is removed only after its
-//! close completed, and close is submitted only when no operation on its fixed-file slot
-//! is in flight (receive, send, shutdown, cancel), so the kernel never sees freed memory
-//! and no late operation lands on the slot's next occupant. The last point is not
+//! Memory is not the concern here: the driver holds what an operation names until it
+//! completes (a send's chunks come back with its completion, see `uring::op`). Slots
+//! are: a connection's slab entry is removed only after its close completed, and close
+//! is submitted only when no operation on its fixed-file slot is in flight (receive,
+//! send, shutdown, cancel), so no late operation lands on the slot's next occupant. The last point is not
 //! theoretical: `IORING_OP_SHUTDOWN` always runs in an io-wq worker, which looks the
 //! fixed slot up when it runs; closing the slot first let a delayed `SHUT_WR` hit the
 //! next connection accepted into it (a bare FIN before its response, seen under load).
@@ -46,7 +46,6 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
 
-use io_uring::{cqueue, opcode, types};
 use slab::Slab;
 
 mod topics;
@@ -59,7 +58,8 @@ use crate::proto::close::CloseCode;
 use crate::proto::conn::{CloseReason, ConnConfig, Connection, Event, WsKind};
 use crate::proto::http::{Route, Status, Topic};
 use crate::pubsub::BusMsg;
-use crate::uring::table::{TableSpec, Tables};
+use crate::uring::op::{self, Held};
+use crate::uring::table::{Completion, TableSpec, Tables};
 use crate::uring::token::{Kind, Token};
 
 /// Provided receive buffers per table: 1024 x 4 KiB = 4 MiB of receive memory whatever the
@@ -134,8 +134,8 @@ struct Conn {
     out: Outbox,
     /// Multishot receive armed (until its final completion).
     recv: bool,
-    /// The iovecs of the `writev` in flight, and how many chunks it covers.
-    send: Option<(Box<[libc::iovec]>, usize)>,
+    /// A send is in flight (the driver holds its chunks).
+    sending: bool,
     /// In the shard's `to_flush` list.
     flush_queued: bool,
     /// Cancel of our operations submitted (closing).
@@ -223,7 +223,6 @@ struct Shard {
     tables: Vec<TableUse>,
     /// The table new connections are accepted into.
     accept_on: usize,
-    tick_ts: Box<types::Timespec>,
     id: usize,
     config: Arc<Config>,
     conn_cfg: ConnConfig,
@@ -306,7 +305,6 @@ impl Shard {
                 singles: 0,
             }],
             accept_on: 0,
-            tick_ts: Box::new(types::Timespec::from(TICK)),
             id: init.id,
             conn_cfg,
             config: init.config,
@@ -336,12 +334,9 @@ impl Shard {
         })
     }
 
-    /// Queues an SQE on table `table`'s ring.
-    fn push(&mut self, table: usize, entry: io_uring::squeue::Entry) {
-        // SAFETY: every entry built in this file points only at memory owned by the
-        // shard (timespec) or by a connection that outlives the operation (see the module
-        // docs on operation lifetimes), and names a fixed slot of the ring it goes to.
-        unsafe { self.io.push(table, entry) };
+    /// Queues an operation on table `table`'s ring.
+    fn push(&mut self, table: usize, sqe: op::Sqe) {
+        self.io.push(table, sqe);
     }
 
     /// Keeps accepts armed on the accepting table as the module docs describe: moves to
@@ -355,7 +350,7 @@ impl Shard {
             self.move_accept();
         }
         let t = self.accept_on;
-        let fd = types::Fd(self.listener.as_ref().map_or(-1, |l| l.as_raw_fd()));
+        let fd = self.listener.as_ref().map_or(-1, |l| l.as_raw_fd());
         let tab = &self.tables[t];
         let free = self
             .io
@@ -365,10 +360,8 @@ impl Shard {
         if free > BACKLOG + RESERVE {
             if tab.multishot == Multishot::Off {
                 self.tables[t].multishot = Multishot::Armed;
-                let e = opcode::AcceptMulti::new(fd)
-                    .allocate_file_index(true)
-                    .build()
-                    .user_data(Token::new(Kind::Accept, 0, t as u32).encode());
+                let e =
+                    op::accept_multi(fd).user_data(Token::new(Kind::Accept, 0, t as u32).encode());
                 self.push(t, e);
             }
             return;
@@ -381,10 +374,7 @@ impl Shard {
             .saturating_sub(self.tables[t].singles);
         for _ in 0..want {
             self.tables[t].singles += 1;
-            let e = opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut())
-                .file_index(Some(types::DestinationSlot::auto_target()))
-                .build()
-                .user_data(Token::new(Kind::Accept, 1, t as u32).encode());
+            let e = op::accept(fd).user_data(Token::new(Kind::Accept, 1, t as u32).encode());
             self.push(t, e);
         }
     }
@@ -392,8 +382,7 @@ impl Shard {
     /// Ends the multishot accept on table `t` (its final completion clears the state).
     fn cancel_multishot_accept(&mut self, t: usize) {
         self.tables[t].multishot = Multishot::Cancelling;
-        let e = opcode::AsyncCancel::new(Token::new(Kind::Accept, 0, t as u32).encode())
-            .build()
+        let e = op::cancel(Token::new(Kind::Accept, 0, t as u32).encode())
             .user_data(Token::new(Kind::Cancel, 0, u32::MAX).encode());
         self.push(t, e);
     }
@@ -439,16 +428,12 @@ impl Shard {
     }
 
     fn arm_tick(&mut self) {
-        let e = opcode::Timeout::new(&*self.tick_ts)
-            .build()
-            .user_data(Token::new(Kind::Tick, 0, 0).encode());
-        self.push(0, e);
+        self.io
+            .timeout(0, TICK, Token::new(Kind::Tick, 0, 0).encode());
     }
 
     fn arm_shutdown_poll(&mut self) {
-        let e = opcode::PollAdd::new(types::Fd(self.shutdown.as_raw_fd()), libc::POLLIN as u32)
-            .build()
-            .user_data(SHUTDOWN_POLL);
+        let e = op::poll_in(self.shutdown.as_raw_fd(), false).user_data(SHUTDOWN_POLL);
         self.push(0, e);
     }
 
@@ -461,8 +446,8 @@ impl Shard {
         loop {
             self.io.submit_and_reap(&mut cqes)?;
             let now = Instant::now();
-            for (t, cqe) in cqes.drain(..) {
-                self.complete(now, t, &cqe);
+            for cqe in cqes.drain(..) {
+                self.complete(now, cqe);
             }
             self.io.publish_buffers();
             for key in std::mem::take(&mut self.rearm_recv) {
@@ -491,16 +476,17 @@ impl Shard {
     }
 
     /// Acts on one completion from table `t`'s ring.
-    fn complete(&mut self, now: Instant, t: usize, cqe: &cqueue::Entry) {
-        if cqe.user_data() == SHUTDOWN_POLL {
+    fn complete(&mut self, now: Instant, cqe: Completion) {
+        if cqe.user_data == SHUTDOWN_POLL {
             return self.begin_shutdown(now);
         }
-        let Some(token) = Token::decode(cqe.user_data()) else {
+        let Some(token) = Token::decode(cqe.user_data) else {
             return;
         };
+        let t = cqe.table;
         match token.kind {
-            Kind::Accept => self.on_accept(now, t, token, cqe),
-            Kind::Recv => self.on_recv(now, t, token, cqe),
+            Kind::Accept => self.on_accept(now, t, token, &cqe),
+            Kind::Recv => self.on_recv(now, t, token, &cqe),
             Kind::Send => self.on_send(now, token, cqe),
             Kind::Close => self.on_close(token),
             Kind::Shutdown => self.on_op_done(now, token, |c| c.shut_pending = false),
@@ -521,9 +507,7 @@ impl Shard {
             for t in 0..self.tables.len() {
                 if self.tables[t].multishot != Multishot::Off || self.tables[t].singles > 0 {
                     let e =
-                        opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all())
-                            .build()
-                            .user_data(Token::new(Kind::Cancel, 0, u32::MAX).encode());
+                        op::cancel_fd(fd).user_data(Token::new(Kind::Cancel, 0, u32::MAX).encode());
                     self.push(t, e);
                 }
             }
@@ -541,12 +525,12 @@ impl Shard {
         }
     }
 
-    fn on_accept(&mut self, now: Instant, t: usize, token: Token, cqe: &cqueue::Entry) {
-        let res = cqe.result();
+    fn on_accept(&mut self, now: Instant, t: usize, token: Token, cqe: &Completion) {
+        let res = cqe.result;
         let single = token.generation == 1;
         if single {
             self.tables[t].singles -= 1;
-        } else if !cqueue::more(cqe.flags()) {
+        } else if !cqe.more() {
             self.tables[t].multishot = Multishot::Off;
         }
         if res >= 0 {
@@ -591,7 +575,7 @@ impl Shard {
             proto,
             out: Outbox::default(),
             recv: false,
-            send: None,
+            sending: false,
             flush_queued: false,
             cancelled: false,
             cancel_pending: false,
@@ -616,8 +600,7 @@ impl Shard {
             return;
         }
         c.recv = true;
-        let e = opcode::RecvMulti::new(types::Fixed(c.fixed), BGID)
-            .build()
+        let e = op::recv_multi(c.fixed, BGID)
             .user_data(Token::new(Kind::Recv, c.generation, key as u32).encode());
         let t = c.table;
         self.push(t, e);
@@ -631,10 +614,10 @@ impl Shard {
             .map(|_| key)
     }
 
-    fn on_recv(&mut self, now: Instant, t: usize, token: Token, cqe: &cqueue::Entry) {
-        let res = cqe.result();
-        let bid = cqueue::buffer_select(cqe.flags());
-        let more = cqueue::more(cqe.flags());
+    fn on_recv(&mut self, now: Instant, t: usize, token: Token, cqe: &Completion) {
+        let res = cqe.result;
+        let bid = cqe.buffer();
+        let more = cqe.more();
         let Some(key) = self.conn_for(token) else {
             if let Some(bid) = bid {
                 self.io.get_mut(t).bufs.recycle(bid);
@@ -662,19 +645,23 @@ impl Shard {
         self.pump(now, key);
     }
 
-    fn on_send(&mut self, now: Instant, token: Token, cqe: &cqueue::Entry) {
+    fn on_send(&mut self, now: Instant, token: Token, cqe: Completion) {
         let Some(key) = self.conn_for(token) else {
             return;
         };
+        let Some(Held::Send(buf)) = cqe.held else {
+            unreachable!("a send's completion brings its buffers back");
+        };
         let c = &mut self.conns[key];
-        c.send = None;
-        let res = cqe.result();
-        if res < 0 {
-            // EPIPE / ECONNRESET: the peer is gone; nothing queued can be delivered.
-            c.out.clear_unsent(0);
+        c.sending = false;
+        if cqe.result < 0 || c.cancelled {
+            // EPIPE / ECONNRESET: the peer is gone; nothing queued can be delivered. Or
+            // the connection is being dropped: nothing more will be sent.
+            c.out.failed(buf);
+            c.out.clear_unsent();
             c.proto.handle_eof(now);
         } else {
-            c.out.consume(res as usize);
+            c.out.sent(buf, cqe.result as usize);
         }
         self.pump(now, key);
     }
@@ -722,16 +709,15 @@ impl Shard {
         }
         let c = &mut self.conns[key];
         c.take_transmit();
-        if !c.flush_queued && !c.out.is_empty() && c.send.is_none() {
+        if !c.flush_queued && c.out.has_waiting() && !c.sending {
             c.flush_queued = true;
             self.to_flush.push((key, c.generation));
         }
         let c = &mut self.conns[key];
-        if c.proto.is_lingering() && !c.shut_wr && c.out.is_empty() && c.send.is_none() {
+        if c.proto.is_lingering() && !c.shut_wr && c.out.is_empty() {
             c.shut_wr = true;
             c.shut_pending = true;
-            let e = opcode::Shutdown::new(types::Fixed(c.fixed), libc::SHUT_WR)
-                .build()
+            let e = op::shutdown(c.fixed, libc::SHUT_WR)
                 .user_data(Token::new(Kind::Shutdown, c.generation, key as u32).encode());
             let t = c.table;
             self.push(t, e);
@@ -840,27 +826,13 @@ impl Shard {
 
     fn start_send(&mut self, key: usize) {
         let c = &mut self.conns[key];
-        if c.send.is_some() || c.out.is_empty() || c.closing || c.cancelled {
+        if c.sending || !c.out.has_waiting() || c.closing || c.cancelled {
             return;
         }
-        let iov = c.out.iovecs();
-        let chunks = iov.len();
-        // One chunk (an echo, a lone publish) is a plain send: no iovec import.
-        let e = if let [one] = &*iov {
-            opcode::Send::new(
-                types::Fixed(c.fixed),
-                one.iov_base as *const u8,
-                one.iov_len as u32,
-            )
-            .flags(libc::MSG_NOSIGNAL)
-            .build()
-        } else {
-            opcode::Writev::new(types::Fixed(c.fixed), iov.as_ptr(), iov.len() as u32).build()
-        }
-        .user_data(Token::new(Kind::Send, c.generation, key as u32).encode());
-        c.send = Some((iov, chunks));
-        let t = c.table;
-        self.push(t, e);
+        let buf = c.out.take_send();
+        c.sending = true;
+        let data = Token::new(Kind::Send, c.generation, key as u32).encode();
+        self.io.send(c.table, c.fixed, buf, data);
     }
 
     /// The connection is over: once no receive or send is in flight, close its slot.
@@ -873,23 +845,19 @@ impl Shard {
             // Wait for them: see "Operation lifetimes" in the module docs.
             return;
         }
-        if c.recv || c.send.is_some() {
+        if c.recv || c.sending {
             if !c.cancelled {
                 c.cancelled = true;
                 c.cancel_pending = true;
-                let e = opcode::AsyncCancel2::new(
-                    types::CancelBuilder::fd(types::Fixed(c.fixed)).all(),
-                )
-                .build()
-                .user_data(Token::new(Kind::Cancel, c.generation, key as u32).encode());
+                let e = op::cancel_fixed(c.fixed)
+                    .user_data(Token::new(Kind::Cancel, c.generation, key as u32).encode());
                 let t = c.table;
                 self.push(t, e);
             }
             return;
         }
         c.closing = true;
-        let e = opcode::Close::new(types::Fixed(c.fixed))
-            .build()
+        let e = op::close(c.fixed)
             .user_data(Token::new(Kind::Close, c.generation, key as u32).encode());
         let t = c.table;
         self.push(t, e);
@@ -898,8 +866,7 @@ impl Shard {
     /// Drops a connection now: queued bytes are discarded.
     fn abort(&mut self, key: usize) {
         let c = &mut self.conns[key];
-        let in_flight = c.send.as_ref().map_or(0, |s| s.1);
-        c.out.clear_unsent(in_flight);
+        c.out.clear_unsent();
         if !c.proto.is_closed() {
             c.proto.handle_eof(Instant::now());
             while let Some(ev) = self.conns[key].proto.poll_event() {
@@ -908,11 +875,7 @@ impl Shard {
                 }
             }
         }
-        let c = &mut self.conns[key];
-        c.out.clear_unsent(in_flight);
-        if c.send.is_none() {
-            c.out.clear_unsent(0);
-        }
+        self.conns[key].out.clear_unsent();
         self.finish(key);
     }
 
@@ -923,14 +886,8 @@ impl Shard {
         let Some(fds) = ring_fds.get() else { return };
         for (target, &fd) in fds.iter().enumerate() {
             if std::mem::take(&mut self.wake[target]) {
-                let e = opcode::MsgRingData::new(
-                    types::Fd(fd),
-                    0,
-                    Token::new(Kind::Wake, 0, 0).encode(),
-                    None,
-                )
-                .build()
-                .user_data(Token::new(Kind::Wake, 0, 1).encode());
+                let e = op::msg_ring(fd, Token::new(Kind::Wake, 0, 0).encode())
+                    .user_data(Token::new(Kind::Wake, 0, 1).encode());
                 self.push(0, e);
             }
         }

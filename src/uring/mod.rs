@@ -1,16 +1,20 @@
 //! The io_uring driver: rings, provided-buffer rings, fixed-file tables, op tokens.
 //!
-//! This is the only module with broad `unsafe`: every SQE handed to the kernel names
-//! memory (buffers, iovecs) that must stay valid until its completion arrives. The rule
-//! that keeps that sound is ownership: an operation's buffers are owned by the connection
-//! (or shard) that submitted it, and that owner is not dropped until every one of its
-//! operations has completed (see `server::shard`).
+//! This is the only module with `unsafe`: an SQE handed to the kernel may name memory
+//! (buffers, iovecs, addresses) that must stay valid until its completion arrives. The
+//! rule that keeps that sound is ownership: the program outside builds operations only
+//! through `op`, whose operations name no memory or give theirs to the driver, which
+//! keeps it until the completion and hands a send's buffers back with it
+//! (`table::Tables::send`, `table::Completion`).
 //!
 //! Kernel requirements: Linux 6.1+ (multishot accept into a sparse fixed-file table,
 //! multishot receive from a provided-buffer ring, `SINGLE_ISSUER` + `DEFER_TASKRUN`).
 
+#![allow(unsafe_code)]
+
 pub mod bufring;
 pub mod net;
+pub mod op;
 pub mod table;
 pub mod token;
 
@@ -66,7 +70,7 @@ impl Ring {
     /// Every buffer, iovec or other pointer the entry names must stay valid, and not be
     /// moved, until its completion arrives (for multishot operations: its final
     /// completion, the one without `IORING_CQE_F_MORE`).
-    pub unsafe fn push(&mut self, entry: squeue::Entry) {
+    pub(in crate::uring) unsafe fn push(&mut self, entry: squeue::Entry) {
         if !self.backlog.is_empty() {
             self.backlog.push_back((entry, false));
             return;
@@ -82,7 +86,7 @@ impl Ring {
     ///
     /// # Safety
     /// As [`Ring::push`], for every entry.
-    pub unsafe fn push_chain(&mut self, entries: &[squeue::Entry]) {
+    pub(in crate::uring) unsafe fn push_chain(&mut self, entries: &[squeue::Entry]) {
         if self.backlog.is_empty() {
             // SAFETY: as in `push`; push_multiple is all-or-nothing.
             if unsafe { self.ring.submission().push_multiple(entries) }.is_ok() {

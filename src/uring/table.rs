@@ -16,11 +16,15 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::Duration;
 
-use io_uring::{cqueue, opcode, squeue, types};
+use io_uring::{cqueue, squeue};
+use slab::Slab;
 
 use super::Ring;
 use super::bufring::BufRing;
+use super::op::{self, ConnectChain, HELD_BIT, Held, OtherMem, SendBuf, Sqe};
+use super::token::SENTINEL_BASE;
 
 /// How to build one table.
 #[derive(Debug, Clone, Copy)]
@@ -101,6 +105,36 @@ pub struct Tables {
     wake: Option<OwnedFd>,
     /// How further tables are built.
     more: TableSpec,
+    /// Memory of operations in flight, with the `user_data` their completion carries.
+    held: Slab<(u64, Held)>,
+    cqes: Vec<cqueue::Entry>,
+}
+
+/// A completion, with the memory the driver held for its operation.
+#[derive(Debug)]
+pub struct Completion {
+    /// The table whose ring completed it.
+    pub table: usize,
+    /// What the operation was submitted with.
+    pub user_data: u64,
+    /// The result: a count or a negative errno.
+    pub result: i32,
+    /// `IORING_CQE_F_*` flags.
+    pub flags: u32,
+    /// What the driver held for it (a send's buffers), if anything.
+    pub held: Option<Held>,
+}
+
+impl Completion {
+    /// More completions follow for this (multishot) operation.
+    pub fn more(&self) -> bool {
+        cqueue::more(self.flags)
+    }
+
+    /// The provided buffer the kernel picked, if any.
+    pub fn buffer(&self) -> Option<u16> {
+        cqueue::buffer_select(self.flags)
+    }
 }
 
 impl Tables {
@@ -110,6 +144,8 @@ impl Tables {
             tables: vec![Table::new(first, None)?],
             wake: None,
             more,
+            held: Slab::new(),
+            cqes: Vec::new(),
         })
     }
 
@@ -149,38 +185,63 @@ impl Tables {
 
     fn arm_wake(&mut self) {
         if let Some(fd) = &self.wake {
-            let e = opcode::PollAdd::new(types::Fd(fd.as_raw_fd()), libc::POLLIN as u32)
-                .multi(true)
-                .build()
-                .user_data(TABLES_WAKE);
-            // SAFETY: a poll names no memory; the eventfd outlives the ring (field order).
-            unsafe { self.tables[0].ring.push(e) };
+            let e = op::poll_in(fd.as_raw_fd(), true).user_data(TABLES_WAKE);
+            self.push(0, e);
         }
     }
 
-    /// Queues an SQE on table `t`'s ring.
-    ///
-    /// # Safety
-    /// As [`Ring::push`]: whatever the entry points to stays valid until its (final)
-    /// completion; a fixed descriptor it names belongs to table `t`.
-    pub unsafe fn push(&mut self, t: usize, entry: squeue::Entry) {
-        // SAFETY: forwarded from the caller.
-        unsafe { self.tables[t].ring.push(entry) };
+    /// Queues an operation on table `t`'s ring. A fixed slot it names should belong to
+    /// table `t` (another table's slot number means another socket, or `EBADF`).
+    pub fn push(&mut self, t: usize, sqe: Sqe) {
+        // SAFETY: an `Sqe` names no memory (see `op`).
+        unsafe { self.tables[t].ring.push(sqe.0) };
     }
 
-    /// Queues an `IO_LINK` chain on table `t`'s ring, whole (see [`Ring::push_chain`]).
-    ///
-    /// # Safety
-    /// As [`Tables::push`], for every entry.
-    pub unsafe fn push_chain(&mut self, t: usize, entries: &[squeue::Entry]) {
-        // SAFETY: forwarded from the caller.
-        unsafe { self.tables[t].ring.push_chain(entries) };
+    /// Sends `buf` on fixed slot `slot` of table `t`; the completion carrying
+    /// `user_data` brings `buf` back ([`Held::Send`]).
+    pub fn send(&mut self, t: usize, slot: u32, mut buf: SendBuf, user_data: u64) {
+        let entry = buf.entry(slot);
+        self.push_held(t, entry, user_data, Held::Send(buf));
+    }
+
+    /// A timeout on table `t`'s ring after `after`.
+    pub fn timeout(&mut self, t: usize, after: Duration, user_data: u64) {
+        let (entry, ts) = op::timeout(after);
+        self.push_held(t, entry, user_data, Held::Other(OtherMem::Timespec(ts)));
+    }
+
+    /// Queues a client connect chain on table `t`'s ring, whole (see
+    /// `Ring::push_chain`); the connect's completion ends it.
+    pub fn connect(&mut self, t: usize, chain: &ConnectChain) {
+        let (mut entries, mem) = chain.entries();
+        let last = entries.pop().expect("a chain ends with its connect");
+        let id = self
+            .held
+            .insert((last.get_user_data(), Held::Other(OtherMem::Connect(mem))));
+        entries.push(last.user_data(HELD_BIT | id as u64));
+        // SAFETY: the entries name only `mem`, now in `self.held` (a stable heap
+        // address) until the final entry's completion; earlier links complete first.
+        unsafe { self.tables[t].ring.push_chain(&entries) };
+    }
+
+    /// Queues an entry naming `held`'s memory; the memory stays in `self.held` until the
+    /// completion, which then carries `user_data` and the memory back.
+    fn push_held(&mut self, t: usize, entry: squeue::Entry, user_data: u64, held: Held) {
+        let id = self.held.insert((user_data, held));
+        // SAFETY: the entry names only memory inside `held`, heap memory that does not
+        // move when `held` does, kept in `self.held` until this operation's completion
+        // (single-shot: its only one), which `submit_and_reap` removes it at.
+        unsafe {
+            self.tables[t]
+                .ring
+                .push(entry.user_data(HELD_BIT | id as u64))
+        };
     }
 
     /// Submits everything queued on every table, waits (on the first ring) until at
-    /// least one completion is ready anywhere, and appends every
-    /// ready completion, with its table index, to `out`.
-    pub fn submit_and_reap(&mut self, out: &mut Vec<(usize, cqueue::Entry)>) -> io::Result<()> {
+    /// least one completion is ready anywhere, and appends every ready completion to
+    /// `out`.
+    pub fn submit_and_reap(&mut self, out: &mut Vec<Completion>) -> io::Result<()> {
         // The further tables first: submit their SQEs and run their deferred work (no
         // syscall when a table has nothing). Block on the first table only if none of
         // them has completions waiting; while blocked, their eventfd wakes us.
@@ -190,12 +251,12 @@ impl Tables {
             ready |= t.ring.has_completions();
         }
         self.tables[0].ring.submit_and_wait(usize::from(!ready))?;
-        let mut cqes = Vec::new();
         let mut rearm = false;
         for (t, table) in self.tables.iter_mut().enumerate() {
-            table.ring.reap(&mut cqes);
-            for cqe in cqes.drain(..) {
-                if cqe.user_data() == TABLES_WAKE {
+            table.ring.reap(&mut self.cqes);
+            for cqe in self.cqes.drain(..) {
+                let data = cqe.user_data();
+                if data == TABLES_WAKE {
                     // Only a wake-up: every table is reaped each round anyway.
                     if let Some(fd) = &self.wake {
                         super::eventfd_drain(fd);
@@ -203,7 +264,19 @@ impl Tables {
                     rearm |= !cqueue::more(cqe.flags());
                     continue;
                 }
-                out.push((t, cqe));
+                let (user_data, held) = if data & HELD_BIT != 0 && data < SENTINEL_BASE {
+                    let (user_data, held) = self.held.remove((data & !HELD_BIT) as usize);
+                    (user_data, Some(held))
+                } else {
+                    (data, None)
+                };
+                out.push(Completion {
+                    table: t,
+                    user_data,
+                    result: cqe.result(),
+                    flags: cqe.flags(),
+                    held,
+                });
             }
         }
         if rearm {

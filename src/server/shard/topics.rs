@@ -484,8 +484,7 @@ impl Shard {
     /// for a WebSocket; an event stream just ends, and its client resumes with
     /// `Last-Event-ID`).
     fn cut_slow(c: &mut Conn, now: Instant, cfg: &crate::proto::conn::ConnConfig) {
-        let in_flight = c.send.as_ref().map_or(0, |s| s.1);
-        c.out.clear_unsent(in_flight);
+        c.out.clear_unsent();
         c.proto
             .close(now, cfg, CloseCode::POLICY_VIOLATION, "slow consumer");
     }

@@ -1,0 +1,303 @@
+//! Operations, built only here, so that submitting them is safe.
+//!
+//! An SQE may name memory the kernel reads or writes until the operation completes. The
+//! rest of the program never builds raw SQEs: it builds an [`Sqe`] through the
+//! constructors below, which name no memory (descriptors, fixed slots, the ring's own
+//! provided buffers), or hands memory to the driver by value ([`SendBuf`], timeouts,
+//! [`ConnectChain`]): the driver keeps it until the operation's completion and gives a
+//! send's buffers back with it ([`Held`]). Freeing memory while the kernel still uses it
+//! is then impossible outside `src/uring`, whatever the caller does with its connections.
+//!
+//! Descriptors and fixed slots are not memory: naming a wrong one fails the operation
+//! (`EBADF`), it cannot corrupt anything.
+
+use std::net::SocketAddrV4;
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::time::Duration;
+
+use io_uring::{opcode, squeue, types};
+
+use super::token::SENTINEL_BASE;
+
+/// `user_data` bit the driver uses for operations whose memory it holds (see
+/// [`super::table::Tables`]); tokens and sentinels never use it below the sentinels.
+pub(super) const HELD_BIT: u64 = 1 << 63;
+
+/// An operation naming no memory, ready to be pushed with
+/// [`super::table::Tables::push`].
+#[derive(Debug, Clone)]
+pub struct Sqe(pub(super) squeue::Entry);
+
+impl Sqe {
+    /// Sets the value its completion carries back.
+    ///
+    /// # Panics
+    /// On a value with the top bit set that is not a sentinel: the driver reserves
+    /// those for the operations whose memory it holds.
+    pub fn user_data(self, user_data: u64) -> Sqe {
+        assert!(
+            user_data & HELD_BIT == 0 || user_data >= SENTINEL_BASE,
+            "user_data {user_data:#x} uses the driver's reserved bit"
+        );
+        Sqe(self.0.user_data(user_data))
+    }
+}
+
+/// Multishot accept on a listener, each connection into a free slot of the ring's table.
+pub fn accept_multi(listener: RawFd) -> Sqe {
+    Sqe(opcode::AcceptMulti::new(types::Fd(listener))
+        .allocate_file_index(true)
+        .build())
+}
+
+/// One accept on a listener into a free slot of the ring's table.
+pub fn accept(listener: RawFd) -> Sqe {
+    Sqe(opcode::Accept::new(
+        types::Fd(listener),
+        std::ptr::null_mut(),
+        std::ptr::null_mut(),
+    )
+    .file_index(Some(types::DestinationSlot::auto_target()))
+    .build())
+}
+
+/// Cancels the operation submitted with `user_data`.
+pub fn cancel(user_data: u64) -> Sqe {
+    Sqe(opcode::AsyncCancel::new(user_data).build())
+}
+
+/// Cancels every operation on a (plain) descriptor.
+pub fn cancel_fd(fd: RawFd) -> Sqe {
+    Sqe(opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all()).build())
+}
+
+/// Cancels every operation on a fixed slot.
+pub fn cancel_fixed(slot: u32) -> Sqe {
+    Sqe(opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fixed(slot)).all()).build())
+}
+
+/// Polls a descriptor for input; `multi`: until cancelled.
+pub fn poll_in(fd: RawFd, multi: bool) -> Sqe {
+    Sqe(opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
+        .multi(multi)
+        .build())
+}
+
+/// Multishot receive on a fixed slot into the ring's provided buffers (group `bgid`).
+pub fn recv_multi(slot: u32, bgid: u16) -> Sqe {
+    Sqe(opcode::RecvMulti::new(types::Fixed(slot), bgid).build())
+}
+
+/// `shutdown(2)` of a fixed slot's socket.
+pub fn shutdown(slot: u32, how: i32) -> Sqe {
+    Sqe(opcode::Shutdown::new(types::Fixed(slot), how).build())
+}
+
+/// Closes a fixed slot.
+pub fn close(slot: u32) -> Sqe {
+    Sqe(opcode::Close::new(types::Fixed(slot)).build())
+}
+
+/// Posts a completion carrying `data` on the ring whose descriptor is `ring_fd`.
+pub fn msg_ring(ring_fd: RawFd, data: u64) -> Sqe {
+    Sqe(opcode::MsgRingData::new(types::Fd(ring_fd), 0, data, None).build())
+}
+
+/// Bytes queued for a socket: owned by one connection, or shared by many (a published
+/// message, encoded once). The heap bytes never move, whoever holds the chunk.
+#[derive(Debug, Clone)]
+pub enum Chunk {
+    /// Owned by one connection (protocol replies, echo frames).
+    Owned(Vec<u8>),
+    /// Shared by every subscriber of a published message on this shard.
+    Shared(Rc<[u8]>),
+}
+
+impl Chunk {
+    /// The bytes.
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Owned(v) => v,
+            Chunk::Shared(r) => r,
+        }
+    }
+}
+
+/// Chunks to send, the first `offset` bytes of the first already sent. Given to
+/// [`super::table::Tables::send`] and returned with the completion.
+#[derive(Debug)]
+pub struct SendBuf {
+    /// The chunks, in order.
+    pub chunks: Vec<Chunk>,
+    /// Bytes of `chunks[0]` sent before.
+    pub offset: usize,
+    /// The iovecs the kernel reads (several chunks), built by the driver.
+    pub(super) iov: Box<[libc::iovec]>,
+}
+
+impl SendBuf {
+    /// The chunks from `offset` into the first one.
+    pub fn new(chunks: Vec<Chunk>, offset: usize) -> SendBuf {
+        debug_assert!(chunks.first().is_none_or(|c| offset <= c.bytes().len()));
+        SendBuf {
+            chunks,
+            offset,
+            iov: Box::default(),
+        }
+    }
+
+    /// Bytes to send.
+    pub fn len(&self) -> usize {
+        self.chunks.iter().map(|c| c.bytes().len()).sum::<usize>() - self.offset
+    }
+
+    /// Nothing to send?
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A send of these bytes on a fixed slot: `send` for one chunk, `writev` for several.
+    /// The entry points into `self`, which the driver keeps until the completion.
+    pub(super) fn entry(&mut self, slot: u32) -> squeue::Entry {
+        if let [one] = &self.chunks[..] {
+            let b = &one.bytes()[self.offset..];
+            return opcode::Send::new(types::Fixed(slot), b.as_ptr(), b.len() as u32)
+                .flags(libc::MSG_NOSIGNAL)
+                .build();
+        }
+        self.iov = self
+            .chunks
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let b = if i == 0 {
+                    &c.bytes()[self.offset..]
+                } else {
+                    c.bytes()
+                };
+                libc::iovec {
+                    iov_base: b.as_ptr() as *mut libc::c_void,
+                    iov_len: b.len(),
+                }
+            })
+            .collect();
+        opcode::Writev::new(types::Fixed(slot), self.iov.as_ptr(), self.iov.len() as u32).build()
+    }
+}
+
+/// A client connection: create a socket in a fixed slot, optionally bind it to a source
+/// address (with `IP_BIND_ADDRESS_NO_PORT`, so the port is picked per destination at
+/// connect time), and connect it: one `IO_LINK` chain.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectChain {
+    /// The fixed slot the socket goes into.
+    pub slot: u32,
+    /// Source address (port 0), if any.
+    pub source: Option<SocketAddrV4>,
+    /// Destination.
+    pub dest: SocketAddrV4,
+    /// `user_data` of the socket, setsockopt, bind and connect completions.
+    pub socket_data: u64,
+    /// See `socket_data`.
+    pub sockopt_data: u64,
+    /// See `socket_data`.
+    pub bind_data: u64,
+    /// See `socket_data`.
+    pub connect_data: u64,
+}
+
+/// The memory a connect chain names.
+#[derive(Debug)]
+pub struct ConnectMem {
+    src: libc::sockaddr_in,
+    dst: libc::sockaddr_in,
+    one: libc::c_int,
+}
+
+fn sockaddr_in(a: SocketAddrV4) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: a.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(a.ip().octets()),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
+impl ConnectChain {
+    /// The entries and the memory they name (boxed: its address is what they hold).
+    pub(super) fn entries(&self) -> (Vec<squeue::Entry>, Box<ConnectMem>) {
+        let mem = Box::new(ConnectMem {
+            src: sockaddr_in(self.source.unwrap_or(SocketAddrV4::new(0.into(), 0))),
+            dst: sockaddr_in(self.dest),
+            one: 1,
+        });
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let mut chain = Vec::with_capacity(4);
+        chain.push(
+            opcode::Socket::new(libc::AF_INET, libc::SOCK_STREAM, 0)
+                .file_index(types::DestinationSlot::try_from_slot_target(self.slot).ok())
+                .build()
+                .flags(squeue::Flags::IO_LINK)
+                .user_data(self.socket_data),
+        );
+        if self.source.is_some() {
+            chain.push(
+                opcode::SetSockOpt::new(
+                    types::Fixed(self.slot),
+                    libc::IPPROTO_IP as u32,
+                    libc::IP_BIND_ADDRESS_NO_PORT as u32,
+                    (&raw const mem.one).cast(),
+                    std::mem::size_of::<libc::c_int>() as u32,
+                )
+                .build()
+                .flags(squeue::Flags::IO_LINK)
+                .user_data(self.sockopt_data),
+            );
+            chain.push(
+                opcode::Bind::new(types::Fixed(self.slot), (&raw const mem.src).cast(), len)
+                    .build()
+                    .flags(squeue::Flags::IO_LINK)
+                    .user_data(self.bind_data),
+            );
+        }
+        chain.push(
+            opcode::Connect::new(types::Fixed(self.slot), (&raw const mem.dst).cast(), len)
+                .build()
+                .user_data(self.connect_data),
+        );
+        (chain, mem)
+    }
+}
+
+/// Memory the driver held for an operation, handed back with its completion.
+#[derive(Debug)]
+pub enum Held {
+    /// A send's buffers: the caller learns from the result how much of them went out.
+    Send(SendBuf),
+    /// Memory the caller has no use for (a timeout's timespec, a connect chain's
+    /// addresses); dropped with the completion.
+    Other(OtherMem),
+}
+
+/// See [`Held::Other`].
+#[derive(Debug)]
+pub enum OtherMem {
+    /// A timeout's duration.
+    Timespec(Box<types::Timespec>),
+    /// A connect chain's addresses and option value.
+    Connect(Box<ConnectMem>),
+}
+
+/// A relative timeout after `after`.
+pub(super) fn timeout(after: Duration) -> (squeue::Entry, Box<types::Timespec>) {
+    let ts = Box::new(
+        types::Timespec::new()
+            .sec(after.as_secs())
+            .nsec(after.subsec_nanos()),
+    );
+    let e = opcode::Timeout::new(&*ts).build();
+    (e, ts)
+}
