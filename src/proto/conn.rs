@@ -623,7 +623,7 @@ impl Connection {
                     && head
                         .expect
                         .as_deref()
-                        .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
+                        .is_some_and(|e| http::has_token(e, "100-continue"))
                 {
                     // RFC 9110 §10.1.1: the client waits for this before sending the body
                     // (curl does for bodies over 1 MiB).
@@ -1192,6 +1192,13 @@ mod tests {
             now,
             &ConnConfig::default(),
             &[b"POST /publish/news HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n"],
+        );
+        assert_eq!(text(&o), "HTTP/1.1 100 Continue\r\n\r\n");
+        // The field is a list (RFC 9110 §10.1.1): repeated lines are joined, case ignored.
+        let (_, o) = feed(
+            now,
+            &ConnConfig::default(),
+            &[b"POST /publish/news HTTP/1.1\r\nHost: h\r\nExpect: 100-Continue\r\nexpect: 100-continue\r\nContent-Length: 2\r\n\r\n"],
         );
         assert_eq!(text(&o), "HTTP/1.1 100 Continue\r\n\r\n");
         // Without the token: 401; over the limit: 413 before any body byte is read.
