@@ -93,6 +93,14 @@ pub struct Config {
     /// `topics * history * average event size`. 0 disables replay: every reconnect gets
     /// `event: reset`.
     pub history: usize,
+    /// A topic with no subscriber and no publish for this long is forgotten: its
+    /// history and its numbering go, and a client that comes back with an id from it gets
+    /// `event: reset`. Default `None`: topics live as long as the server, which suits a
+    /// fixed set of topics; set it when topics come and go (one per user, per document)
+    /// or their histories add up without bound. With it, a topic's numbering starts from
+    /// the time it was created (ids are longer), so that a topic forgotten and created
+    /// again never reuses an id of its previous life.
+    pub history_ttl: Option<Duration>,
     /// If set, `POST /publish` requires `Authorization: Bearer <token>`. Default `None`:
     /// anyone who can reach the port may publish, which suits a loopback or private
     /// listener.
@@ -122,6 +130,7 @@ impl Default for Config {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_outbox_bytes: 4 * 1024 * 1024,
             history: 1024,
+            history_ttl: None,
             publish_token: None,
             allowed_origins: Vec::new(),
             drain_timeout: Duration::from_secs(10),
@@ -293,6 +302,13 @@ pub const HISTORY: CountRange = CountRange {
     max: 1_000_000,
 };
 
+/// `--history-ttl`: 1 s (topics are swept once a second) to 30 days.
+pub const HISTORY_TTL: DurationRange = DurationRange {
+    flag: "--history-ttl",
+    min: Duration::from_secs(1),
+    max: Duration::from_secs(30 * 24 * 3600),
+};
+
 /// Every server duration lies in 1 ms to 24 h: zero would spin or close at once, and
 /// the timer wheel counts nanoseconds in a `u64`, so the bound keeps far from its
 /// 584-year overflow while 24 h is already "practically never".
@@ -402,6 +418,8 @@ pub struct Overrides {
     pub max_outbox_bytes: Option<usize>,
     /// `--history`.
     pub history: Option<usize>,
+    /// `--history-ttl`.
+    pub history_ttl: Option<Duration>,
     /// `--publish-token`.
     pub publish_token: Option<String>,
     /// `--allowed-origin`, repeatable (an array in TOML). A list from a higher source
@@ -430,6 +448,7 @@ struct FileKeys {
     max_message_bytes: Option<Spanned<Value>>,
     max_outbox_bytes: Option<Spanned<Value>>,
     history: Option<Spanned<Value>>,
+    history_ttl: Option<Spanned<Value>>,
     publish_token: Option<Spanned<Value>>,
     allowed_origin: Option<Spanned<Value>>,
     drain_timeout: Option<Spanned<Value>>,
@@ -560,6 +579,7 @@ impl FileReader<'_> {
             max_message_bytes: self.count(keys.max_message_bytes, MAX_MESSAGE_BYTES)?,
             max_outbox_bytes: self.count(keys.max_outbox_bytes, MAX_OUTBOX_BYTES)?,
             history: self.count(keys.history, HISTORY)?,
+            history_ttl: self.duration(keys.history_ttl, HISTORY_TTL)?,
             publish_token: self.token(keys.publish_token)?,
             allowed_origins: self.origins(keys.allowed_origin)?,
             drain_timeout: self.duration(keys.drain_timeout, DRAIN_TIMEOUT)?,
@@ -609,6 +629,9 @@ impl Overrides {
         if self.max_connections.is_some() {
             c.max_connections = self.max_connections;
         }
+        if self.history_ttl.is_some() {
+            c.history_ttl = self.history_ttl;
+        }
         if self.publish_token.is_some() {
             c.publish_token.clone_from(&self.publish_token);
         }
@@ -642,6 +665,9 @@ impl Config {
         MAX_MESSAGE_BYTES.check(self.max_message_bytes)?;
         MAX_OUTBOX_BYTES.check(self.max_outbox_bytes)?;
         HISTORY.check(self.history)?;
+        if let Some(ttl) = self.history_ttl {
+            HISTORY_TTL.check(ttl)?;
+        }
         if let Some(t) = &self.publish_token {
             check_token(t)?;
         }
@@ -699,6 +725,10 @@ impl Config {
         let _ = writeln!(s, "max-message-bytes = {}", self.max_message_bytes);
         let _ = writeln!(s, "max-outbox-bytes = {}", self.max_outbox_bytes);
         let _ = writeln!(s, "history = {}", self.history);
+        match self.history_ttl {
+            Some(ttl) => _ = writeln!(s, "history-ttl = \"{}\"", d(ttl)),
+            None => s.push_str("# history-ttl: none (topics kept for the server's life)\n"),
+        }
         s.push_str(match self.publish_token {
             Some(_) => "# publish-token: set (not shown)\n",
             None => "# publish-token: none (anyone may publish)\n",

@@ -83,6 +83,9 @@ struct ServeArgs {
     /// Events kept per topic for replay; 0 disables replay [default: 1024].
     #[arg(long, value_name = "N", value_parser = |s: &str| config::HISTORY.parse(s), allow_hyphen_values = true)]
     history: Option<usize>,
+    /// Forget a topic with no subscriber and no publish for this long [default: never].
+    #[arg(long, value_name = "D", value_parser = |s: &str| config::HISTORY_TTL.parse(s), allow_hyphen_values = true)]
+    history_ttl: Option<Duration>,
     /// If set, POST /publish requires `Authorization: Bearer T` [default: none].
     #[arg(long, value_name = "T")]
     publish_token: Option<String>,
@@ -111,6 +114,7 @@ impl ServeArgs {
             max_message_bytes: self.max_message_bytes,
             max_outbox_bytes: self.max_outbox_bytes,
             history: self.history,
+            history_ttl: self.history_ttl,
             publish_token: self.publish_token.clone(),
             allowed_origins: (!self.allowed_origins.is_empty())
                 .then(|| self.allowed_origins.clone()),

@@ -39,6 +39,8 @@ pub struct ShardMetrics {
     replay_resumes: AtomicU64,
     replay_events: AtomicU64,
     replay_resets: AtomicU64,
+    topics: AtomicI64,
+    topics_expired: AtomicU64,
     /// Refused requests and handshakes by reason; touched only on failures.
     failures: Mutex<Vec<(&'static str, u64)>>,
 }
@@ -52,6 +54,16 @@ impl ShardMetrics {
     pub fn accepted(&self) {
         add(&self.accepted, 1);
         self.gauge(Transport::Http, 1);
+    }
+
+    /// This shard now owns `n` topics.
+    pub fn topics(&self, n: usize) {
+        self.topics.store(n as i64, Ordering::Relaxed);
+    }
+
+    /// `n` owned topics were forgotten (`--history-ttl`).
+    pub fn topics_expired(&self, n: u64) {
+        add(&self.topics_expired, n);
     }
 
     /// A connection was refused at admission with 503.
@@ -178,6 +190,14 @@ pub fn render(shards: &[ShardMetrics]) -> String {
             );
         }
     }
+    let _ = writeln!(
+        s,
+        "# HELP ringpush_topics Topics owned (numbered and kept) by each shard.\n# TYPE ringpush_topics gauge"
+    );
+    for (i, m) in shards.iter().enumerate() {
+        let v = m.topics.load(Ordering::Relaxed).max(0);
+        let _ = writeln!(s, "ringpush_topics{{shard=\"{i}\"}} {v}");
+    }
     let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
     counter(
         &mut s,
@@ -238,6 +258,12 @@ pub fn render(shards: &[ShardMetrics]) -> String {
         "ringpush_replay_resets_total",
         "Stream positions lost (event: reset sent).",
         &|m| load(&m.replay_resets),
+    );
+    counter(
+        &mut s,
+        "ringpush_topics_expired_total",
+        "Topics forgotten after --history-ttl without subscribers or publishes.",
+        &|m| load(&m.topics_expired),
     );
     let _ = writeln!(
         s,

@@ -98,6 +98,10 @@ fn bad_serve_values() {
     assert_usage_error(&["--history", "x"], &["--history", "from 0 to 1000000"]);
     assert_usage_error(&["--history", "1000001"], &["--history"]);
     assert_usage_error(
+        &["--history-ttl", "500ms"],
+        &["--history-ttl", "from 1s to 720h"],
+    );
+    assert_usage_error(
         &["--allowed-origin", "https://a.example/"],
         &["--allowed-origin", "no path"],
     );
@@ -205,7 +209,7 @@ fn toml_errors() {
 #[test]
 fn flags_override_the_file() {
     let file = TempToml::new(
-        "listen = \"127.0.0.9:7000\"\nshards = 3\nping-interval = \"20s\"\nhistory = 7\nallowed-origin = [\"https://a.example\", \"https://b.example\"]\n",
+        "listen = \"127.0.0.9:7000\"\nshards = 3\nping-interval = \"20s\"\nhistory = 7\nhistory-ttl = \"1h\"\nallowed-origin = [\"https://a.example\", \"https://b.example\"]\n",
     );
     let out = checked(&[
         "--config",
@@ -227,6 +231,7 @@ fn flags_override_the_file() {
         "ping-interval = \"20s\"",
         "pong-timeout = \"10s\"",
         "history = 0",
+        "history-ttl = \"1h\"",
         "allowed-origin = [\"https://c.example\"]",
     ] {
         assert!(

@@ -279,6 +279,70 @@ fn reset_when_the_position_is_lost() {
     }
 }
 
+/// The sum over shards of a metric from `GET /metrics`.
+fn metric(addr: SocketAddr, name: &str) -> u64 {
+    let m = http(addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    m.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+/// `--history-ttl`: a topic with no subscriber and no publish for the TTL is forgotten
+/// (the metrics say so); an id from its previous life gets `event: reset`, even once the
+/// new life has published more events than the old one had; a topic with a subscriber is
+/// kept and resumes exactly.
+#[test]
+fn history_ttl_forgets_idle_topics() {
+    let Some(srv) = Server::start(&["--shards", "2", "--history-ttl", "1s"]) else {
+        return;
+    };
+    let old: Vec<String> = (0..3)
+        .map(|i| publish(srv.addr, "gone", &format!("old{i}")))
+        .collect();
+    let mut kept = Stream::open(srv.addr, "/sse/kept", "");
+    std::thread::sleep(Duration::from_millis(100));
+    let k1 = publish(srv.addr, "kept", "k1");
+    assert_eq!(kept.next().data, "k1");
+    assert_eq!(metric(srv.addr, "ringpush_topics"), 2);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(srv.addr, "ringpush_topics_expired_total") == 0 {
+        assert!(Instant::now() < deadline, "no topic forgotten within 10 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        metric(srv.addr, "ringpush_topics"),
+        1,
+        "`kept` has a subscriber"
+    );
+    // A new life of `gone`, numbered past the old one's ids.
+    for i in 0..5 {
+        publish(srv.addr, "gone", &format!("new{i}"));
+    }
+    for stale in &old {
+        let mut st = Stream::open(
+            srv.addr,
+            "/sse/gone",
+            &format!("Last-Event-ID: {stale}\r\n"),
+        );
+        let ev = st.next();
+        assert_eq!(
+            (ev.event.as_str(), ev.data.as_str()),
+            ("reset", "gone"),
+            "an id from the forgotten life ({stale})"
+        );
+    }
+    // `kept` was subscribed all along: its numbering went on.
+    drop(kept);
+    let k2 = publish(srv.addr, "kept", "k2");
+    let mut st = Stream::open(srv.addr, "/sse/kept", &format!("Last-Event-ID: {k1}\r\n"));
+    let ev = st.next();
+    assert_eq!(
+        (ev.id.as_deref(), ev.data.as_str()),
+        (Some(k2.as_str()), "k2")
+    );
+}
+
 /// One stream on two topics: ids carry both positions; after a disconnect, the missed
 /// events of both topics are replayed once each, each topic in order.
 #[test]

@@ -23,8 +23,13 @@ pub struct Gap;
 impl TopicLog {
     /// An empty log that keeps at most `cap` events.
     pub fn new(cap: usize) -> TopicLog {
+        TopicLog::starting_after(cap, 0)
+    }
+
+    /// An empty log whose first event gets number `last + 1`.
+    pub fn starting_after(cap: usize, last: u64) -> TopicLog {
         TopicLog {
-            last: 0,
+            last,
             events: VecDeque::with_capacity(cap.min(64)),
             cap,
         }

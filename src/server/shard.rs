@@ -244,6 +244,10 @@ struct Shard {
     owned: HashMap<Topic, topics::Owned>,
     /// The server epoch, in every event id.
     epoch: u32,
+    /// When this shard started (new topics' numbering with `--history-ttl`).
+    started: Instant,
+    /// The next look for topics past `--history-ttl`.
+    next_sweep: Instant,
     metrics: Metrics,
     rearm_recv: Vec<usize>,
     /// Connections with bytes queued this turn (slab key, generation); see "Corked sends".
@@ -325,6 +329,8 @@ impl Shard {
             subs: HashMap::new(),
             owned: HashMap::new(),
             epoch: init.epoch,
+            started: now,
+            next_sweep: now + topics::TOPIC_SWEEP,
             metrics: Metrics {
                 all: init.metrics,
                 id: init.id,
@@ -457,6 +463,10 @@ impl Shard {
             self.wheel.expire(now, &mut due);
             for e in due.drain(..) {
                 self.fire_timer(now, e);
+            }
+            if now >= self.next_sweep {
+                self.next_sweep = now + topics::TOPIC_SWEEP;
+                self.expire_topics(now);
             }
             self.flush_sends();
             self.send_wakes();

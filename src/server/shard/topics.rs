@@ -13,6 +13,18 @@
 //! than `upto`. The stream ignores live events of a topic until the answer arrives,
 //! writes the replayed ones, then takes live events whose number is above the last it
 //! wrote: nothing missed, nothing twice.
+//!
+//! # Forgetting topics (`--history-ttl`)
+//!
+//! Without a TTL an owned topic lives as long as the server. With one, the owner drops a
+//! topic that has had no subscribing shard and no publish for the TTL (swept once a
+//! second). A client may still hold an id from it; if the topic is created again and
+//! numbered 1, 2, 3, ... again, that id would name a position in the new numbering and
+//! the client would silently skip events. So with a TTL a new topic's numbering starts
+//! after `ms * 2^20`, `ms` being the milliseconds since the shard started: every number of
+//! a new life is above every number of the previous one (unless a topic took a million
+//! publishes in one millisecond), so an old id is "older than the history" and gets
+//! `event: reset`.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -34,7 +46,12 @@ pub(super) struct Owned {
     /// Shards with local subscribers.
     shards: Vec<usize>,
     log: TopicLog,
+    /// The last publish, subscribe, unsubscribe or sync (for `--history-ttl`).
+    active: Instant,
 }
+
+/// How often the owner looks for topics past `--history-ttl`.
+pub(super) const TOPIC_SWEEP: Duration = Duration::from_secs(1);
 
 /// An event stream's state.
 #[derive(Debug)]
@@ -299,18 +316,50 @@ impl Shard {
         }
     }
 
-    fn owned(&mut self, topic: &Topic) -> &mut Owned {
+    /// The topic's state at its owner (this shard), created on first use; marks it
+    /// active at `now`.
+    fn owned(&mut self, now: Instant, topic: &Topic) -> &mut Owned {
         let history = self.config.history;
-        self.owned.entry(topic.clone()).or_insert_with(|| Owned {
+        // See "Forgetting topics" in the module docs.
+        let first = match self.config.history_ttl {
+            Some(_) => (now.duration_since(self.started).as_millis() as u64) << 20,
+            None => 0,
+        };
+        let len = self.owned.len();
+        let o = self.owned.entry(topic.clone()).or_insert_with(|| Owned {
             shards: Vec::new(),
-            log: TopicLog::new(history),
-        })
+            log: TopicLog::starting_after(history, first),
+            active: now,
+        });
+        o.active = now;
+        if self.owned.len() != len {
+            self.metrics.topics(self.owned.len());
+        }
+        self.owned.get_mut(topic).expect("just inserted")
+    }
+
+    /// Drops owned topics with no subscribing shard, idle for `--history-ttl`.
+    pub(super) fn expire_topics(&mut self, now: Instant) {
+        let Some(ttl) = self.config.history_ttl else {
+            return;
+        };
+        let before = self.owned.len();
+        self.owned
+            .retain(|_, o| !o.shards.is_empty() || now.duration_since(o.active) < ttl);
+        if self.owned.len() != before {
+            self.metrics
+                .topics_expired((before - self.owned.len()) as u64);
+            self.metrics.topics(self.owned.len());
+        }
+        if self.owned.capacity() > 64 && self.owned.len() < self.owned.capacity() / 4 {
+            self.owned.shrink_to_fit();
+        }
     }
 
     fn on_bus(&mut self, now: Instant, msg: BusMsg) {
         match msg {
             BusMsg::Subscribe { topic, shard } => {
-                let o = self.owned(&topic);
+                let o = self.owned(now, &topic);
                 if !o.shards.contains(&shard) {
                     o.shards.push(shard);
                 }
@@ -318,10 +367,11 @@ impl Shard {
             BusMsg::Unsubscribe { topic, shard } => {
                 if let Some(o) = self.owned.get_mut(&topic) {
                     o.shards.retain(|&s| s != shard);
+                    o.active = now;
                 }
             }
             BusMsg::Publish(msg) => {
-                let o = self.owned(&msg.topic);
+                let o = self.owned(now, &msg.topic);
                 let seq = o.log.push(msg.clone());
                 let targets = o.shards.clone();
                 if let Some(w) = msg.ack {
@@ -346,7 +396,7 @@ impl Shard {
                 after,
                 waiter,
             } => {
-                let o = self.owned(&topic);
+                let o = self.owned(now, &topic);
                 let upto = o.log.last();
                 let (events, gap) = match after.map(|a| o.log.since(a)) {
                     None => (Vec::new(), false),
