@@ -53,19 +53,29 @@ for case, title, unit, higher in CASES:
         med = statistics.median(v[0] for v in vals)
         # Latencies from the run whose headline is the median (lower middle for even n).
         run = sorted(vals, key=lambda v: v[0])[(len(vals) - 1) // 2]
-        rows[s] = (med, run[1], run[2], [v[0] for v in vals])
-    summary[case] = {s: {"median": v[0], "p50_us": v[1], "p99_us": v[2], "runs": v[3]} for s, v in rows.items()}
+        # Server CPU (user + system) per message: what the throughput cost the server,
+        # from the load generator's reading of /proc/PID/stat (not for raw-echo).
+        cpus = [r["server_cpu_us_per_message"] for r in by[(case, s)] if r.get("server_cpu_us_per_message")]
+        cpu = statistics.median(cpus) if cpus else None
+        rows[s] = (med, run[1], run[2], [v[0] for v in vals], cpu)
+    summary[case] = {
+        s: {"median": v[0], "p50_us": v[1], "p99_us": v[2], "runs": v[3], "server_cpu_us_per_message": v[4]}
+        for s, v in rows.items()
+    }
+    per_msg = case.startswith("echo") or case == "bcast10k"
     base = rows.get("ringpush", (None,))[0]
     lines.append(f"### {title}\n")
-    lines.append(f"| server | {unit} (median of {len(rows[servers[0]][3])}) | vs ringpush | p50 | p99 | runs |")
-    lines.append("|---|---:|---:|---:|---:|---|")
+    cpu_col = " server CPU per message |" if per_msg else ""
+    lines.append(f"| server | {unit} (median of {len(rows[servers[0]][3])}) | vs ringpush | p50 | p99 |{cpu_col} runs |")
+    lines.append("|---|---:|---:|---:|---:|" + ("---:|" if per_msg else "") + "---|")
     for s in servers:
-        med, p50, p99, all_runs = rows[s]
+        med, p50, p99, all_runs, cpu = rows[s]
         ratio = f"{med / base:.2f}x" if base else "-"
         fmt = (lambda v: f"{v:,.0f}")
         lat = (lambda v: "-" if v is None else (f"{v / 1000:.1f} ms" if v >= 10000 else f"{v} us"))
+        cpu_cell = (" - |" if cpu is None else f" {cpu:.2f} us |") if per_msg else ""
         lines.append(
-            f"| {s} | {fmt(med)} | {ratio} | {lat(p50)} | {lat(p99)} | {', '.join(fmt(v) for v in all_runs)} |"
+            f"| {s} | {fmt(med)} | {ratio} | {lat(p50)} | {lat(p99)} |{cpu_cell} {', '.join(fmt(v) for v in all_runs)} |"
         )
     lines.append(f"\n({'higher' if higher else 'lower'} is better)\n")
 
