@@ -24,6 +24,9 @@ use slab::Slab;
 use super::Ring;
 use super::bufring::BufRing;
 use super::op::{self, ConnectChain, HELD_BIT, Held, OtherMem, SendBuf, Sqe};
+
+/// With [`HELD_BIT`]: the memory is in `Tables::timers`, not `Tables::held`.
+const TIMER_BIT: u64 = 1 << 62;
 use super::token::SENTINEL_BASE;
 
 /// How to build one table.
@@ -107,6 +110,9 @@ pub struct Tables {
     more: TableSpec,
     /// Memory of operations in flight, with the `user_data` their completion carries.
     held: Slab<(u64, Held)>,
+    /// The same for timeouts, kept apart: a timer is always in flight, and `held` can only
+    /// give back the memory of a burst (a broadcast to a million) once it is empty.
+    timers: Slab<(u64, Held)>,
     cqes: Vec<cqueue::Entry>,
 }
 
@@ -145,6 +151,7 @@ impl Tables {
             wake: None,
             more,
             held: Slab::new(),
+            timers: Slab::new(),
             cqes: Vec::new(),
         })
     }
@@ -201,13 +208,17 @@ impl Tables {
     /// `user_data` brings `buf` back ([`Held::Send`]).
     pub fn send(&mut self, t: usize, slot: u32, mut buf: SendBuf, user_data: u64) {
         let entry = buf.entry(slot);
-        self.push_held(t, entry, user_data, Held::Send(buf));
+        let id = self.held.insert((user_data, Held::Send(buf)));
+        self.push_held(t, entry, HELD_BIT | id as u64);
     }
 
     /// A timeout on table `t`'s ring after `after`.
     pub fn timeout(&mut self, t: usize, after: Duration, user_data: u64) {
         let (entry, ts) = op::timeout(after);
-        self.push_held(t, entry, user_data, Held::Other(OtherMem::Timespec(ts)));
+        let id = self
+            .timers
+            .insert((user_data, Held::Other(OtherMem::Timespec(ts))));
+        self.push_held(t, entry, HELD_BIT | TIMER_BIT | id as u64);
     }
 
     /// Queues a client connect chain on table `t`'s ring, whole (see
@@ -224,18 +235,14 @@ impl Tables {
         unsafe { self.tables[t].ring.push_chain(&entries) };
     }
 
-    /// Queues an entry naming `held`'s memory; the memory stays in `self.held` until the
-    /// completion, which then carries `user_data` and the memory back.
-    fn push_held(&mut self, t: usize, entry: squeue::Entry, user_data: u64, held: Held) {
-        let id = self.held.insert((user_data, held));
-        // SAFETY: the entry names only memory inside `held`, heap memory that does not
-        // move when `held` does, kept in `self.held` until this operation's completion
-        // (single-shot: its only one), which `submit_and_reap` removes it at.
-        unsafe {
-            self.tables[t]
-                .ring
-                .push(entry.user_data(HELD_BIT | id as u64))
-        };
+    /// Queues an entry naming memory just put in `self.held` or `self.timers` under
+    /// `key`; the completion carrying `key` takes it out again.
+    fn push_held(&mut self, t: usize, entry: squeue::Entry, key: u64) {
+        // SAFETY: the entry names only memory inside what was inserted under `key`, heap
+        // memory that does not move when its owner does, kept in the slab until this
+        // operation's completion (single-shot: its only one), which `submit_and_reap`
+        // removes it at.
+        unsafe { self.tables[t].ring.push(entry.user_data(key)) };
     }
 
     /// Submits everything queued on every table, waits (on the first ring) until at
@@ -265,7 +272,12 @@ impl Tables {
                     continue;
                 }
                 let (user_data, held) = if data & HELD_BIT != 0 && data < SENTINEL_BASE {
-                    let (user_data, held) = self.held.remove((data & !HELD_BIT) as usize);
+                    let id = (data & !(HELD_BIT | TIMER_BIT)) as usize;
+                    let (user_data, held) = if data & TIMER_BIT != 0 {
+                        self.timers.remove(id)
+                    } else {
+                        self.held.remove(id)
+                    };
                     (user_data, Some(held))
                 } else {
                     (data, None)
@@ -281,6 +293,10 @@ impl Tables {
         }
         if rearm {
             self.arm_wake();
+        }
+        if self.held.is_empty() && self.held.capacity() > 4096 {
+            // After a burst (each entry ~70 bytes): a million sends in flight left 70 MB.
+            self.held = Slab::new();
         }
         Ok(())
     }
