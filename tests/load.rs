@@ -6,10 +6,11 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::{Server, limit_nofile};
+use common::{Server, http, limit_nofile};
 use serde_json::Value;
 
 fn load(args: &[&str], nofile: Option<u64>) -> Value {
@@ -179,8 +180,29 @@ fn idle_beyond_one_table_on_both_sides() {
     assert!(rss > 0.0 && rss < 64.0 * 1024.0, "{rss}");
 }
 
-/// 1,000 connections; the server is stopped and started again on the same port 300 ms
-/// later. Every connection comes back either way. Without jitter every client retries
+/// Waits until the server holds `n` WebSockets (its `/metrics`), at most `within`.
+fn wait_for_websockets(addr: SocketAddr, n: u64, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let m = http(addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+        let open: u64 = m
+            .lines()
+            .filter(|l| l.starts_with("ringpush_connections{") && l.contains("transport=\"ws\""))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum();
+        if open >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{open} of {n} WebSockets open after {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// 1,000 connections; once all are open the server is stopped and started again on the
+/// same port 300 ms later. Every connection comes back either way. Without jitter every client retries
 /// 1 s after its disconnect, nearly all in one 100 ms bucket; with full jitter they spread over the
 /// window, and the busiest bucket holds a fraction of them.
 #[test]
@@ -200,7 +222,7 @@ fn storm_reconnects_spread_with_jitter() {
             "--connections",
             "1000",
             "--duration",
-            "6s",
+            "8s",
             "--backoff-base",
             "1s",
             "--backoff-cap",
@@ -214,7 +236,10 @@ fn storm_reconnects_spread_with_jitter() {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             load(&args, None)
         });
+        // Not before every connection is open (the load generator may start late on a
+        // busy machine; one still connecting would be refused while the server is down).
         std::thread::sleep(Duration::from_millis(1500));
+        wait_for_websockets(addr, 1000, Duration::from_secs(3));
         assert!(srv.terminate(Duration::from_secs(10)).success());
         std::thread::sleep(Duration::from_millis(300));
         let _again = Server::start_on(addr, &["--shards", "2"]).expect("restart on the same port");

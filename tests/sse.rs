@@ -294,7 +294,7 @@ fn metric(addr: SocketAddr, name: &str) -> u64 {
 /// kept and resumes exactly.
 #[test]
 fn history_ttl_forgets_idle_topics() {
-    let Some(srv) = Server::start(&["--shards", "2", "--history-ttl", "1s"]) else {
+    let Some(srv) = Server::start(&["--shards", "2", "--history-ttl", "2s"]) else {
         return;
     };
     let old: Vec<String> = (0..3)
