@@ -67,5 +67,19 @@ print("server RSS +%.0f B per connection, kernel slab +%.0f B per connection pai
 if r["scenario"] == "broadcast":
     print("broadcast: %d of %d delivered; p50 %.0f ms, last %.0f ms"
           % (r["received"], r["expected_deliveries"], lat["p50"] / 1e3, lat["max"] / 1e3))
+if r["errors"]:
+    print("client errors: " + ", ".join("%s x%d" % (e, n) for e, n in r["errors"]))
 ' "$OUT"
+# How the server saw connections end: in a clean run only peer_eof, the load generator
+# closing its sockets as it exits.
+python3 -c '
+import sys, urllib.request
+m = urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1], timeout=10).read().decode()
+n = {}
+for line in m.splitlines():
+    if line.startswith("ringpush_disconnects_total{"):
+        reason = line.split("reason=\"")[1].split("\"")[0]
+        n[reason] = n.get(reason, 0) + int(line.rsplit(" ", 1)[1])
+print("server disconnects (peer_eof includes the load generator exiting): " + (", ".join("%s %d" % kv for kv in sorted(n.items()) if kv[1]) or "none"))
+' "$PORT" || echo "million.sh: could not read /metrics" >&2
 exit "$status"

@@ -25,6 +25,17 @@ pub enum Transport {
 
 const TRANSPORTS: [&str; 3] = ["http", "ws", "sse"];
 
+/// Why connections that got past their request ended (`ringpush_disconnects_total`).
+const DISCONNECTS: [&str; 7] = [
+    "done",
+    "peer_eof",
+    "peer_close",
+    "server_close",
+    "pong_timeout",
+    "close_timeout",
+    "protocol_error",
+];
+
 /// One shard's counters.
 #[derive(Debug, Default)]
 pub struct ShardMetrics {
@@ -41,6 +52,7 @@ pub struct ShardMetrics {
     replay_resets: AtomicU64,
     topics: AtomicI64,
     topics_expired: AtomicU64,
+    disconnects: [AtomicU64; DISCONNECTS.len()],
     /// Refused requests and handshakes by reason; touched only on failures.
     failures: Mutex<Vec<(&'static str, u64)>>,
 }
@@ -126,7 +138,19 @@ impl ShardMetrics {
             CloseReason::Rejected(Reject::Http(e)) => http_label(e),
             CloseReason::Rejected(Reject::Handshake(e)) => handshake_label(e),
             CloseReason::HandshakeTimeout => "timeout",
-            _ => return,
+            CloseReason::Overloaded => return,
+            other => {
+                let i = match other {
+                    CloseReason::PeerEof => 1,
+                    CloseReason::PeerClosed(_) => 2,
+                    CloseReason::ServerClosed(_) => 3,
+                    CloseReason::PongTimeout => 4,
+                    CloseReason::CloseTimeout => 5,
+                    CloseReason::ProtocolError(_) => 6,
+                    _ => 0,
+                };
+                return add(&self.disconnects[i], 1);
+            }
         };
         let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         match f.iter_mut().find(|(l, _)| *l == label) {
@@ -265,6 +289,19 @@ pub fn render(shards: &[ShardMetrics]) -> String {
         "Topics forgotten after --history-ttl without subscribers or publishes.",
         &|m| load(&m.topics_expired),
     );
+    let _ = writeln!(
+        s,
+        "# HELP ringpush_disconnects_total Connections ended after their request, by reason.\n# TYPE ringpush_disconnects_total counter"
+    );
+    for (i, m) in shards.iter().enumerate() {
+        for (r, name) in DISCONNECTS.iter().enumerate() {
+            let v = load(&m.disconnects[r]);
+            let _ = writeln!(
+                s,
+                "ringpush_disconnects_total{{shard=\"{i}\",reason=\"{name}\"}} {v}"
+            );
+        }
+    }
     let _ = writeln!(
         s,
         "# HELP ringpush_handshake_failures_total Requests and handshakes refused, by reason.\n# TYPE ringpush_handshake_failures_total counter"

@@ -624,6 +624,8 @@ fn metrics_text() {
     let _resumed = Stream::open(srv.addr, "/sse/m", &format!("Last-Event-ID: {id}\r\n"));
     let bad = http(srv.addr, "GET /ws/bad%20topic HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(bad.starts_with("HTTP/1.1 400 "), "{bad}");
+    // A WebSocket that goes away without a close frame.
+    drop(Ws::connect(srv.addr, "/ws/gone"));
     std::thread::sleep(Duration::from_millis(100));
     let m = http(srv.addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(m.contains("Content-Type: text/plain; version=0.0.4"), "{m}");
@@ -645,4 +647,16 @@ fn metrics_text() {
     assert_eq!(sum("ringpush_replay_resumes_total{"), 1);
     assert!(sum("ringpush_handshake_failures_total{") >= 1, "{m}");
     assert!(m.contains("reason=\"bad_topic\""), "{m}");
+    let peer_eof: u64 = (0..2)
+        .map(|i| {
+            sum(&format!(
+                "ringpush_disconnects_total{{shard=\"{i}\",reason=\"peer_eof\"}}"
+            ))
+        })
+        .sum();
+    assert!(peer_eof >= 1, "{m}");
+    assert_eq!(
+        sum("ringpush_disconnects_total{shard=\"0\",reason=\"pong_timeout\"}"),
+        0
+    );
 }
