@@ -279,13 +279,19 @@ fn reset_when_the_position_is_lost() {
     }
 }
 
+/// The sum of the values of every line of a metrics text that starts with `prefix`.
+fn sum_lines(metrics: &str, prefix: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
 /// The sum over shards of a metric from `GET /metrics`.
 fn metric(addr: SocketAddr, name: &str) -> u64 {
     let m = http(addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
-    m.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")))
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
-        .sum()
+    sum_lines(&m, &format!("{name}{{"))
 }
 
 /// `--history-ttl`: a topic with no subscriber and no publish for the TTL is forgotten
@@ -629,12 +635,7 @@ fn metrics_text() {
     std::thread::sleep(Duration::from_millis(100));
     let m = http(srv.addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(m.contains("Content-Type: text/plain; version=0.0.4"), "{m}");
-    let sum = |prefix: &str| -> u64 {
-        m.lines()
-            .filter(|l| l.starts_with(prefix))
-            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
-            .sum()
-    };
+    let sum = |prefix: &str| sum_lines(&m, prefix);
     assert_eq!(
         sum("ringpush_connections{shard=\"0\",transport=\"ws\"}")
             + sum("ringpush_connections{shard=\"1\",transport=\"ws\"}"),
