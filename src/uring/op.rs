@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use io_uring::{opcode, squeue, types};
 
+use super::net::sockaddr;
 use super::token::SENTINEL_BASE;
 
 /// `user_data` bit the driver uses for operations whose memory it holds (see
@@ -210,31 +211,20 @@ pub struct ConnectChain {
 /// The memory a connect chain names.
 #[derive(Debug)]
 pub struct ConnectMem {
-    src: libc::sockaddr_in,
-    dst: libc::sockaddr_in,
+    src: (libc::sockaddr_storage, libc::socklen_t),
+    dst: (libc::sockaddr_storage, libc::socklen_t),
     one: libc::c_int,
-}
-
-fn sockaddr_in(a: SocketAddrV4) -> libc::sockaddr_in {
-    libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: a.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(a.ip().octets()),
-        },
-        sin_zero: [0; 8],
-    }
 }
 
 impl ConnectChain {
     /// The entries and the memory they name (boxed: its address is what they hold).
     pub(super) fn entries(&self) -> (Vec<squeue::Entry>, Box<ConnectMem>) {
+        let unspecified = SocketAddrV4::new(0.into(), 0);
         let mem = Box::new(ConnectMem {
-            src: sockaddr_in(self.source.unwrap_or(SocketAddrV4::new(0.into(), 0))),
-            dst: sockaddr_in(self.dest),
+            src: sockaddr(self.source.unwrap_or(unspecified).into()),
+            dst: sockaddr(self.dest.into()),
             one: 1,
         });
-        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
         let mut chain = Vec::with_capacity(4);
         chain.push(
             opcode::Socket::new(libc::AF_INET, libc::SOCK_STREAM, 0)
@@ -257,16 +247,24 @@ impl ConnectChain {
                 .user_data(self.sockopt_data),
             );
             chain.push(
-                opcode::Bind::new(types::Fixed(self.slot), (&raw const mem.src).cast(), len)
-                    .build()
-                    .flags(squeue::Flags::IO_LINK)
-                    .user_data(self.bind_data),
+                opcode::Bind::new(
+                    types::Fixed(self.slot),
+                    (&raw const mem.src.0).cast(),
+                    mem.src.1,
+                )
+                .build()
+                .flags(squeue::Flags::IO_LINK)
+                .user_data(self.bind_data),
             );
         }
         chain.push(
-            opcode::Connect::new(types::Fixed(self.slot), (&raw const mem.dst).cast(), len)
-                .build()
-                .user_data(self.connect_data),
+            opcode::Connect::new(
+                types::Fixed(self.slot),
+                (&raw const mem.dst.0).cast(),
+                mem.dst.1,
+            )
+            .build()
+            .user_data(self.connect_data),
         );
         (chain, mem)
     }

@@ -319,23 +319,27 @@ impl Shard {
     /// The topic's state at its owner (this shard), created on first use; marks it
     /// active at `now`.
     fn owned(&mut self, now: Instant, topic: &Topic) -> &mut Owned {
-        let history = self.config.history;
-        // See "Forgetting topics" in the module docs.
-        let first = match self.config.history_ttl {
-            Some(_) => (now.duration_since(self.started).as_millis() as u64) << 20,
-            None => 0,
-        };
-        let len = self.owned.len();
-        let o = self.owned.entry(topic.clone()).or_insert_with(|| Owned {
-            shards: Vec::new(),
-            log: TopicLog::starting_after(history, first),
-            active: now,
+        let (history, ttl, started) = (self.config.history, self.config.history_ttl, self.started);
+        let count = self.owned.len() + 1;
+        let mut created = false;
+        let o = self.owned.entry(topic.clone()).or_insert_with(|| {
+            created = true;
+            // See "Forgetting topics" in the module docs.
+            let first = match ttl {
+                Some(_) => (now.duration_since(started).as_millis() as u64) << 20,
+                None => 0,
+            };
+            Owned {
+                shards: Vec::new(),
+                log: TopicLog::starting_after(history, first),
+                active: now,
+            }
         });
         o.active = now;
-        if self.owned.len() != len {
-            self.metrics.topics(self.owned.len());
+        if created {
+            self.metrics.topics(count);
         }
-        self.owned.get_mut(topic).expect("just inserted")
+        o
     }
 
     /// Drops owned topics with no subscribing shard, idle for `--history-ttl`.
