@@ -8,8 +8,8 @@
 //! completes (a send's chunks come back with its completion, see `uring::op`). Slots
 //! are: a connection's slab entry is removed only after its close completed, and close
 //! is submitted only when no operation on its fixed-file slot is in flight (receive,
-//! send, shutdown, cancel), so no late operation lands on the slot's next occupant. The last point is not
-//! theoretical: `IORING_OP_SHUTDOWN` always runs in an io-wq worker, which looks the
+//! send, shutdown, cancel), so no late operation lands on the slot's next occupant.
+//! This is not theoretical: `IORING_OP_SHUTDOWN` always runs in an io-wq worker, which looks the
 //! fixed slot up when it runs; closing the slot first let a delayed `SHUT_WR` hit the
 //! next connection accepted into it (a bare FIN before its response, seen under load).
 //! Completions carry a generation: one that arrives for a slot since reused is ignored
@@ -19,7 +19,8 @@
 //!
 //! Bytes for a connection are queued in its outbox during a loop turn and sent once, at
 //! the end of the turn: every publish, pong and echo produced by one batch of completions
-//! leaves in one `writev` per connection instead of one each. A broadcast whose
+//! leaves in one send (a `writev` for several chunks) per connection instead of one
+//! each. A broadcast whose
 //! publishes arrive several per turn thus costs the kernel (and the subscriber) one send
 //! and one segment per subscriber, not one per message.
 //!
