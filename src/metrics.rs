@@ -164,6 +164,7 @@ fn http_label(e: &crate::proto::http::HttpError) -> &'static str {
     use crate::proto::http::HttpError as E;
     match e {
         E::Malformed => "malformed",
+        E::VersionNotSupported => "version_not_supported",
         E::HeadTooLarge => "head_too_large",
         E::TooManyHeaders => "too_many_headers",
         E::BadTopic => "bad_topic",

@@ -1,11 +1,14 @@
 //! The command line, run as a user would (DESIGN.md "Command line"): a bad flag or
 //! config value is exactly one stderr line naming the flag and the accepted values,
-//! with exit code 2. Nothing here starts a server: valid configurations are checked
-//! with `--check-config`.
+//! with exit code 2. Valid configurations are checked with `--check-config`; a server
+//! is started only to show that a second one refuses its port.
+
+mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 fn ringpush(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ringpush"))
@@ -21,7 +24,35 @@ fn text(bytes: &[u8]) -> String {
 /// Exit 2 and exactly one stderr line, starting `ringpush: ` and containing every
 /// `needle`; nothing on stdout.
 fn assert_usage_error(args: &[&str], needles: &[&str]) -> String {
-    let o = ringpush(args);
+    usage_error_of(args, &ringpush(args), needles)
+}
+
+/// As [`assert_usage_error`], for a command that would run a server if it did not
+/// refuse: still running after `within` fails the test (and is killed) instead of
+/// hanging it.
+fn assert_refused_within(args: &[&str], needles: &[&str], within: Duration) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringpush"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ringpush");
+    let deadline = Instant::now() + within;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let o = child.wait_with_output().unwrap();
+            panic!(
+                "{args:?}: still running after {within:?} instead of refusing: {}",
+                text(&o.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    usage_error_of(args, &child.wait_with_output().unwrap(), needles)
+}
+
+fn usage_error_of(args: &[&str], o: &Output, needles: &[&str]) -> String {
     let err = text(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
     assert_eq!(err.lines().count(), 1, "{args:?}: one line, got {err:?}");
@@ -409,4 +440,59 @@ fn help_and_version() {
         assert!(load.contains(flag), "load --help lacks {flag}");
     }
     assert!(Path::new(env!("CARGO_BIN_EXE_ringpush")).exists());
+}
+
+/// A port where another process listens is refused with one line naming it, exit 2:
+/// SO_REUSEPORT must not let the server join someone else's port.
+#[test]
+fn a_port_in_use_is_refused() {
+    // A plain listener (std sets SO_REUSEADDR, not SO_REUSEPORT).
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = other.local_addr().unwrap();
+    let line = format!(
+        "ringpush: --listen {addr}: address already in use (another process listens on port {})\n",
+        addr.port()
+    );
+    let err = assert_refused_within(
+        &["serve", "--listen", &addr.to_string(), "--shards", "2"],
+        &[],
+        Duration::from_secs(10),
+    );
+    assert_eq!(err, line);
+    // The default subcommand too.
+    let err = assert_refused_within(
+        &["--listen", &addr.to_string()],
+        &[],
+        Duration::from_secs(10),
+    );
+    assert_eq!(err, line);
+    drop(other);
+}
+
+/// A second ringpush on the port of a running one refuses to start, and the first keeps
+/// serving alone.
+#[test]
+fn a_second_server_on_the_same_port_is_refused() {
+    let Some(first) = common::Server::start(&["--shards", "2"]) else {
+        return;
+    };
+    let addr = first.addr;
+    for shards in ["1", "2"] {
+        let err = assert_refused_within(
+            &["serve", "--listen", &addr.to_string(), "--shards", shards],
+            &[],
+            Duration::from_secs(10),
+        );
+        assert_eq!(
+            err,
+            format!(
+                "ringpush: --listen {addr}: address already in use (another process listens on port {})\n",
+                addr.port()
+            )
+        );
+    }
+    for _ in 0..20 {
+        let resp = common::http(addr, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(resp.starts_with("HTTP/1.1 200 "), "{resp}");
+    }
 }

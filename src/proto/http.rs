@@ -40,13 +40,16 @@ pub enum Method {
 pub struct RequestHead {
     /// The method.
     pub method: Method,
-    /// The raw path (before `?`), not decoded.
+    /// The raw path (before `?`), not decoded: of an absolute-form target, the part after
+    /// the authority, `/` when empty (RFC 9110 §4.2.3); `*` for `OPTIONS *`.
     pub path: String,
     /// The raw query (after `?`, without it), possibly empty.
     pub query: String,
-    /// The `x` of `HTTP/1.x`.
+    /// The `x` of `HTTP/1.x`; 1 for a higher minor version, which is served as
+    /// HTTP/1.1 (RFC 9110 §6.2).
     pub minor_version: u8,
-    /// `Host` (must not repeat, RFC 9112 §3.2).
+    /// `Host` (must not repeat, RFC 9112 §3.2); for an absolute-form target, the
+    /// target's authority instead (§3.2.2).
     pub host: Option<String>,
     /// `Upgrade`; repeated field lines are joined with `, ` (RFC 9110 §5.3).
     pub upgrade: Option<String>,
@@ -100,10 +103,16 @@ impl RequestHead {
 /// to its response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HttpError {
-    /// Not a valid HTTP/1.x request head (RFC 9112 §2-§5), a bad or conflicting
-    /// `Content-Length` (§6.3), a repeated field that must be unique, a non-UTF-8 value
-    /// of a field we use, or a body where none is allowed. 400.
+    /// Not a valid HTTP/1.x request head (RFC 9112 §2-§5), a request target in none of
+    /// the forms a server takes (§3.2: origin, `http`/`https` absolute, `*` for
+    /// `OPTIONS`), a bad or conflicting `Content-Length` (§6.3), a repeated field that
+    /// must be unique, a non-UTF-8 value of a field we use, or a body where none is
+    /// allowed. 400.
     Malformed,
+    /// A well-formed request line with a major version other than 1 (`HTTP/2.0`,
+    /// `HTTP/3.0`, `HTTP/0.9`). 505 (RFC 9110 §15.6.6). A higher minor version
+    /// (`HTTP/1.2`) is not refused: it is served as HTTP/1.1 (RFC 9110 §6.2).
+    VersionNotSupported,
     /// The head is larger than [`Limits::max_head_bytes`]. 431 (RFC 6585 §5).
     HeadTooLarge,
     /// More header fields than [`Limits::max_headers`]. 431.
@@ -125,7 +134,7 @@ pub enum HttpError {
     LengthRequired,
     /// A body over `--max-message-bytes`. 413.
     PayloadTooLarge,
-    /// A publish without the right bearer token. 401.
+    /// A publish without the right bearer token. 401 with `WWW-Authenticate`.
     Unauthorized,
     /// An `Origin` outside `--allowed-origin`. 403.
     ForbiddenOrigin,
@@ -148,6 +157,31 @@ impl HttpError {
             HttpError::PayloadTooLarge => Status::PayloadTooLarge,
             HttpError::Unauthorized => Status::Unauthorized,
             HttpError::ForbiddenOrigin => Status::Forbidden,
+            HttpError::VersionNotSupported => Status::HttpVersionNotSupported,
+        }
+    }
+
+    /// The header field a response with this error must carry besides the framing
+    /// ones, if any. Exhaustive, so a new rule decides whether it needs one.
+    fn header(&self) -> Option<(&'static str, &'static str)> {
+        match self {
+            // RFC 9110 §15.5.6: a 405 "MUST generate an Allow header field".
+            HttpError::MethodNotAllowed { allow } => Some(("Allow", allow)),
+            // RFC 9110 §11.6.1: a 401 "MUST send a WWW-Authenticate header field
+            // containing at least one challenge"; the scheme is Bearer (RFC 6750 §3). A
+            // rejected token will add `error="invalid_token"` as a variant of its own.
+            HttpError::Unauthorized => Some(("WWW-Authenticate", BEARER_CHALLENGE)),
+            HttpError::Malformed
+            | HttpError::VersionNotSupported
+            | HttpError::HeadTooLarge
+            | HttpError::TooManyHeaders
+            | HttpError::BadTopic
+            | HttpError::BadQuery
+            | HttpError::BadEventName
+            | HttpError::NotFound
+            | HttpError::LengthRequired
+            | HttpError::PayloadTooLarge
+            | HttpError::ForbiddenOrigin => None,
         }
     }
 
@@ -166,6 +200,7 @@ impl HttpError {
             HttpError::PayloadTooLarge => "body larger than --max-message-bytes",
             HttpError::Unauthorized => "publish needs Authorization: Bearer <token>",
             HttpError::ForbiddenOrigin => "origin not allowed",
+            HttpError::VersionNotSupported => "only HTTP/1.0 and HTTP/1.1 are supported",
         }
     }
 }
@@ -177,6 +212,9 @@ impl fmt::Display for HttpError {
 }
 
 impl std::error::Error for HttpError {}
+
+/// The challenge of a 401 (RFC 6750 §3: `Bearer`, with a realm naming the server).
+const BEARER_CHALLENGE: &str = "Bearer realm=\"ringpush\"";
 
 /// Response statuses the server sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,6 +245,8 @@ pub enum Status {
     InternalServerError,
     /// 503.
     ServiceUnavailable,
+    /// 505.
+    HttpVersionNotSupported,
 }
 
 impl Status {
@@ -226,6 +266,7 @@ impl Status {
             Status::RequestHeaderFieldsTooLarge => 431,
             Status::InternalServerError => 500,
             Status::ServiceUnavailable => 503,
+            Status::HttpVersionNotSupported => 505,
         }
     }
 
@@ -246,6 +287,7 @@ impl Status {
             Status::RequestHeaderFieldsTooLarge => "Request Header Fields Too Large",
             Status::InternalServerError => "Internal Server Error",
             Status::ServiceUnavailable => "Service Unavailable",
+            Status::HttpVersionNotSupported => "HTTP Version Not Supported",
         }
     }
 }
@@ -326,8 +368,9 @@ fn parse_content_length(value: &str) -> Result<u64, HttpError> {
 /// Errors: httparse's `TooManyHeaders` (more than `limits.max_headers`, which is
 /// clamped to [`MAX_HEADERS`]) is [`HttpError::TooManyHeaders`]; a head still incomplete
 /// after `max_head_bytes`, or a complete one longer than that, is
-/// [`HttpError::HeadTooLarge`]; anything else httparse or this function refuses is
-/// [`HttpError::Malformed`]. Total over arbitrary input: never panics.
+/// [`HttpError::HeadTooLarge`]; a complete, well-formed head of another major version
+/// is [`HttpError::VersionNotSupported`]; anything else httparse or this function
+/// refuses is [`HttpError::Malformed`]. Total over arbitrary input: never panics.
 ///
 /// # Warning
 /// The caller must bound how long it waits for a complete head (the handshake timeout):
@@ -339,29 +382,22 @@ pub fn parse_request_head(buf: &[u8], limits: &Limits) -> Result<Parsed<RequestH
     // httparse's defaults are the strict RFC 9112 ones we want: whitespace between a
     // field name and its colon (§5.1, a smuggling vector) and obs-fold (§5.2) are errors.
     let consumed = match req.parse(buf) {
-        Ok(httparse::Status::Complete(n)) if n > limits.max_head_bytes => {
-            return Err(HttpError::HeadTooLarge);
-        }
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() >= limits.max_head_bytes => {
-            return Err(HttpError::HeadTooLarge);
-        }
-        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
-        Err(httparse::Error::TooManyHeaders) => return Err(HttpError::TooManyHeaders),
-        Err(_) => return Err(HttpError::Malformed),
+        Err(httparse::Error::Version) => return other_version(buf, limits),
+        parsed => match head_len(parsed, buf.len(), limits)? {
+            Some(n) => n,
+            None => return Ok(Parsed::Partial),
+        },
     };
     // A complete parse always fills the request line; the fallbacks only keep this total.
-    let method = match req.method {
-        Some("GET") => Method::Get,
-        Some("HEAD") => Method::Head,
-        Some("POST") => Method::Post,
+    let method_name = req.method.unwrap_or_default();
+    let method = match method_name {
+        "GET" => Method::Get,
+        "HEAD" => Method::Head,
+        "POST" => Method::Post,
         _ => Method::Other,
     };
-    let mut head = RequestHead::new(
-        method,
-        req.path.unwrap_or_default(),
-        req.version.unwrap_or(1),
-    );
+    let (authority, target) = request_target(method_name, req.path.unwrap_or_default())?;
+    let mut head = RequestHead::new(method, &target, req.version.unwrap_or(1));
     for h in req.headers.iter() {
         let Some(field) = Field::from_name(h.name) else {
             continue;
@@ -402,13 +438,149 @@ pub fn parse_request_head(buf: &[u8], limits: &Limits) -> Result<Parsed<RequestH
     }
     // RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status code to any
     // HTTP/1.1 request message that lacks a Host header field."
+    // That holds for an absolute-form target too: §3.2.2 still has the client send Host
+    // ("A client MUST send a Host header field in an HTTP/1.1 request even if the
+    // request-target is in the absolute-form"), so its absence is the same 400.
     if head.minor_version >= 1 && head.host.is_none() {
         return Err(HttpError::Malformed);
+    }
+    // RFC 9112 §3.2.2: "When an origin server receives a request with an absolute-form
+    // of request-target, the origin server MUST ignore the received Host header field
+    // (if any) and instead use the host information of the request-target."
+    if let Some(authority) = authority {
+        head.host = Some(authority.to_owned());
     }
     Ok(Parsed::Complete {
         value: head,
         consumed,
     })
+}
+
+/// httparse's answer under our limits: the head's length, `None` for Partial, or the
+/// error (see [`parse_request_head`]).
+fn head_len(
+    parsed: httparse::Result<usize>,
+    buf_len: usize,
+    limits: &Limits,
+) -> Result<Option<usize>, HttpError> {
+    match parsed {
+        Ok(httparse::Status::Complete(n)) if n > limits.max_head_bytes => {
+            Err(HttpError::HeadTooLarge)
+        }
+        Ok(httparse::Status::Complete(n)) => Ok(Some(n)),
+        Ok(httparse::Status::Partial) if buf_len >= limits.max_head_bytes => {
+            Err(HttpError::HeadTooLarge)
+        }
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(httparse::Error::TooManyHeaders) => Err(HttpError::TooManyHeaders),
+        Err(_) => Err(HttpError::Malformed),
+    }
+}
+
+/// The request line's version when httparse refused it (it takes exactly `HTTP/1.0`
+/// and `HTTP/1.1`). A well-formed `HTTP-version` (RFC 9112 §2.3: `"HTTP/" DIGIT "."
+/// DIGIT`) of major version 1 is served as HTTP/1.1 (RFC 9110 §6.2: a higher minor
+/// version is processed "as if it were in the highest minor version within that major
+/// version to which the recipient is conformant"); of another major version it is 505
+/// once the head is complete (the HTTP/1 message syntax and the size limits, no more:
+/// the rules of HTTP/1.1 fields and targets are not that version's, and the HTTP/2
+/// preface `PRI * HTTP/2.0` is answered 505 too); anything else is 400.
+///
+/// The head is checked by parsing a copy with the version replaced by `HTTP/1.1`, with
+/// the same length, so `consumed` is the same. Only clients that speak another version
+/// pay for the copy.
+fn other_version(buf: &[u8], limits: &Limits) -> Result<Parsed<RequestHead>, HttpError> {
+    // httparse accepted the method and the target before the version, and neither holds
+    // a space (nor do the empty lines it skips first): the version follows the second.
+    let Some(at) = buf
+        .iter()
+        .enumerate()
+        .filter(|&(_, &b)| b == b' ')
+        .nth(1)
+        .map(|(i, _)| i + 1)
+    else {
+        return Err(HttpError::Malformed);
+    };
+    const SHAPE: &[u8; 8] = b"HTTP/0.0";
+    let version = &buf[at..buf.len().min(at + SHAPE.len())];
+    let well_formed = version.iter().zip(SHAPE).all(|(&b, &s)| match s {
+        b'0' => b.is_ascii_digit(),
+        _ => b == s,
+    });
+    if !well_formed {
+        return Err(HttpError::Malformed);
+    }
+    if at + SHAPE.len() > limits.max_head_bytes {
+        return Err(HttpError::HeadTooLarge);
+    }
+    if version.len() < SHAPE.len() {
+        // Still a prefix of a well-formed version: wait for the rest.
+        return Ok(Parsed::Partial);
+    }
+    let major = version[5];
+    // One byte past the limit is enough to tell a head that does not fit (Partial at
+    // the limit is HeadTooLarge), and bounds the copy however much is pipelined behind.
+    let mut copy = buf[..buf.len().min(limits.max_head_bytes + 1)].to_vec();
+    copy[at + 5] = b'1';
+    copy[at + 7] = b'1';
+    if major == b'1' {
+        return parse_request_head(&copy, limits);
+    }
+    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let headers = &mut storage[..limits.max_headers.min(MAX_HEADERS)];
+    match head_len(
+        httparse::Request::new(headers).parse(&copy),
+        copy.len(),
+        limits,
+    )? {
+        Some(_) => Err(HttpError::VersionNotSupported),
+        None => Ok(Parsed::Partial),
+    }
+}
+
+/// Splits a request target (RFC 9112 §3.2) into the authority of an absolute-form
+/// target, if any, and an origin-form target (`/path?query`) for routing.
+///
+/// - origin-form (`/healthz?x`): as is.
+/// - absolute-form (`http://host:8080/healthz?x`, §3.2.2: "A server MUST accept the
+///   absolute-form in requests"): only the `http` and `https` schemes (ASCII case
+///   ignored, RFC 3986 §3.1) name a resource here; the authority must be a non-empty
+///   `host[:port]` without userinfo (RFC 9110 §4.2.1: an empty host is invalid; §4.2.4:
+///   userinfo is an error); an empty path is `/` (RFC 9110 §4.2.3).
+/// - asterisk-form (`*`, §3.2.4): only for `OPTIONS`; routed like any unknown path.
+/// - anything else, authority-form (`host:443`, for `CONNECT` only, §3.2.3) included: 400.
+fn request_target<'a>(
+    method: &str,
+    target: &'a str,
+) -> Result<(Option<&'a str>, std::borrow::Cow<'a, str>), HttpError> {
+    if target.starts_with('/') {
+        return Ok((None, target.into()));
+    }
+    if target == "*" {
+        return if method == "OPTIONS" {
+            Ok((None, target.into()))
+        } else {
+            Err(HttpError::Malformed)
+        };
+    }
+    let (scheme, rest) = target.split_once("://").ok_or(HttpError::Malformed)?;
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return Err(HttpError::Malformed);
+    }
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    // `host [":" port]` (RFC 3986 §3.2): reg-name and IPv4 characters (unreserved,
+    // pct-encoded, sub-delims), `:` and the brackets of an IP literal. No `@`.
+    let host_byte = |b: u8| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:[]".contains(&b);
+    if authority.is_empty() || !authority.bytes().all(host_byte) {
+        return Err(HttpError::Malformed);
+    }
+    let target = if path.starts_with('/') {
+        path.into()
+    } else {
+        format!("/{path}").into()
+    };
+    Ok((Some(authority), target))
 }
 
 /// A validated topic name: 1 to [`MAX_TOPIC_LEN`] characters of `A-Z a-z 0-9 . _ - :`.
@@ -464,8 +636,9 @@ pub enum Route {
     Sse {
         /// 1 to [`MAX_TOPICS_PER_STREAM`] topics in request order, without duplicates.
         topics: Vec<Topic>,
-        /// `Last-Event-ID` header, else `?lastEventId=`; unparsed. Empty or longer than
-        /// [`MAX_EVENT_ID_LEN`]: `None` (not one of ours, so nothing to resume from).
+        /// `Last-Event-ID` header, else `?lastEventId=`; unparsed. Empty: `None` (no
+        /// position). Longer than [`MAX_EVENT_ID_LEN`]: cut to just over it, so it stays
+        /// an id that is not ours and the stream starts with `event: reset`.
         last_event_id: Option<String>,
     },
     /// `POST /publish/{topic}[?event=NAME]`.
@@ -479,7 +652,8 @@ pub enum Route {
     Poll {
         /// The topic.
         topic: Topic,
-        /// The last id the client has; empty or longer than [`MAX_EVENT_ID_LEN`]: `None`.
+        /// The last id the client has, as for [`Route::Sse`]: empty is `None`, too long
+        /// is kept (cut) so the answer is `"reset":true`.
         since: Option<String>,
         /// Long-polling budget, at most [`MAX_POLL_WAIT`]; absent or zero: `None`
         /// (answer at once).
@@ -616,10 +790,22 @@ fn path_topic(segment: &str) -> Result<Topic, HttpError> {
     Topic::new(&percent_decode(segment).map_err(|_| HttpError::BadTopic)?)
 }
 
-/// An event id as the client sent it, if it could be one of ours (see
-/// [`MAX_EVENT_ID_LEN`]); otherwise there is nothing to resume from.
-fn event_id(id: String) -> Option<String> {
-    (!id.is_empty() && id.len() <= MAX_EVENT_ID_LEN).then_some(id)
+/// An event id as the client sent it; empty is no id at all.
+///
+/// One longer than [`MAX_EVENT_ID_LEN`] is not ours, but the client did send a position,
+/// so it must get a reset like any unknown id, never be served as if it had sent none
+/// (it would miss the news that its position is lost). It is cut to the first char
+/// boundary past the limit: still too long for `Cursor::parse`, which refuses anything
+/// over [`MAX_EVENT_ID_LEN`], and no more than 4 bytes over it however long the input.
+fn event_id(mut id: String) -> Option<String> {
+    if id.len() > MAX_EVENT_ID_LEN {
+        // `id.len()` is a boundary, so `find` always succeeds.
+        let cut = (MAX_EVENT_ID_LEN + 1..=id.len())
+            .find(|&i| id.is_char_boundary(i))
+            .unwrap_or(id.len());
+        id.truncate(cut);
+    }
+    (!id.is_empty()).then_some(id)
 }
 
 /// The `Last-Event-ID` header (WHATWG HTML §9.2.4, sent by `EventSource` on reconnect),
@@ -774,21 +960,15 @@ pub fn write_response(
 
 /// Writes the plain-text error response for `err`: body `err.message()` and a newline,
 /// `Connection: close` (after a refused request the rest of the input cannot be trusted
-/// to start a new request), and `Allow` for 405 (RFC 9110 §15.5.6: "MUST generate").
+/// to start a new request), and the field the status requires: `Allow` for 405,
+/// `WWW-Authenticate` for 401.
 pub fn write_error(out: &mut Vec<u8>, err: &HttpError) {
     let body = format!("{}\n", err.message());
-    let allow;
-    let headers: &[(&str, &str)] = match err {
-        HttpError::MethodNotAllowed { allow: a } => {
-            allow = [("Allow", *a)];
-            &allow
-        }
-        _ => &[],
-    };
+    let header = err.header();
     write_response(
         out,
         err.status(),
-        headers,
+        header.as_slice(),
         "text/plain; charset=utf-8",
         body.as_bytes(),
         false,
@@ -1159,12 +1339,218 @@ mod tests {
             parse(b"\x00\x01\x02 / HTTP/1.1\r\nHost: h\r\n\r\n"),
             Err(HttpError::Malformed)
         );
-        assert_eq!(parse(b"GET / HTTP/2.0\r\n\r\n"), Err(HttpError::Malformed));
         assert_eq!(
             parse(b"GET  / HTTP/1.1\r\nHost: h\r\n\r\n"),
             Err(HttpError::Malformed)
         );
         assert_eq!(HttpError::Malformed.status().code(), 400);
+    }
+
+    /// RFC 9112 §2.3, RFC 9110 §6.2 and §15.6.6: another major version is 505 once its
+    /// head is complete and valid; a higher minor version is HTTP/1.1; a version that is
+    /// not `HTTP/DIGIT.DIGIT` is 400.
+    #[test]
+    fn other_versions() {
+        for v in ["2.0", "3.0", "0.9", "9.9"] {
+            let req = format!("GET /healthz HTTP/{v}\r\nHost: h\r\n\r\n");
+            assert_eq!(
+                parse(req.as_bytes()),
+                Err(HttpError::VersionNotSupported),
+                "{v}"
+            );
+        }
+        assert_eq!(
+            parse(b"GET / HTTP/2.0\r\n\r\n"),
+            Err(HttpError::VersionNotSupported),
+            "the HTTP/1.1 Host rule is not HTTP/2's"
+        );
+        assert_eq!(
+            parse(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+            Err(HttpError::VersionNotSupported),
+            "the HTTP/2 connection preface (RFC 9113 §3.4)"
+        );
+        assert_eq!(
+            parse(b"\r\nGET / HTTP/3.0\r\n\r\n"),
+            Err(HttpError::VersionNotSupported),
+            "after an empty line (RFC 9112 §2.2)"
+        );
+        assert_eq!(HttpError::VersionNotSupported.status().code(), 505);
+
+        // The whole head is waited for, byte by byte, and still checked.
+        let req = b"GET /healthz HTTP/2.0\r\nHost: h\r\n\r\n";
+        for cut in 0..req.len() {
+            assert_eq!(parse(&req[..cut]), Ok(Parsed::Partial), "cut {cut}");
+        }
+        assert_eq!(
+            parse(b"GET ftp://x/ HTTP/2.0\r\nHost: a\r\nHost: b\r\n\r\n"),
+            Err(HttpError::VersionNotSupported),
+            "HTTP/1.1's field and target rules are not HTTP/2's"
+        );
+        for bad in [
+            &b"GET / HTTP/2.0\r\nX : y\r\n\r\n"[..],
+            b"GET / HTTP/2.0x\r\n\r\n",
+            b"GET / HTTP/2.0\r\nX: \x01\r\n\r\n",
+        ] {
+            assert_eq!(
+                parse(bad),
+                Err(HttpError::Malformed),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let limits = Limits {
+            max_head_bytes: 64,
+            ..Limits::default()
+        };
+        let too_large = Err(HttpError::HeadTooLarge);
+        for (n, whole, short) in [
+            (40, Err(HttpError::VersionNotSupported), Ok(Parsed::Partial)),
+            (50, too_large.clone(), too_large.clone()),
+            (60, too_large.clone(), too_large.clone()),
+        ] {
+            let long = format!("GET /{} HTTP/2.0\r\n\r\n", "a".repeat(n));
+            let long = long.as_bytes();
+            assert_eq!(parse_request_head(long, &limits), whole, "{n}");
+            let short_by_one = &long[..long.len() - 1];
+            assert_eq!(parse_request_head(short_by_one, &limits), short, "{n}");
+        }
+        let many = format!("GET / HTTP/2.0\r\n{}\r\n", "X: y\r\n".repeat(65));
+        assert_eq!(parse(many.as_bytes()), Err(HttpError::TooManyHeaders));
+
+        for bad in [
+            "HTTP/2",
+            "HTTP/20",
+            "HTTP/2.00",
+            "HTTP/a.0",
+            "HTTP/1.x",
+            "HTTP/11.1",
+            "http/1.1",
+            "HTTPS/1.1",
+            "HTTP/1.1 ",
+            "HTTP/ 1.1",
+        ] {
+            let req = format!("GET / {bad}\r\nHost: h\r\n\r\n");
+            assert_eq!(parse(req.as_bytes()), Err(HttpError::Malformed), "{bad}");
+        }
+        for partial in [
+            "GET / HTTP/2",
+            "GET / HTTP/2.",
+            "GET / HTTP/1.2",
+            "GET / HTTP/2.0\r\n",
+        ] {
+            assert_eq!(
+                parse(partial.as_bytes()),
+                Ok(Parsed::Partial),
+                "{partial:?}"
+            );
+        }
+
+        // A higher minor version is served as HTTP/1.1, Host rule included.
+        let req = b"GET /healthz?a HTTP/1.2\r\nHost: h\r\n\r\nGET";
+        let h = head(req);
+        assert_eq!(
+            (h.path.as_str(), h.query.as_str(), h.minor_version),
+            ("/healthz", "a", 1)
+        );
+        assert!(matches!(
+            parse(req),
+            Ok(Parsed::Complete { consumed, .. }) if consumed == req.len() - 3
+        ));
+        assert!(keep_alive(&h));
+        assert_eq!(route(&h), Ok(Route::Healthz));
+        assert_eq!(parse(b"GET / HTTP/1.9\r\n\r\n"), Err(HttpError::Malformed));
+        assert_eq!(head(b"GET / HTTP/1.0\r\n\r\n").minor_version, 0);
+        assert_eq!(head(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").minor_version, 1);
+    }
+
+    /// RFC 9112 §3.2: origin-form, absolute-form (routed by its path, its authority
+    /// taking the place of Host), asterisk-form for OPTIONS only; nothing else.
+    #[test]
+    fn request_target_forms() {
+        let h = head(b"GET http://example.com:8080/healthz?x=1 HTTP/1.1\r\nHost: other\r\n\r\n");
+        assert_eq!((h.path.as_str(), h.query.as_str()), ("/healthz", "x=1"));
+        assert_eq!(
+            h.host.as_deref(),
+            Some("example.com:8080"),
+            "RFC 9112 §3.2.2: the target's authority, not Host"
+        );
+        assert_eq!(route(&h), Ok(Route::Healthz));
+        for (target, path, query) in [
+            ("HTTPS://h/sse/a?lastEventId=z", "/sse/a", "lastEventId=z"),
+            ("http://h", "/", ""),
+            ("http://h?q", "/", "q"),
+            ("http://[::1]:80/", "/", ""),
+            ("http://127.0.0.1/ws/a/b", "/ws/a/b", ""),
+            ("http://h//x", "//x", ""),
+            ("/a?b", "/a", "b"),
+        ] {
+            let h = get(target);
+            assert_eq!(
+                (h.path.as_str(), h.query.as_str()),
+                (path, query),
+                "{target}"
+            );
+        }
+        assert_eq!(
+            route(&get("http://h/poll/t?since=x")),
+            Ok(Route::Poll {
+                topic: t("t"),
+                since: Some("x".into()),
+                wait: None
+            })
+        );
+        assert_eq!(get("http://h").host.as_deref(), Some("h"));
+        assert_eq!(
+            get("/x").host.as_deref(),
+            Some("x"),
+            "origin-form: the Host header"
+        );
+        assert_eq!(
+            parse(b"GET http://h/healthz HTTP/1.1\r\n\r\n"),
+            Err(HttpError::Malformed),
+            "RFC 9112 §3.2: Host is still required in HTTP/1.1"
+        );
+        assert_eq!(
+            head(b"GET http://h/healthz HTTP/1.0\r\n\r\n")
+                .host
+                .as_deref(),
+            Some("h")
+        );
+        assert_eq!(
+            parse(b"GET http://h/ HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
+            Err(HttpError::Malformed),
+            "a repeated Host is still refused"
+        );
+        for bad in [
+            "ftp://x/",
+            "ws://x/ws/a",
+            "file:///etc/passwd",
+            "http:///healthz",
+            "http://?x",
+            "http://user@h/healthz",
+            "http://u:p@h/",
+            "http:/healthz",
+            "http:healthz",
+            "mailto:a@b",
+            "h:443",
+            "healthz",
+            "*",
+        ] {
+            let req = format!("GET {bad} HTTP/1.1\r\nHost: h\r\n\r\n");
+            assert_eq!(parse(req.as_bytes()), Err(HttpError::Malformed), "{bad}");
+        }
+        assert_eq!(
+            parse(b"CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n"),
+            Err(HttpError::Malformed),
+            "authority-form: no proxying here"
+        );
+        let star = req("OPTIONS", "*");
+        assert_eq!((star.method, star.path.as_str()), (Method::Other, "*"));
+        assert_eq!(
+            route(&star),
+            Err(HttpError::NotFound),
+            "OPTIONS *: no server-wide options"
+        );
     }
 
     #[test]
@@ -1307,19 +1693,19 @@ mod tests {
             "header wins"
         );
         let long = "i".repeat(MAX_EVENT_ID_LEN + 1);
-        h.last_event_id = Some(long.clone());
+        h.last_event_id = Some("i".repeat(5000));
         assert_eq!(
             route(&h),
             Ok(Route::Sse {
                 topics: vec![t("x")],
-                last_event_id: None
+                last_event_id: Some(long.clone())
             }),
-            "too long: not ours"
+            "too long: kept, cut just past the limit, so it is an unknown id"
         );
         let ok = "i".repeat(MAX_EVENT_ID_LEN);
         for (target, want) in [
             (format!("/sse/x?lastEventId={ok}"), Some(ok.clone())),
-            (format!("/sse/x?lastEventId={long}"), None),
+            (format!("/sse/x?lastEventId={long}i"), Some(long.clone())),
             ("/sse/x?lastEventId=".to_string(), None),
         ] {
             assert_eq!(
@@ -1330,14 +1716,47 @@ mod tests {
                 })
             );
         }
-        assert_eq!(
-            route(&get(&format!("/poll/x?since={long}"))),
-            Ok(Route::Poll {
-                topic: t("x"),
-                since: None,
-                wait: None
-            })
-        );
+        for (since, want) in [
+            (format!("{long}iii"), Some(long.clone())),
+            (ok.clone(), Some(ok.clone())),
+            (String::new(), None),
+        ] {
+            assert_eq!(
+                route(&get(&format!("/poll/x?since={since}"))),
+                Ok(Route::Poll {
+                    topic: t("x"),
+                    since: want,
+                    wait: None
+                })
+            );
+        }
+    }
+
+    /// An over-long id is cut on a char boundary, stays over the limit, and is never
+    /// a position `Cursor::parse` accepts (so the shard answers it with a reset).
+    #[test]
+    fn over_long_ids_stay_unknown() {
+        use crate::proto::sse::Cursor;
+        // A valid cursor padded with more topics than a stream can have, past the limit.
+        let seqs = vec!["0"; MAX_EVENT_ID_LEN];
+        let padded = format!("0a0b0c0d-{}", seqs.join("."));
+        for id in [
+            padded,
+            "é".repeat(MAX_EVENT_ID_LEN),
+            format!("{}€", "i".repeat(MAX_EVENT_ID_LEN)),
+            format!("{}😀x", "i".repeat(MAX_EVENT_ID_LEN - 1)),
+        ] {
+            let cut = event_id(id.clone()).expect("kept");
+            assert!(id.starts_with(&cut), "a prefix");
+            assert!(
+                (MAX_EVENT_ID_LEN + 1..=MAX_EVENT_ID_LEN + 4).contains(&cut.len()),
+                "{}",
+                cut.len()
+            );
+            assert_eq!(Cursor::parse(&cut), None);
+        }
+        assert_eq!(event_id(String::new()), None);
+        assert_eq!(event_id("0a0b0c0d-1".into()).as_deref(), Some("0a0b0c0d-1"));
     }
 
     #[test]
@@ -1377,8 +1796,6 @@ mod tests {
             "/poll/a/b",
             "//",
             "/HEALTHZ",
-            "*",
-            "http://x/healthz",
         ] {
             assert_eq!(route(&get(target)), Err(HttpError::NotFound), "{target}");
         }
@@ -1562,6 +1979,13 @@ mod tests {
             "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 10\r\nConnection: close\r\n\r\nnot found\n"
         );
         out.clear();
+        write_error(&mut out, &HttpError::Unauthorized);
+        assert_eq!(
+            String::from_utf8(out.clone()).unwrap(),
+            "HTTP/1.1 401 Unauthorized\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 44\r\nConnection: close\r\nWWW-Authenticate: Bearer realm=\"ringpush\"\r\n\r\npublish needs Authorization: Bearer <token>\n",
+            "RFC 9110 §11.6.1: a 401 carries a challenge"
+        );
+        out.clear();
         write_service_unavailable(&mut out, 5);
         assert_eq!(
             String::from_utf8(out.clone()).unwrap(),
@@ -1597,6 +2021,7 @@ mod tests {
             (HttpError::PayloadTooLarge, 413),
             (HttpError::Unauthorized, 401),
             (HttpError::ForbiddenOrigin, 403),
+            (HttpError::VersionNotSupported, 505),
         ];
         let mut out = Vec::new();
         for (e, code) in all {
@@ -1614,6 +2039,11 @@ mod tests {
             assert!(s.contains("\r\nConnection: close\r\n"), "{s}");
             assert!(s.ends_with(&format!("\r\n\r\n{}\n", e.message())), "{s}");
             assert_eq!(s.contains("\r\nAllow: "), code == 405, "{s}");
+            assert_eq!(
+                s.contains("\r\nWWW-Authenticate: Bearer"),
+                code == 401,
+                "{s}"
+            );
         }
         let statuses = [
             (Status::SwitchingProtocols, 101, "Switching Protocols"),
@@ -1633,6 +2063,11 @@ mod tests {
             ),
             (Status::InternalServerError, 500, "Internal Server Error"),
             (Status::ServiceUnavailable, 503, "Service Unavailable"),
+            (
+                Status::HttpVersionNotSupported,
+                505,
+                "HTTP Version Not Supported",
+            ),
         ];
         for (s, code, reason) in statuses {
             assert_eq!((s.code(), s.reason()), (code, reason));

@@ -6,6 +6,8 @@ pub mod outbox;
 pub mod shard;
 pub mod timer;
 
+use std::fmt;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock, mpsc};
 
@@ -19,17 +21,66 @@ use shard::{BACKLOG, RESERVE};
 /// rounded up so that the default cap cannot exhaust the machine.
 const BYTES_PER_CONNECTION: u64 = 16 * 1024;
 
+/// Why [`run`] failed; one line for the user either way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunError {
+    /// `--listen` names an address we cannot listen on: another process listens on the
+    /// port, the address is not local, the port needs privileges. A bad flag value, so
+    /// exit code 2 like every usage error (DESIGN.md "Command line").
+    Listen(String),
+    /// Any other failure to start or run (limits, threads, a shard's ring): exit code 1.
+    Start(String),
+}
+
+impl RunError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::Listen(_) => 2,
+            RunError::Start(_) => 1,
+        }
+    }
+}
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunError::Listen(m) | RunError::Start(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for RunError {}
+
+impl From<String> for RunError {
+    fn from(m: String) -> RunError {
+        RunError::Start(m)
+    }
+}
+
+/// The one line for an address `--listen` cannot use.
+fn listen_error(addr: SocketAddr, e: &io::Error) -> RunError {
+    RunError::Listen(if e.kind() == io::ErrorKind::AddrInUse {
+        format!(
+            "--listen {addr}: address already in use (another process listens on port {})",
+            addr.port()
+        )
+    } else {
+        format!("--listen {addr}: {e}")
+    })
+}
+
 /// Starts the shards, waits for SIGINT or SIGTERM, drains, returns.
-pub fn run(config: Config) -> Result<(), String> {
+pub fn run(config: Config) -> Result<(), RunError> {
     let config = Arc::new(config);
     let nofile = uring::raise_nofile_limit();
     // A registered file table may hold at most RLIMIT_NOFILE slots (kernel rule).
     let table_size = nofile.min(1 << 20) as u32;
     if table_size <= RESERVE {
-        return Err(format!(
+        return Err(RunError::Start(format!(
             "RLIMIT_NOFILE is {nofile}; ringpush needs at least {} (ulimit -n)",
             RESERVE + 1
-        ));
+        )));
     }
     let shards = config.shards;
     // A shard adds fixed-file tables as it fills them, so the cap is not bounded by
@@ -40,11 +91,19 @@ pub fn run(config: Config) -> Result<(), String> {
     let per_shard = max_connections.div_ceil(shards);
 
     // Listeners first, in this thread, so an address in use is one clear error.
-    let mut listeners = Vec::with_capacity(shards);
     let mut addr: SocketAddr = config.listen;
+    if addr.port() != 0 {
+        // SO_REUSEPORT would let our listeners join those of another ringpush (same
+        // user) on this port, and the kernel would quietly split the connections between
+        // the two. A socket without it cannot bind while anything listens there. The
+        // port could still be taken between the probe and the binds below; only a
+        // same-user SO_REUSEPORT listener could then share it, within microseconds.
+        uring::net::probe_exclusive(addr).map_err(|e| listen_error(addr, &e))?;
+    }
+    let mut listeners = Vec::with_capacity(shards);
     for _ in 0..shards {
         let l = uring::net::reuseport_listener(addr, BACKLOG as i32)
-            .map_err(|e| format!("--listen {addr}: {e}"))?;
+            .map_err(|e| listen_error(addr, &e))?;
         addr = uring::net::local_addr(&l).map_err(|e| e.to_string())?;
         listeners.push(l);
     }
@@ -89,8 +148,8 @@ pub fn run(config: Config) -> Result<(), String> {
     for _ in 0..shards {
         match ready_rx.recv() {
             Ok(Ok((id, fd))) => fds[id] = fd,
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Err("a shard exited during startup".into()),
+            Ok(Err(e)) => return Err(RunError::Start(e)),
+            Err(_) => return Err(RunError::Start("a shard exited during startup".into())),
         }
     }
     let _ = ring_fds.set(fds);

@@ -1,8 +1,9 @@
-//! Socket setup that std does not offer: SO_REUSEPORT listeners.
+//! Socket setup that std does not offer: SO_REUSEPORT listeners, and the probe that
+//! keeps them from joining another process's port.
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret < 0 {
@@ -50,7 +51,30 @@ pub fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
 
 /// A listening TCP socket with SO_REUSEPORT, so each shard binds its own listener on the
 /// same address and the kernel spreads incoming connections over them.
+///
+/// # Warning
+/// SO_REUSEPORT also lets a second process of the same user bind the port and silently
+/// take part of the connections; call [`probe_exclusive`] first.
 pub fn reuseport_listener(addr: SocketAddr, backlog: i32) -> io::Result<OwnedFd> {
+    let fd = bound_socket(addr, &[libc::SO_REUSEADDR, libc::SO_REUSEPORT])?;
+    // SAFETY: listen on a bound socket we own.
+    check(unsafe { libc::listen(fd.as_raw_fd(), backlog) })?;
+    Ok(fd)
+}
+
+/// Is `addr` free for a listener of our own? Binds (without listening) and closes a
+/// socket *without* SO_REUSEPORT, which fails with `EADDRINUSE` when any socket listens
+/// on the port, SO_REUSEPORT listeners of another ringpush included. SO_REUSEADDR is
+/// set as on the real listeners, so connections of a previous run still in TIME_WAIT
+/// do not count as "in use".
+///
+/// Port 0 always succeeds (the kernel picks a free port); the probe then proves nothing.
+pub fn probe_exclusive(addr: SocketAddr) -> io::Result<()> {
+    bound_socket(addr, &[libc::SO_REUSEADDR]).map(drop)
+}
+
+/// A TCP socket with the given `SOL_SOCKET` options set to 1, bound to `addr`.
+fn bound_socket(addr: SocketAddr, options: &[libc::c_int]) -> io::Result<OwnedFd> {
     let domain = if addr.is_ipv4() {
         libc::AF_INET
     } else {
@@ -61,29 +85,22 @@ pub fn reuseport_listener(addr: SocketAddr, backlog: i32) -> io::Result<OwnedFd>
     // SAFETY: fd is a fresh socket we own; OwnedFd closes it on every error path below.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     let one: libc::c_int = 1;
-    for opt in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
-        // SAFETY: the option value points to a c_int of the length given.
-        check(unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                opt,
-                (&raw const one).cast(),
-                std::mem::size_of_val(&one) as libc::socklen_t,
-            )
-        })?;
+    let (value, value_len) = (
+        (&raw const one).cast(),
+        size_of_val(&one) as libc::socklen_t,
+    );
+    for &opt in options {
+        // SAFETY: `value` points to a c_int of `value_len` bytes, alive for the call.
+        check(unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, opt, value, value_len) })?;
     }
     let (storage, len) = sockaddr(addr);
     // SAFETY: storage holds a sockaddr of `len` bytes for this family.
     check(unsafe { libc::bind(fd, (&raw const storage).cast(), len) })?;
-    // SAFETY: listen on a bound socket we own.
-    check(unsafe { libc::listen(fd, backlog) })?;
     Ok(owned)
 }
 
 /// The local address a socket is bound to (to learn the port after binding port 0).
 pub fn local_addr(fd: &OwnedFd) -> io::Result<SocketAddr> {
-    use std::os::fd::AsRawFd;
     // SAFETY: zeroed sockaddr_storage is valid; getsockname writes at most `len` bytes.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
@@ -113,4 +130,43 @@ pub fn local_addr(fd: &OwnedFd) -> io::Result<SocketAddr> {
 /// Open file descriptors of this process (for tests and `/metrics`).
 pub fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn in_use(r: io::Result<()>) -> bool {
+        r.is_err_and(|e| e.kind() == io::ErrorKind::AddrInUse)
+    }
+
+    #[test]
+    fn probe_sees_any_listener_on_the_port() {
+        // A plain listener of someone else (std sets SO_REUSEADDR only).
+        let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = other.local_addr().unwrap();
+        assert!(in_use(probe_exclusive(addr)));
+        assert!(
+            reuseport_listener(addr, 16).is_err(),
+            "no sharing without SO_REUSEPORT on both"
+        );
+        drop(other);
+        assert!(probe_exclusive(addr).is_ok(), "free again");
+
+        // Our own SO_REUSEPORT listeners: another reuseport socket could join them, a
+        // probe cannot.
+        let ours = reuseport_listener(addr, 16).unwrap();
+        assert!(in_use(probe_exclusive(addr)));
+        let joined = reuseport_listener(addr, 16).expect("SO_REUSEPORT shares the port");
+        assert_eq!(local_addr(&joined).unwrap(), addr);
+        drop((ours, joined));
+        assert!(probe_exclusive(addr).is_ok());
+
+        // A wildcard listener on the port covers 127.0.0.1 too.
+        let any = std::net::TcpListener::bind(("0.0.0.0", addr.port()));
+        if let Ok(_any) = any {
+            assert!(in_use(probe_exclusive(addr)), "0.0.0.0 covers 127.0.0.1");
+        }
+        assert!(probe_exclusive("127.0.0.1:0".parse().unwrap()).is_ok());
+    }
 }
