@@ -88,6 +88,12 @@ pub struct Config {
     /// `max_message_bytes` + 14, or every full-size message closes its subscribers
     /// ([`Config::warnings`] says so).
     pub max_outbox_bytes: usize,
+    /// How long a connection's outbox may stay over `max_outbox_bytes` (replies to a
+    /// client that sends and never reads; reading from it has stopped) before it is cut
+    /// as a slow consumer (WebSocket close 1008). Default 10 s: an honest client on a
+    /// congested link catches up well within it, a hostile one holds its memory no
+    /// longer.
+    pub outbox_timeout: Duration,
     /// Events kept per topic for replay to reconnecting clients. Default 1024: a client
     /// gone for a few seconds on a busy topic still resumes exactly. Memory is about
     /// `topics * history * average event size`. 0 disables replay: every reconnect gets
@@ -129,6 +135,7 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_outbox_bytes: 4 * 1024 * 1024,
+            outbox_timeout: Duration::from_secs(10),
             history: 1024,
             history_ttl: None,
             publish_token: None,
@@ -324,6 +331,8 @@ const fn server_duration(flag: &'static str) -> DurationRange {
 pub const PING_INTERVAL: DurationRange = server_duration("--ping-interval");
 /// `--pong-timeout`.
 pub const PONG_TIMEOUT: DurationRange = server_duration("--pong-timeout");
+/// `--outbox-timeout`.
+pub const OUTBOX_TIMEOUT: DurationRange = server_duration("--outbox-timeout");
 /// `--sse-heartbeat`.
 pub const SSE_HEARTBEAT: DurationRange = server_duration("--sse-heartbeat");
 /// `--sse-retry`.
@@ -416,6 +425,8 @@ pub struct Overrides {
     pub max_message_bytes: Option<usize>,
     /// `--max-outbox-bytes`.
     pub max_outbox_bytes: Option<usize>,
+    /// `--outbox-timeout`.
+    pub outbox_timeout: Option<Duration>,
     /// `--history`.
     pub history: Option<usize>,
     /// `--history-ttl`.
@@ -447,6 +458,7 @@ struct FileKeys {
     handshake_timeout: Option<Spanned<Value>>,
     max_message_bytes: Option<Spanned<Value>>,
     max_outbox_bytes: Option<Spanned<Value>>,
+    outbox_timeout: Option<Spanned<Value>>,
     history: Option<Spanned<Value>>,
     history_ttl: Option<Spanned<Value>>,
     publish_token: Option<Spanned<Value>>,
@@ -578,6 +590,7 @@ impl FileReader<'_> {
             handshake_timeout: self.duration(keys.handshake_timeout, HANDSHAKE_TIMEOUT)?,
             max_message_bytes: self.count(keys.max_message_bytes, MAX_MESSAGE_BYTES)?,
             max_outbox_bytes: self.count(keys.max_outbox_bytes, MAX_OUTBOX_BYTES)?,
+            outbox_timeout: self.duration(keys.outbox_timeout, OUTBOX_TIMEOUT)?,
             history: self.count(keys.history, HISTORY)?,
             history_ttl: self.duration(keys.history_ttl, HISTORY_TTL)?,
             publish_token: self.token(keys.publish_token)?,
@@ -622,6 +635,7 @@ impl Overrides {
             handshake_timeout,
             max_message_bytes,
             max_outbox_bytes,
+            outbox_timeout,
             history,
             allowed_origins,
             drain_timeout
@@ -664,6 +678,7 @@ impl Config {
         HANDSHAKE_TIMEOUT.check(self.handshake_timeout)?;
         MAX_MESSAGE_BYTES.check(self.max_message_bytes)?;
         MAX_OUTBOX_BYTES.check(self.max_outbox_bytes)?;
+        OUTBOX_TIMEOUT.check(self.outbox_timeout)?;
         HISTORY.check(self.history)?;
         if let Some(ttl) = self.history_ttl {
             HISTORY_TTL.check(ttl)?;
@@ -724,6 +739,7 @@ impl Config {
         let _ = writeln!(s, "handshake-timeout = \"{}\"", d(self.handshake_timeout));
         let _ = writeln!(s, "max-message-bytes = {}", self.max_message_bytes);
         let _ = writeln!(s, "max-outbox-bytes = {}", self.max_outbox_bytes);
+        let _ = writeln!(s, "outbox-timeout = \"{}\"", d(self.outbox_timeout));
         let _ = writeln!(s, "history = {}", self.history);
         match self.history_ttl {
             Some(ttl) => _ = writeln!(s, "history-ttl = \"{}\"", d(ttl)),

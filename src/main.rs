@@ -80,6 +80,10 @@ struct ServeArgs {
     /// Per-connection queued bytes before the slow-consumer policy acts [default: 4194304].
     #[arg(long, value_name = "N", value_parser = |s: &str| config::MAX_OUTBOX_BYTES.parse(s), allow_hyphen_values = true)]
     max_outbox_bytes: Option<usize>,
+    /// An outbox over its cap this long (a client that sends and never reads): cut,
+    /// WebSocket close 1008 [default: 10s].
+    #[arg(long, value_name = "D", value_parser = |s: &str| config::OUTBOX_TIMEOUT.parse(s), allow_hyphen_values = true)]
+    outbox_timeout: Option<Duration>,
     /// Events kept per topic for replay; 0 disables replay [default: 1024].
     #[arg(long, value_name = "N", value_parser = |s: &str| config::HISTORY.parse(s), allow_hyphen_values = true)]
     history: Option<usize>,
@@ -113,6 +117,7 @@ impl ServeArgs {
             handshake_timeout: self.handshake_timeout,
             max_message_bytes: self.max_message_bytes,
             max_outbox_bytes: self.max_outbox_bytes,
+            outbox_timeout: self.outbox_timeout,
             history: self.history,
             history_ttl: self.history_ttl,
             publish_token: self.publish_token.clone(),

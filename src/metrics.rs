@@ -47,6 +47,7 @@ pub struct ShardMetrics {
     messages_out: AtomicU64,
     bytes_out: AtomicU64,
     drops_slow: AtomicU64,
+    input_paused: AtomicU64,
     replay_resumes: AtomicU64,
     replay_events: AtomicU64,
     replay_resets: AtomicU64,
@@ -106,6 +107,24 @@ impl ShardMetrics {
     pub fn message_out(&self, bytes: usize) {
         add(&self.messages_out, 1);
         add(&self.bytes_out, bytes as u64);
+    }
+
+    /// `n` messages of `bytes` in all arrived from clients (an echo batch).
+    pub fn messages_in(&self, n: u64, bytes: u64) {
+        add(&self.messages_in, n);
+        add(&self.bytes_in, bytes);
+    }
+
+    /// `n` messages of `bytes` in all were queued to clients (an echo batch).
+    pub fn messages_out(&self, n: u64, bytes: u64) {
+        add(&self.messages_out, n);
+        add(&self.bytes_out, bytes);
+    }
+
+    /// Reading from a connection stopped: its outbox was over its cap, or it had a
+    /// request head's worth of pipelined input pending.
+    pub fn input_paused(&self) {
+        add(&self.input_paused, 1);
     }
 
     /// A slow consumer was cut off.
@@ -265,6 +284,12 @@ pub fn render(shards: &[ShardMetrics]) -> String {
         "ringpush_slow_consumer_drops_total",
         "Connections cut off by the outbox cap.",
         &|m| load(&m.drops_slow),
+    );
+    counter(
+        &mut s,
+        "ringpush_input_paused_total",
+        "Times reading from a connection stopped: outbox over --max-outbox-bytes, or a request head's worth of pipelined input pending.",
+        &|m| load(&m.input_paused),
     );
     counter(
         &mut s,

@@ -258,3 +258,86 @@ fn over_long_event_ids_reset() {
     let v = poll(&current);
     assert_ne!(v["reset"], true, "a good id does not reset: {v}");
 }
+
+/// Issue 11, point 2: publishes pipelined behind one that waits for its topic's owner
+/// shard are backpressure, not an error. 200 pipelined publishes on one connection get
+/// 200 answers, in order, and the topic holds each event once, in that order.
+#[test]
+fn pipelined_publishes_are_all_answered_in_order() {
+    for shards in ["2", "4"] {
+        let Some(server) = Server::start(&["--shards", shards]) else {
+            return;
+        };
+        let addr = server.addr;
+        // Topics owned by every shard in turn, whichever shard takes the connection.
+        for topic in ["pipe-a", "pipe-b", "pipe-c", "pipe-d"] {
+            let before = poll_next(addr, topic);
+            let bodies: Vec<String> = (0..200).map(|i| format!("{i:03}")).collect();
+            let mut requests = String::new();
+            for b in &bodies {
+                requests.push_str(&format!(
+                    "POST /publish/{topic} HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n{b}"
+                ));
+            }
+            let mut s = tcp_from(addr, 3);
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            // All at once: 200 x 65 bytes, far more than one request head's 8 KiB.
+            s.write_all(requests.as_bytes()).unwrap();
+            let mut ids = Vec::new();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 16384];
+            while ids.len() < bodies.len() {
+                let n = s.read(&mut chunk).expect("answers keep coming");
+                assert!(n > 0, "EOF after {} answers ({shards} shards)", ids.len());
+                buf.extend_from_slice(&chunk[..n]);
+                // Each answer: a head with Content-Length, then {"id":"..."}\n.
+                while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Content-Length: "))
+                        .unwrap()
+                        .parse()
+                        .unwrap();
+                    if buf.len() < end + 4 + len {
+                        break;
+                    }
+                    let body: serde_json::Value =
+                        serde_json::from_slice(&buf[end + 4..end + 4 + len]).unwrap();
+                    ids.push(body["id"].as_str().unwrap().to_owned());
+                    buf.drain(..end + 4 + len);
+                }
+            }
+            // Stored once each, in order, with the ids the answers gave.
+            let resp = http(
+                addr,
+                &format!("GET /poll/{topic}?since={before} HTTP/1.1\r\nHost: x\r\n\r\n"),
+            );
+            let v: serde_json::Value =
+                serde_json::from_str(resp.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+            let events = v["events"].as_array().unwrap();
+            let got: Vec<(&str, &str)> = events
+                .iter()
+                .map(|e| (e["id"].as_str().unwrap(), e["data"].as_str().unwrap()))
+                .collect();
+            let want: Vec<(&str, &str)> = ids
+                .iter()
+                .map(String::as_str)
+                .zip(bodies.iter().map(String::as_str))
+                .collect();
+            assert_eq!(got, want, "{topic} on {shards} shards");
+        }
+    }
+}
+
+/// The topic's current position (`next` of an immediate poll).
+fn poll_next(addr: SocketAddr, topic: &str) -> String {
+    let resp = http(
+        addr,
+        &format!("GET /poll/{topic} HTTP/1.1\r\nHost: x\r\n\r\n"),
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(resp.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    v["next"].as_str().unwrap().to_owned()
+}

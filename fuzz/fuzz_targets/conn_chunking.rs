@@ -1,5 +1,6 @@
-//! The whole connection state machine under chunking. Oracle: events and transmitted
-//! bytes are identical for one-shot and split delivery, and nothing panics.
+//! The whole connection state machine under chunking. Oracle: events, transmitted bytes
+//! and the control frames owed are identical for one-shot and split delivery, and
+//! nothing panics.
 #![no_main]
 
 use std::time::Instant;
@@ -8,19 +9,42 @@ use libfuzzer_sys::fuzz_target;
 use ringpush::proto::conn::{ConnConfig, Connection, Event};
 use ringpush::proto::limits::Limits;
 
-fn run(now: Instant, cfg: &ConnConfig, pieces: &[&[u8]]) -> (Vec<Event>, Vec<u8>) {
+type Output = (Vec<Event>, Vec<u8>, Option<Vec<u8>>);
+
+/// Drives the connection as the server does (events and output drained, then pending
+/// input resumed) but takes the control frames only at the end: taking them mid-way
+/// would make the coalescing of pongs depend on the split, by design.
+fn run(now: Instant, cfg: &ConnConfig, pieces: &[&[u8]]) -> Output {
     let mut c = Connection::new(now, cfg, 1);
-    let (mut events, mut sent) = (Vec::new(), Vec::new());
+    let (mut events, mut sent) = (Vec::<Event>::new(), Vec::new());
     for p in pieces {
         c.handle_bytes(now, cfg, p);
-        while let Some(e) = c.poll_event() {
-            events.push(e);
-        }
-        while let Some(t) = c.poll_transmit() {
-            sent.extend_from_slice(&t);
+        loop {
+            while let Some(e) = c.poll_event() {
+                // Echo counts are batched per drain: merge them.
+                match (events.last_mut(), e) {
+                    (
+                        Some(Event::Echoed { messages, bytes }),
+                        Event::Echoed {
+                            messages: m,
+                            bytes: b,
+                        },
+                    ) => {
+                        *messages += m;
+                        *bytes += b;
+                    }
+                    (_, e) => events.push(e),
+                }
+            }
+            while let Some(t) = c.poll_transmit() {
+                sent.extend_from_slice(&t);
+            }
+            if !c.resume(now, cfg) {
+                break;
+            }
         }
     }
-    (events, sent)
+    (events, sent, c.poll_control(now, cfg))
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -692,7 +692,7 @@ impl Worker<'_> {
         c.client = Some(client);
         c.recv = true;
         c.ops += 1;
-        let e = op::recv_multi(c.slot, BGID)
+        let e = op::recv_multi(c.slot, BGID, 0)
             .user_data(Token::new(Kind::Recv, c.generation, key as u32).encode());
         let t = c.table;
         self.push(t, e);
@@ -762,7 +762,7 @@ impl Worker<'_> {
             if !ended && c.stage != Stage::Closing && c.error.is_none() {
                 c.recv = true;
                 c.ops += 1;
-                let e = op::recv_multi(c.slot, BGID)
+                let e = op::recv_multi(c.slot, BGID, 0)
                     .user_data(Token::new(Kind::Recv, c.generation, key as u32).encode());
                 self.push(t, e);
             }

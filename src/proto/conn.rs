@@ -96,7 +96,15 @@ pub enum WsKind {
 pub enum Event {
     /// The WebSocket handshake was accepted and the 101 queued.
     WsOpen(WsKind),
-    /// A complete text or binary message from the peer.
+    /// Messages on `/echo` were echoed (already queued, in order with every other
+    /// frame); counted together until the driver polls.
+    Echoed {
+        /// How many messages.
+        messages: u32,
+        /// Their payload bytes.
+        bytes: u64,
+    },
+    /// A complete text or binary message from the peer on `/ws/{topic}`.
     Message {
         /// Text (valid UTF-8) or binary.
         text: bool,
@@ -176,6 +184,13 @@ enum State {
         dec: Decoder,
         deadline: Instant,
         phase: WsPhase,
+        /// `/echo`: each message goes back from here, in order with every other frame.
+        echo: bool,
+        /// Pongs owed, encoded, waiting in the control lane until the driver takes
+        /// them. Each ping gets its pong while they fit in [`PENDING_PONG_BYTES`]; past
+        /// that only the latest ping is answered (RFC 6455 §5.5.3 allows it), so a ping
+        /// flood costs one pong per send, not one per ping.
+        pongs: Vec<u8>,
     },
     /// An open event stream.
     Sse { next_heartbeat: Instant },
@@ -195,17 +210,23 @@ enum State {
 enum WsPhase {
     /// Receiving; at the deadline (`ping_interval` after the last byte) we ping.
     Open,
-    /// A ping is out; at the deadline (`pong_timeout` after it) the peer is dead.
+    /// A ping waits in the control lane for the driver to take it
+    /// ([`Connection::poll_control`]). At the deadline (`pong_timeout` after it was
+    /// due) the peer is dead too: its connection could not even take a 2-byte frame.
+    PingDue,
+    /// A ping is out; at the deadline (`pong_timeout` after it left) the peer is dead.
     PingSent,
-    /// We sent a close frame; at the deadline we stop waiting for the peer's.
-    Closing(CloseReason),
+    /// We sent a close frame with this code; at the deadline we stop waiting for the
+    /// peer's. (A code, not a [`CloseReason`]: that is 24 bytes, this is 2.)
+    Closing(CloseCode),
 }
 
 /// One client connection, from its first byte to its close.
 #[derive(Debug)]
 pub struct Connection {
     state: State,
-    /// Unparsed input: a partial request head or bytes pipelined behind a request.
+    /// Input not processed yet: a partial request head, requests pipelined behind one
+    /// being served, or bytes the driver deferred ([`Connection::defer_bytes`]).
     inbuf: Vec<u8>,
     /// Bytes to send, produced by this state machine.
     out: Vec<u8>,
@@ -216,6 +237,22 @@ pub struct Connection {
 
 /// The SSE heartbeat line. A comment: clients ignore it, proxies see traffic.
 const HEARTBEAT: &str = "hb";
+
+/// Pongs owed to one connection before older ones give way to the newest: 1 KiB, ten
+/// pongs of the largest control payload (Autobahn 2.10 expects ten pongs for ten pings
+/// sent at once), two bytes for each empty one.
+pub const PENDING_PONG_BYTES: usize = 1024;
+
+/// Pending WebSocket input processed per [`Connection::resume`] step: 16 KiB. An echo
+/// of it is at most as long (server frames carry no mask), so one step adds at most
+/// this much (plus one completed message) to an outbox the driver found under its cap.
+pub const RESUME_SLICE: usize = 16 * 1024;
+
+/// Answers to pipelined HTTP requests queued per step before parsing stops until the
+/// driver has moved them to the outbox: 16 KiB. A request line of 30 bytes can ask for
+/// a page of 10 KB, so without a stop a few KiB of pipelined requests would queue
+/// megabytes in one call.
+pub const OUTPUT_SLICE: usize = 16 * 1024;
 
 impl Connection {
     /// A new connection accepted at `now`. `seed` is any per-connection random value.
@@ -232,21 +269,19 @@ impl Connection {
         }
     }
 
-    /// Bytes received from the peer.
+    /// Bytes received from the peer. Input already pending goes first: then `data` is
+    /// queued behind it and one step is processed, as by [`Connection::resume`].
     pub fn handle_bytes(&mut self, now: Instant, cfg: &ConnConfig, data: &[u8]) {
+        if !self.inbuf.is_empty() {
+            self.defer_bytes(data);
+            self.resume(now, cfg);
+            return;
+        }
         match self.state {
             State::Ws { .. } => self.ws_input(now, cfg, data),
             State::Head { .. } | State::Body { .. } | State::Waiting { .. } => {
-                if self.inbuf.is_empty() {
-                    let used = self.http_input(now, cfg, data);
-                    self.keep_unparsed(&data[used..], cfg);
-                } else {
-                    let mut buf = std::mem::take(&mut self.inbuf);
-                    buf.extend_from_slice(data);
-                    let used = self.http_input(now, cfg, &buf);
-                    buf.drain(..used);
-                    self.keep_unparsed(&buf, cfg);
-                }
+                let used = self.http_input(now, cfg, data);
+                self.keep_unparsed(&data[used..]);
             }
             // Event-stream clients send nothing after the request; lingering and closed
             // connections discard input by design.
@@ -254,15 +289,77 @@ impl Connection {
         }
     }
 
+    /// Keeps `data` unprocessed, behind any input already pending: the driver holds
+    /// this connection's input back while its outbox is over the cap (bytes the kernel
+    /// had already received when reading stopped). Process it later with
+    /// [`Connection::resume`].
+    pub fn defer_bytes(&mut self, data: &[u8]) {
+        if self.keeps_input() {
+            self.inbuf.extend_from_slice(data);
+        }
+    }
+
+    /// Processes one step of the pending input: up to [`RESUME_SLICE`] bytes of
+    /// WebSocket frames, or HTTP requests up to one the driver must answer (or until
+    /// [`OUTPUT_SLICE`] bytes of answers are queued). Returns whether it made progress;
+    /// the driver calls it again, draining events and output in between, while its
+    /// outbox has room.
+    pub fn resume(&mut self, now: Instant, cfg: &ConnConfig) -> bool {
+        if self.inbuf.is_empty() {
+            return false;
+        }
+        let mut buf = std::mem::take(&mut self.inbuf);
+        let used = match self.state {
+            State::Ws { .. } => {
+                let n = buf.len().min(RESUME_SLICE);
+                self.ws_input(now, cfg, &buf[..n]);
+                n
+            }
+            State::Head { .. } | State::Body { .. } | State::Waiting { .. } => {
+                self.http_input(now, cfg, &buf)
+            }
+            State::Sse { .. } | State::Linger { .. } | State::Closed => buf.len(),
+        };
+        if self.keeps_input() && used < buf.len() {
+            buf.drain(..used);
+            // Nothing was added meanwhile: only this function and `defer_bytes` add.
+            debug_assert!(self.inbuf.is_empty());
+            self.inbuf = buf;
+        }
+        used > 0
+    }
+
+    /// Input received and not processed yet (deferred, or pipelined behind a request).
+    pub fn pending_input(&self) -> usize {
+        self.inbuf.len()
+    }
+
+    /// Does the connection want more input now? False while a request head's worth of
+    /// input ([`Limits::max_head_bytes`]) is pending: pipelined requests behind one that
+    /// is still being served, or bytes deferred by the driver. The driver then stops
+    /// reading, so TCP pushes back on the sender, instead of buffering without bound or
+    /// refusing a well-formed pipeline.
+    pub fn wants_input(&self, cfg: &ConnConfig) -> bool {
+        self.inbuf.len() < cfg.limits.max_head_bytes
+    }
+
+    /// Does this state keep input for later (rather than process or discard it)?
+    fn keeps_input(&self) -> bool {
+        matches!(
+            self.state,
+            State::Head { .. } | State::Body { .. } | State::Waiting { .. } | State::Ws { .. }
+        )
+    }
+
     /// The peer closed its sending side (a zero-length read) or the socket failed.
     pub fn handle_eof(&mut self, _now: Instant) {
         let reason = match &self.state {
             State::Closed => return,
-            State::Linger { reason, .. }
-            | State::Ws {
-                phase: WsPhase::Closing(reason),
+            State::Linger { reason, .. } => *reason,
+            State::Ws {
+                phase: WsPhase::Closing(code),
                 ..
-            } => *reason,
+            } => CloseReason::ServerClosed(*code),
             State::Head { idle: true, .. } if self.inbuf.is_empty() => CloseReason::Done,
             _ => CloseReason::PeerEof,
         };
@@ -288,11 +385,11 @@ impl Connection {
                 deadline, phase, ..
             } if now >= *deadline => match phase {
                 WsPhase::Open => {
-                    *phase = WsPhase::PingSent;
+                    // The ping itself waits in the control lane (`poll_control`).
+                    *phase = WsPhase::PingDue;
                     *deadline = now + cfg.pong_timeout;
-                    write_frame(&mut self.out, true, OpCode::Ping, b"");
                 }
-                WsPhase::PingSent => self.finish(CloseReason::PongTimeout),
+                WsPhase::PingDue | WsPhase::PingSent => self.finish(CloseReason::PongTimeout),
                 WsPhase::Closing(_) => self.finish(CloseReason::CloseTimeout),
             },
             State::Sse { next_heartbeat } if now >= *next_heartbeat => {
@@ -354,30 +451,51 @@ impl Connection {
 
     /// May the driver queue data (WebSocket frames or SSE events) to this connection?
     /// False before the handshake, after a close frame was sent, and for HTTP.
+    /// Published messages are queued by the driver directly: one shared encoded frame
+    /// for every subscriber.
     pub fn can_send(&self) -> bool {
         matches!(
             self.state,
             State::Ws {
-                phase: WsPhase::Open | WsPhase::PingSent,
+                phase: WsPhase::Open | WsPhase::PingDue | WsPhase::PingSent,
                 ..
             } | State::Sse { .. }
         )
     }
 
-    /// Queues a WebSocket message (echo); returns false if the connection cannot send.
-    /// Published messages bypass this: the driver queues one shared encoded frame to
-    /// every subscriber after checking [`Connection::can_send`].
-    pub fn send_message(&mut self, text: bool, payload: &[u8]) -> bool {
-        if !self.can_send() || matches!(self.state, State::Sse { .. }) {
-            return false;
+    /// Is a control frame (ping or pong) waiting for [`Connection::poll_control`]?
+    pub fn has_control(&self) -> bool {
+        matches!(
+            &self.state,
+            State::Ws {
+                phase: WsPhase::PingDue,
+                ..
+            }
+        ) || matches!(&self.state, State::Ws { pongs, .. } if !pongs.is_empty())
+    }
+
+    /// The control frames (a ping, the pongs owed) to send now, ahead of any queued
+    /// data (RFC 6455 §5.4 lets control frames go between data frames). The driver
+    /// takes them when it starts a send, not before, so pongs owed to a ping flood are
+    /// coalesced while a send is in flight, and the pong deadline counts from `now`,
+    /// when the ping really leaves, not from when it was due behind a burst of data.
+    pub fn poll_control(&mut self, now: Instant, cfg: &ConnConfig) -> Option<Vec<u8>> {
+        let State::Ws {
+            deadline,
+            phase,
+            pongs,
+            ..
+        } = &mut self.state
+        else {
+            return None;
+        };
+        let mut out = std::mem::take(pongs);
+        if *phase == WsPhase::PingDue {
+            *phase = WsPhase::PingSent;
+            *deadline = now + cfg.pong_timeout;
+            write_frame(&mut out, true, OpCode::Ping, b"");
         }
-        write_frame(
-            &mut self.out,
-            true,
-            if text { OpCode::Text } else { OpCode::Binary },
-            payload,
-        );
-        true
+        (!out.is_empty()).then_some(out)
     }
 
     /// Answers the request of the last [`Event::Request`]. Returns false (and sends
@@ -408,11 +526,9 @@ impl Connection {
             head_only,
         );
         self.next_request(now, cfg, keep_alive);
-        if !self.inbuf.is_empty() && matches!(self.state, State::Head { .. }) {
-            // Requests pipelined behind this one.
-            let buf = std::mem::take(&mut self.inbuf);
-            let used = self.http_input(now, cfg, &buf);
-            self.keep_unparsed(&buf[used..], cfg);
+        if matches!(self.state, State::Head { .. }) {
+            // Requests pipelined behind this one (one step; the driver asks for more).
+            self.resume(now, cfg);
         }
         true
     }
@@ -427,7 +543,7 @@ impl Connection {
                 phase: phase @ (WsPhase::Open | WsPhase::PingSent),
                 ..
             } => {
-                *phase = WsPhase::Closing(CloseReason::ServerClosed(code));
+                *phase = WsPhase::Closing(code);
                 *deadline = now + cfg.close_timeout;
                 write_frame(
                     &mut self.out,
@@ -462,20 +578,13 @@ impl Connection {
         self.inbuf = Vec::new();
     }
 
-    /// Keeps input that could not be used yet, bounded: more than a request head's worth
-    /// queued behind a request that is still being served is refused.
-    fn keep_unparsed(&mut self, rest: &[u8], cfg: &ConnConfig) {
-        if !matches!(
-            self.state,
-            State::Head { .. } | State::Body { .. } | State::Waiting { .. }
-        ) {
-            return;
+    /// Keeps input that could not be used yet. Its size is bounded by the driver, which
+    /// stops reading when [`Connection::wants_input`] says so; a partial head alone is
+    /// bounded by the parser ([`HttpError::HeadTooLarge`]).
+    fn keep_unparsed(&mut self, rest: &[u8]) {
+        if !rest.is_empty() && self.keeps_input() {
+            self.inbuf.extend_from_slice(rest);
         }
-        if self.inbuf.len() + rest.len() > cfg.limits.max_head_bytes {
-            self.finish(CloseReason::Rejected(Reject::Http(HttpError::HeadTooLarge)));
-            return;
-        }
-        self.inbuf.extend_from_slice(rest);
     }
 
     /// Advances the HTTP states over `buf`; returns how many bytes were used. Bytes
@@ -484,6 +593,10 @@ impl Connection {
         let mut pos = 0;
         loop {
             match &mut self.state {
+                // Pipelined requests answered here (`/healthz`) or by the driver stop
+                // once an output slice is queued: the driver moves it to the outbox,
+                // which may be full, before asking for more.
+                State::Head { .. } if self.out.len() >= OUTPUT_SLICE => return pos,
                 State::Head { .. } => match http::parse_request_head(&buf[pos..], &cfg.limits) {
                     Ok(Parsed::Partial) => return pos,
                     Ok(Parsed::Complete { value, consumed }) => {
@@ -554,6 +667,8 @@ impl Connection {
                             dec: Decoder::new(Role::Server),
                             deadline: now + cfg.ping_interval,
                             phase: WsPhase::Open,
+                            echo: matches!(route, Route::Echo),
+                            pongs: Vec::new(),
                         };
                         let kind = match route {
                             Route::Ws { topic } => WsKind::Topic(topic),
@@ -695,7 +810,10 @@ impl Connection {
                 }
                 Err(e) => {
                     // RFC 6455 §7.1.7 "Fail the WebSocket Connection": send the close
-                    // code, stop reading frames.
+                    // code, stop reading frames. Everything owed for the frames before
+                    // the bad one (echoes, close answers) is already in `out`, ahead of
+                    // this close frame, and goes out first.
+                    self.pong_before_close();
                     write_frame(
                         &mut self.out,
                         true,
@@ -709,18 +827,48 @@ impl Connection {
         }
     }
 
+    /// `/echo`: the message goes back at once, in order with every frame before and
+    /// after it (a close frame for a protocol error that follows in the same read
+    /// included). Counted for the metrics in one event per batch.
+    fn echo(&mut self, op: OpCode, payload: &[u8]) {
+        write_frame(&mut self.out, true, op, payload);
+        if let Some(Event::Echoed { messages, bytes }) = self.events.back_mut() {
+            *messages += 1;
+            *bytes += payload.len() as u64;
+        } else {
+            self.events.push_back(Event::Echoed {
+                messages: 1,
+                bytes: payload.len() as u64,
+            });
+        }
+    }
+
+    /// The connection is leaving the WebSocket state: a pong still waiting in the
+    /// control lane goes out with the data, ahead of the close frame about to follow.
+    fn pong_before_close(&mut self) {
+        if let State::Ws { pongs, .. } = &mut self.state {
+            self.out.append(pongs);
+        }
+    }
+
     fn ws_message(&mut self, _now: Instant, _cfg: &ConnConfig, msg: Message) {
-        let State::Ws { phase, .. } = &self.state else {
+        let State::Ws {
+            phase, echo, pongs, ..
+        } = &mut self.state
+        else {
             return;
         };
         let closing = match phase {
-            WsPhase::Closing(reason) => Some(*reason),
+            WsPhase::Closing(code) => Some(CloseReason::ServerClosed(*code)),
             _ => None,
         };
+        let echo = *echo;
         match msg {
             // After our close frame, data is dropped (§5.5.1: the peer may still be
             // sending; we no longer process it) and pings are not answered.
             Message::Text(_) | Message::Binary(_) | Message::Ping(_) if closing.is_some() => {}
+            Message::Text(payload) if echo => self.echo(OpCode::Text, &payload),
+            Message::Binary(payload) if echo => self.echo(OpCode::Binary, &payload),
             Message::Text(payload) => self.events.push_back(Event::Message {
                 text: true,
                 payload,
@@ -729,7 +877,14 @@ impl Connection {
                 text: false,
                 payload,
             }),
-            Message::Ping(payload) => write_frame(&mut self.out, true, OpCode::Pong, &payload),
+            // Replaces an unanswered older one (§5.5.3).
+            Message::Ping(payload) => {
+                if pongs.len() + payload.len() + 2 > PENDING_PONG_BYTES {
+                    // Older pongs give way to the newest (§5.5.3).
+                    pongs.clear();
+                }
+                write_frame(pongs, true, OpCode::Pong, &payload);
+            }
             Message::Pong(_) => {}
             Message::Close(peer) => match closing {
                 // The peer answered our close: the handshake is complete.
@@ -737,6 +892,7 @@ impl Connection {
                 // §5.5.1: answer with a close frame, echoing the code; the server then
                 // closes the TCP connection first (§7.1.1).
                 None => {
+                    self.pong_before_close();
                     let code = peer.as_ref().map(|(code, _)| *code);
                     write_frame(&mut self.out, true, OpCode::Close, &close_payload(code, ""));
                     self.finish(CloseReason::PeerClosed(code));
@@ -769,16 +925,29 @@ mod tests {
         out
     }
 
-    /// Everything a connection produced: events and transmitted bytes.
+    /// Everything a connection produced: events and transmitted bytes (control frames
+    /// included, each send's first), and the control frames alone.
     #[derive(Debug, Default, PartialEq)]
     struct Output {
         events: Vec<Event>,
         sent: Vec<u8>,
+        control: Vec<u8>,
     }
 
-    fn drain(c: &mut Connection, o: &mut Output) {
-        while let Some(e) = c.poll_event() {
-            o.events.push(e);
+    /// What the driver does after each input while its outbox has room: take the
+    /// events, then pending input step by step; then send, control frames first.
+    fn drain(now: Instant, cfg: &ConnConfig, c: &mut Connection, o: &mut Output) {
+        loop {
+            while let Some(e) = c.poll_event() {
+                o.events.push(e);
+            }
+            if !c.resume(now, cfg) {
+                break;
+            }
+        }
+        if let Some(ctrl) = c.poll_control(now, cfg) {
+            o.sent.extend_from_slice(&ctrl);
+            o.control.extend_from_slice(&ctrl);
         }
         while let Some(t) = c.poll_transmit() {
             o.sent.extend_from_slice(&t);
@@ -790,7 +959,7 @@ mod tests {
         let mut o = Output::default();
         for p in pieces {
             c.handle_bytes(now, cfg, p);
-            drain(&mut c, &mut o);
+            drain(now, cfg, &mut c, &mut o);
         }
         (c, o)
     }
@@ -828,6 +997,7 @@ mod tests {
         );
         let head_len = sent.find("\r\n\r\n").unwrap() + 4;
         let frames = [
+            server_frame(OpCode::Text, b"hi"),
             server_frame(OpCode::Pong, b"p"),
             server_frame(OpCode::Close, b"\x03\xe8"),
         ]
@@ -835,20 +1005,193 @@ mod tests {
         assert_eq!(
             &o.sent[head_len..],
             &frames[..],
-            "pong, then the close echoing 1000"
+            "the echo, the pong (moved ahead of the close), then the close echoing 1000"
         );
         assert_eq!(
             o.events,
             [
                 Event::WsOpen(WsKind::Echo),
-                Event::Message {
-                    text: true,
-                    payload: b"hi".to_vec()
+                Event::Echoed {
+                    messages: 1,
+                    bytes: 2
                 },
                 Event::Closed(CloseReason::PeerClosed(Some(CloseCode::NORMAL))),
             ]
         );
         assert!(c.is_closed());
+    }
+
+    /// Autobahn 3.2, 4.1.3, 5.15 and kin: a valid message and a protocol error (or a
+    /// close frame) in the same read. The echo owed for the message goes out before
+    /// the close frame, whatever the split of the input.
+    #[test]
+    fn output_owed_before_a_failure_is_sent_first() {
+        let cfg = ConnConfig::default();
+        let now = Instant::now();
+        let bad_rsv = frame(true, OpCode::Text, b"bad")
+            .iter()
+            .enumerate()
+            .map(|(i, b)| if i == 0 { b | 0x40 } else { *b })
+            .collect::<Vec<u8>>();
+        let cases: [(Vec<u8>, Vec<u8>); 3] = [
+            // 3.2: a message, then a frame with a reserved bit.
+            (
+                [frame(true, OpCode::Text, b"Hello, world!"), bad_rsv.clone()].concat(),
+                server_frame(
+                    OpCode::Close,
+                    &close_payload(
+                        Some(CloseCode::PROTOCOL_ERROR),
+                        &WsError::Frame(crate::proto::frame::FrameError::ReservedBits).to_string(),
+                    ),
+                ),
+            ),
+            // 4.1.3: a message, then a reserved opcode.
+            (
+                [
+                    frame(true, OpCode::Text, b"Hello"),
+                    vec![0x83, 0x80, 0, 0, 0, 0],
+                ]
+                .concat(),
+                Vec::new(),
+            ),
+            // A message, then the peer's close: the close answer follows the echo.
+            (
+                [
+                    frame(true, OpCode::Binary, b"\x01\x02"),
+                    frame(true, OpCode::Close, b"\x03\xe8"),
+                ]
+                .concat(),
+                server_frame(OpCode::Close, b"\x03\xe8"),
+            ),
+        ];
+        for (input, close) in cases {
+            let whole = [upgrade("/echo"), input.clone()].concat();
+            let (_, o) = feed(now, &cfg, &[&whole]);
+            let head_len = text(&o).find("\r\n\r\n").unwrap() + 4;
+            let after = &o.sent[head_len..];
+            let first = Decoder::new(Role::Client)
+                .decode(after, usize::MAX)
+                .unwrap();
+            assert!(
+                matches!(first.1, Some(Message::Text(_) | Message::Binary(_))),
+                "the echo comes first: {after:02x?}"
+            );
+            let second = Decoder::new(Role::Client)
+                .decode(&after[first.0..], usize::MAX)
+                .unwrap();
+            assert!(
+                matches!(second.1, Some(Message::Close(_))),
+                "then the close: {after:02x?}"
+            );
+            if !close.is_empty() {
+                assert_eq!(&after[first.0..], &close[..]);
+            }
+            // The same at every split point.
+            for cut in 1..whole.len() {
+                let (_, split) = feed(now, &cfg, &[&whole[..cut], &whole[cut..]]);
+                assert_eq!(split.sent, o.sent, "split at {cut}");
+            }
+        }
+    }
+
+    /// Ten pings get ten pongs; a ping flood costs one pong per send: past
+    /// `PENDING_PONG_BYTES` older pongs give way to the newest (RFC 6455 §5.5.3), and
+    /// the driver takes them only when it sends.
+    #[test]
+    fn pongs_are_coalesced_to_the_latest_ping() {
+        let cfg = ConnConfig::default();
+        let now = Instant::now();
+        let (mut c, _) = feed(now, &cfg, &[&upgrade("/echo")]);
+        let pings = |n: u32| -> Vec<u8> {
+            (0..n)
+                .flat_map(|i| frame(true, OpCode::Ping, &i.to_be_bytes()))
+                .collect()
+        };
+        let pongs = |bytes: Vec<u8>| -> Vec<u32> {
+            bytes
+                .chunks(6)
+                .map(|f| {
+                    assert_eq!(&f[..2], &[0x8a, 4]);
+                    u32::from_be_bytes(f[2..].try_into().unwrap())
+                })
+                .collect()
+        };
+        c.handle_bytes(now, &cfg, &pings(10));
+        assert_eq!(c.poll_transmit(), None, "no pong queued with the data");
+        assert!(c.has_control());
+        let ten = pongs(c.poll_control(now, &cfg).unwrap());
+        assert_eq!(ten, (0..10).collect::<Vec<_>>(), "ten pings, ten pongs");
+        assert_eq!(c.poll_control(now, &cfg), None);
+        c.handle_bytes(now, &cfg, &pings(1000));
+        let owed = c.poll_control(now, &cfg).unwrap();
+        assert!(owed.len() <= PENDING_PONG_BYTES);
+        let tail = pongs(owed);
+        assert_eq!(tail.last(), Some(&999), "the latest ping is answered");
+        assert!(tail.windows(2).all(|w| w[1] == w[0] + 1), "in order");
+    }
+
+    /// Pipelined requests behind one being served are kept, not refused, however many:
+    /// the driver is told to stop reading, and they are answered in order.
+    #[test]
+    fn pipelined_requests_are_backpressure_not_an_error() {
+        let cfg = ConnConfig::default();
+        let now = Instant::now();
+        let one = "POST /publish/t HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc";
+        let many = one.repeat(300);
+        let mut c = Connection::new(now, &cfg, 1);
+        c.handle_bytes(now, &cfg, many.as_bytes());
+        assert!(!c.wants_input(&cfg), "{} bytes pending", c.pending_input());
+        let mut answered = 0;
+        let mut sent = Vec::new();
+        loop {
+            // As the driver does: take the output, then ask for more.
+            while let Some(t) = c.poll_transmit() {
+                sent.extend(t);
+            }
+            while c.resume(now, &cfg) {}
+            match c.poll_event() {
+                Some(Event::Request { body, .. }) => {
+                    assert_eq!(body, b"abc");
+                    assert!(c.respond(now, &cfg, Status::Ok, "application/json", &[], b"{}"));
+                    answered += 1;
+                }
+                None if c.pending_input() == 0 => break,
+                None => {}
+                Some(e) => panic!("{e:?}"),
+            }
+        }
+        assert_eq!(answered, 300);
+        assert!(c.wants_input(&cfg));
+        while let Some(t) = c.poll_transmit() {
+            sent.extend(t);
+        }
+        let sent = String::from_utf8(sent).unwrap();
+        assert_eq!(sent.matches("HTTP/1.1 200 OK").count(), 300);
+    }
+
+    /// Answers to pipelined requests stop after an output slice, so the driver can put
+    /// them in the outbox (and stop at its cap) before more are parsed.
+    #[test]
+    fn pipelined_answers_stop_at_an_output_slice() {
+        let cfg = ConnConfig::default();
+        let now = Instant::now();
+        let many = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".repeat(2000);
+        let mut c = Connection::new(now, &cfg, 1);
+        c.defer_bytes(many.as_bytes());
+        let mut steps = 0;
+        let mut total = 0;
+        while c.resume(now, &cfg) {
+            steps += 1;
+            let out = c.poll_transmit().unwrap_or_default();
+            assert!(
+                out.len() < OUTPUT_SLICE + 200,
+                "one step queued {}",
+                out.len()
+            );
+            total += String::from_utf8(out).unwrap().matches(" 200 OK").count();
+        }
+        assert_eq!(total, 2000);
+        assert!(steps > 2, "{steps} steps");
     }
 
     #[test]
@@ -863,11 +1206,16 @@ mod tests {
             ))]
         );
         assert!(c.can_send());
-        assert!(c.send_message(false, b"\x00\x01"));
+        c.handle_bytes(now, &cfg, &frame(true, OpCode::Binary, b"\x00\x01"));
         assert_eq!(
-            c.poll_transmit(),
-            Some(server_frame(OpCode::Binary, b"\x00\x01"))
+            c.poll_event(),
+            Some(Event::Message {
+                text: false,
+                payload: b"\x00\x01".to_vec()
+            }),
+            "a topic socket's message goes to the driver, not back"
         );
+        assert_eq!(c.poll_transmit(), None);
     }
 
     /// A whole recorded session (upgrade + every frame kind) fed one byte at a time and
@@ -883,8 +1231,16 @@ mod tests {
             1 + 5 + 1,
             "open, five data messages, closed"
         );
+        // Pongs depend on the split (a newer ping replaces an unanswered one, §5.5.3);
+        // everything else, and the pong for the last ping, must not.
+        let same = |o: Output| {
+            assert_eq!(o.events, whole.events);
+            assert_eq!(without_pongs(&o.sent), without_pongs(&whole.sent));
+            assert_eq!(last_pong(&o.sent), last_pong(&whole.sent));
+        };
+        assert!(last_pong(&whole.sent).is_some());
         let bytes: Vec<&[u8]> = input.chunks(1).collect();
-        assert_eq!(feed(now, &cfg, &bytes).1, whole);
+        same(feed(now, &cfg, &bytes).1);
         let mut rng = 42u64;
         for _ in 0..100 {
             let mut pieces = Vec::new();
@@ -894,8 +1250,35 @@ mod tests {
                 pieces.push(&rest[..n]);
                 rest = &rest[n..];
             }
-            assert_eq!(feed(now, &cfg, &pieces).1, whole);
+            same(feed(now, &cfg, &pieces).1);
         }
+    }
+
+    /// The server's frames after the 101 head, decoded.
+    fn server_messages(sent: &[u8]) -> Vec<Message> {
+        let head = sent.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let mut rest = &sent[head..];
+        let mut dec = Decoder::new(Role::Client);
+        let mut out = Vec::new();
+        while !rest.is_empty() {
+            let (used, msg) = dec.decode(rest, usize::MAX).unwrap();
+            rest = &rest[used..];
+            out.extend(msg);
+        }
+        out
+    }
+
+    fn without_pongs(sent: &[u8]) -> Vec<Message> {
+        server_messages(sent)
+            .into_iter()
+            .filter(|m| !matches!(m, Message::Pong(_)))
+            .collect()
+    }
+
+    fn last_pong(sent: &[u8]) -> Option<Message> {
+        server_messages(sent)
+            .into_iter()
+            .rfind(|m| matches!(m, Message::Pong(_)))
     }
 
     /// Each violation gets its close code in a close frame, then the connection lingers
@@ -979,11 +1362,18 @@ mod tests {
         let (mut c, _) = feed(t0, &cfg, &[&upgrade("/echo")]);
         assert_eq!(c.poll_timeout(), Some(t0 + cfg.ping_interval));
         c.handle_timeout(t0 + Duration::from_secs(29), &cfg);
-        assert_eq!(c.poll_transmit(), None, "not yet");
+        assert!(!c.has_control(), "not yet");
         let t1 = t0 + cfg.ping_interval;
         c.handle_timeout(t1, &cfg);
-        assert_eq!(c.poll_transmit(), Some(server_frame(OpCode::Ping, b"")));
-        assert_eq!(c.poll_timeout(), Some(t1 + cfg.pong_timeout));
+        assert_eq!(c.poll_transmit(), None, "pings go in the control lane");
+        // Due at t1, but taken by the driver (sent) only 3 s later, behind a burst: the
+        // pong deadline counts from then.
+        let sent = t1 + Duration::from_secs(3);
+        assert_eq!(
+            c.poll_control(sent, &cfg),
+            Some(server_frame(OpCode::Ping, b""))
+        );
+        assert_eq!(c.poll_timeout(), Some(sent + cfg.pong_timeout));
         // Any frame answers: a pong 5 s later resets the clock.
         let t2 = t1 + Duration::from_secs(5);
         c.handle_bytes(t2, &cfg, &frame(true, OpCode::Pong, b""));
@@ -993,11 +1383,22 @@ mod tests {
         // A silent peer: ping, then dropped after the pong timeout.
         let t3 = t2 + cfg.ping_interval;
         c.handle_timeout(t3, &cfg);
-        assert_eq!(c.poll_transmit(), Some(server_frame(OpCode::Ping, b"")));
+        assert_eq!(
+            c.poll_control(t3, &cfg),
+            Some(server_frame(OpCode::Ping, b""))
+        );
         c.handle_timeout(t3 + cfg.pong_timeout - Duration::from_millis(1), &cfg);
         assert!(!c.is_closed());
         c.handle_timeout(t3 + cfg.pong_timeout, &cfg);
         assert!(c.is_closed());
+        assert_eq!(
+            c.poll_event(),
+            Some(Event::Closed(CloseReason::PongTimeout))
+        );
+        // A ping that can never leave (the connection's send is stuck) still ends it.
+        let (mut c, _) = feed(t0, &cfg, &[&upgrade("/echo")]);
+        c.handle_timeout(t1, &cfg);
+        c.handle_timeout(t1 + cfg.pong_timeout, &cfg);
         assert_eq!(
             c.poll_event(),
             Some(Event::Closed(CloseReason::PongTimeout))
@@ -1028,7 +1429,7 @@ mod tests {
         let mut expected = Vec::new();
         write_frame(&mut expected, true, OpCode::Close, b"\x03\xe9shutting down");
         assert_eq!(c.poll_transmit(), Some(expected));
-        assert!(!c.can_send() && !c.send_message(true, b"late"));
+        assert!(!c.can_send());
         // Data still in flight from the peer is dropped; its close completes the handshake.
         c.handle_bytes(
             t0,
@@ -1144,7 +1545,7 @@ mod tests {
         );
         assert!(c.respond(now, &cfg, Status::Ok, "text/plain", &[], b"m 1\n"));
         let mut o = Output::default();
-        drain(&mut c, &mut o);
+        drain(now, &cfg, &mut c, &mut o);
         let sent = text(&o);
         assert!(
             sent.contains("m 1\n") && sent.ends_with("ok\n") && sent.contains("Connection: close"),

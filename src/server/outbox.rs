@@ -3,16 +3,26 @@
 //! A published message is encoded once per shard into an `Rc<[u8]>` and the same
 //! allocation is queued to every local subscriber (uWebSockets' `TopicTree` idea):
 //! queuing costs a reference-count increment, never a payload copy. Protocol replies
-//! (handshake, pongs, close frames) are owned buffers.
+//! (handshake, echoes, HTTP answers, close frames) are owned buffers. WebSocket control
+//! frames (ping, pong) are not queued here: the state machine holds them (one ping, the
+//! latest pong) until a send starts, and [`Outbox::take_send`] puts them ahead of the
+//! queued data.
 //!
-//! # Slow-consumer policy
+//! # The cap: every queued byte counts
 //!
-//! A connection whose unsent bytes would exceed `--max-outbox-bytes` is not allowed to
-//! grow further: [`Outbox::push`] reports [`Push::Overflow`], and the shard drops
-//! everything still queued (what the kernel already holds goes out) and closes the
-//! connection, a WebSocket with close code 1008 "slow consumer". Messages are never
-//! silently skipped: a client either gets every message in order or is told it was cut
-//! off (an SSE client reconnects with `Last-Event-ID` and replays what it missed).
+//! [`Outbox::len`] counts every unsent byte, replies and control frames in flight
+//! included, against `--max-outbox-bytes`:
+//!
+//! - A published message that would take the queue over the cap is refused
+//!   ([`Push::Overflow`]); the shard drops everything still queued (what the kernel
+//!   already holds goes out) and closes the connection, a WebSocket with close code 1008
+//!   "slow consumer". Messages are never silently skipped: a client either gets every
+//!   message in order or is told it was cut off (an SSE client reconnects with
+//!   `Last-Event-ID` and replays what it missed).
+//! - A reply (to the client's own request, ping or message) is never refused; once the
+//!   queue is at the cap the shard stops reading from the connection, so the client
+//!   cannot ask for more, and TCP pushes back on it. A queue still over the cap after
+//!   `--outbox-timeout` gets the slow-consumer treatment above.
 
 use std::collections::VecDeque;
 
@@ -43,12 +53,15 @@ pub struct Outbox {
     queued: usize,
     /// Bytes handed to the kernel, not yet confirmed sent.
     in_flight: usize,
+    /// Waiting bytes at the front that [`Outbox::clear_unsent`] keeps: a stream's
+    /// response head ([`Outbox::keep_queued`]) and chunks a short write gave back (one
+    /// of them partly sent: dropping its rest would leave a torn frame).
+    keep: usize,
 }
 
 impl Outbox {
     /// Queues `chunk` unless that would take the unsent total (waiting and in flight)
-    /// over `cap`. Protocol replies pass `usize::MAX`: a pong or close frame is never
-    /// refused.
+    /// over `cap`. Replies pass `usize::MAX`: they are never refused, and count.
     pub fn push(&mut self, chunk: Chunk, cap: usize) -> Push {
         let len = chunk.bytes().len();
         if len == 0 {
@@ -77,15 +90,37 @@ impl Outbox {
         self.queued > 0
     }
 
-    /// Takes the front of the queue, up to [`MAX_IOVECS`] chunks, for a send; give it
-    /// back with [`Outbox::sent`] or [`Outbox::failed`] when the send completes.
-    pub fn take_send(&mut self) -> SendBuf {
-        let n = self.chunks.len().min(MAX_IOVECS);
-        let chunks: Vec<Chunk> = self.chunks.drain(..n).collect();
-        let buf = SendBuf::new(chunks, std::mem::take(&mut self.offset));
-        let len = buf.len();
-        self.queued -= len;
-        self.in_flight += len;
+    /// Takes the front of the queue, up to [`MAX_IOVECS`] chunks, for a send, with
+    /// `control` (WebSocket control frames) ahead of every whole chunk: after the rest
+    /// of a partly sent front chunk, never inside one. Give it back with
+    /// [`Outbox::sent`] or [`Outbox::failed`] when the send completes.
+    pub fn take_send(&mut self, control: Option<Chunk>) -> SendBuf {
+        let n = self.chunks.len().min(MAX_IOVECS - 1);
+        let offset = std::mem::take(&mut self.offset);
+        let mut chunks: Vec<Chunk> = Vec::with_capacity(n + 1);
+        let mut queued = 0;
+        if offset > 0 {
+            let front = self
+                .chunks
+                .pop_front()
+                .expect("an offset into a queued chunk");
+            queued += front.bytes().len() - offset;
+            chunks.push(front);
+        }
+        let control_len = control.as_ref().map_or(0, |c| c.bytes().len());
+        chunks.extend(control);
+        let rest = n
+            .saturating_sub(usize::from(offset > 0))
+            .min(self.chunks.len());
+        for c in self.chunks.drain(..rest) {
+            queued += c.bytes().len();
+            chunks.push(c);
+        }
+        let buf = SendBuf::new(chunks, offset);
+        debug_assert_eq!(buf.len(), queued + control_len);
+        self.queued -= queued;
+        self.keep = self.keep.saturating_sub(queued);
+        self.in_flight += queued + control_len;
         if self.chunks.is_empty() {
             // An idle connection keeps no queue buffer (128 bytes after its first send).
             self.chunks = VecDeque::new();
@@ -107,7 +142,9 @@ impl Outbox {
                 // Short write: `c` from `offset + n` on, and every later chunk, go back.
                 let back: Vec<Chunk> = std::iter::once(c).chain(rest).collect();
                 self.offset = offset + n;
-                self.queued += back.iter().map(|c| c.bytes().len()).sum::<usize>() - self.offset;
+                let returned = back.iter().map(|c| c.bytes().len()).sum::<usize>() - self.offset;
+                self.queued += returned;
+                self.keep += returned;
                 for c in back.into_iter().rev() {
                     self.chunks.push_front(c);
                 }
@@ -124,11 +161,31 @@ impl Outbox {
         self.in_flight -= buf.len();
     }
 
-    /// Drops everything waiting (not what is in flight).
+    /// Marks everything waiting now as bytes [`Outbox::clear_unsent`] must keep: a
+    /// WebSocket's 101 or an event stream's response head, queued before any message.
+    pub fn keep_queued(&mut self) {
+        self.keep = self.queued;
+    }
+
+    /// Drops the messages waiting (not what is in flight, nor what must be kept: see
+    /// `keep`), so that a close frame queued next follows whole frames.
     pub fn clear_unsent(&mut self) {
-        self.chunks = VecDeque::new();
-        self.offset = 0;
-        self.queued = 0;
+        let mut kept = 0;
+        let mut n = 0;
+        for (i, c) in self.chunks.iter().enumerate() {
+            if kept >= self.keep {
+                break;
+            }
+            kept += c.bytes().len() - if i == 0 { self.offset } else { 0 };
+            n = i + 1;
+        }
+        self.chunks.truncate(n);
+        if n == 0 {
+            self.chunks = VecDeque::new();
+            self.offset = 0;
+        }
+        self.queued = kept;
+        self.keep = kept;
     }
 }
 
@@ -162,7 +219,7 @@ mod tests {
     fn cap_counts_in_flight_bytes() {
         let mut o = Outbox::default();
         o.push(Chunk::Owned(vec![0; 8]), 10);
-        let buf = o.take_send();
+        let buf = o.take_send(None);
         assert_eq!((o.len(), o.has_waiting()), (8, false));
         assert_eq!(o.push(Chunk::Owned(vec![0; 3]), 10), Push::Overflow);
         o.sent(buf, 8);
@@ -176,13 +233,13 @@ mod tests {
         let world: Rc<[u8]> = Rc::from(&b"world"[..]);
         o.push(Chunk::Owned(b"hello".to_vec()), usize::MAX);
         o.push(Chunk::Shared(world.clone()), usize::MAX);
-        let buf = o.take_send();
+        let buf = o.take_send(None);
         assert_eq!((buf.len(), buf.chunks.len(), buf.offset), (10, 2, 0));
         // Queued while the send is in flight: must stay behind what was not written.
         o.push(Chunk::Owned(b"!".to_vec()), usize::MAX);
         o.sent(buf, 7);
         assert_eq!(o.len(), 4);
-        let buf = o.take_send();
+        let buf = o.take_send(None);
         assert_eq!((buf.len(), buf.chunks.len(), buf.offset), (4, 2, 2));
         // What is left is "rld": the shared chunk itself, not a copy.
         assert!(matches!(&buf.chunks[0], Chunk::Shared(r) if Rc::ptr_eq(r, &world)));
@@ -192,10 +249,36 @@ mod tests {
     }
 
     #[test]
+    fn clear_keeps_the_head_and_a_torn_chunk() {
+        let mut o = Outbox::default();
+        o.push(Chunk::Owned(b"HTTP/1.1 101\r\n\r\n".to_vec()), usize::MAX);
+        o.keep_queued();
+        o.push(Chunk::Owned(b"message1".to_vec()), usize::MAX);
+        o.clear_unsent();
+        assert_eq!(o.len(), 16, "the head stays, the message goes");
+        let buf = o.take_send(None);
+        o.sent(buf, 16);
+        assert!(o.is_empty());
+        // A short write inside message2: its rest stays, message3 (given back whole,
+        // but part of a committed send) stays too; message4 goes.
+        o.push(Chunk::Owned(b"message2".to_vec()), usize::MAX);
+        o.push(Chunk::Owned(b"message3".to_vec()), usize::MAX);
+        let buf = o.take_send(None);
+        o.push(Chunk::Owned(b"message4".to_vec()), usize::MAX);
+        o.sent(buf, 3);
+        o.clear_unsent();
+        assert_eq!(o.len(), 5 + 8);
+        let buf = o.take_send(None);
+        assert_eq!(buf.len(), 13);
+        o.sent(buf, 13);
+        assert!(o.is_empty());
+    }
+
+    #[test]
     fn clear_keeps_in_flight() {
         let mut o = Outbox::default();
         o.push(Chunk::Owned(vec![0; 4]), usize::MAX);
-        let buf = o.take_send();
+        let buf = o.take_send(None);
         for _ in 0..2 {
             o.push(Chunk::Owned(vec![0; 4]), usize::MAX);
         }
@@ -206,15 +289,50 @@ mod tests {
     }
 
     #[test]
+    fn control_frames_go_first_but_never_inside_a_chunk() {
+        let mut o = Outbox::default();
+        o.push(Chunk::Owned(b"data1".to_vec()), usize::MAX);
+        o.push(Chunk::Owned(b"data2".to_vec()), usize::MAX);
+        let buf = o.take_send(Some(Chunk::Owned(b"PONG".to_vec())));
+        let order: Vec<&[u8]> = buf.chunks.iter().map(Chunk::bytes).collect();
+        assert_eq!(order, [&b"PONG"[..], b"data1", b"data2"]);
+        assert_eq!(o.len(), 14, "control bytes count while in flight");
+        // A short write stops inside data1 ("PONG" + "da"): its rest goes before the
+        // next control frame.
+        o.sent(buf, 6);
+        assert_eq!(o.len(), 8);
+        let buf = o.take_send(Some(Chunk::Owned(b"PING".to_vec())));
+        let sent: Vec<u8> = buf
+            .chunks
+            .iter()
+            .enumerate()
+            .flat_map(|(i, c)| c.bytes()[if i == 0 { buf.offset } else { 0 }..].to_vec())
+            .collect();
+        assert_eq!(sent, b"ta1PINGdata2");
+        assert_eq!(o.len(), 12);
+        o.sent(buf, 12);
+        assert!(o.is_empty());
+        // Only control, nothing queued.
+        let buf = o.take_send(Some(Chunk::Owned(b"P".to_vec())));
+        assert_eq!(buf.len(), 1);
+        o.sent(buf, 1);
+        assert!(o.is_empty());
+    }
+
+    #[test]
     fn at_most_max_iovecs_per_send() {
         let mut o = Outbox::default();
         for _ in 0..MAX_IOVECS + 1 {
             o.push(Chunk::Owned(vec![1]), usize::MAX);
         }
-        let buf = o.take_send();
-        assert_eq!(buf.chunks.len(), MAX_IOVECS);
+        let buf = o.take_send(Some(Chunk::Owned(vec![2])));
+        assert_eq!(
+            buf.chunks.len(),
+            MAX_IOVECS,
+            "room kept for a control frame"
+        );
         assert!(o.has_waiting());
         o.sent(buf, MAX_IOVECS);
-        assert_eq!(o.len(), 1);
+        assert_eq!(o.len(), 2);
     }
 }

@@ -15,6 +15,43 @@
 //! Completions carry a generation: one that arrives for a slot since reused is ignored
 //! (its receive buffer still goes back).
 //!
+//! # Reading and backpressure
+//!
+//! Every byte queued for a connection counts against `--max-outbox-bytes` (see
+//! `outbox`). Replies to what a client sends (echoes, HTTP answers) are never refused;
+//! instead, while the outbox is at its cap, the shard stops reading from the connection,
+//! so a client that sends and never reads is pushed back on by TCP instead of growing
+//! our memory:
+//!
+//! - A multishot receive cannot be paused, only cancelled, by its key (a cancel by
+//!   descriptor makes the kernel match every armed request of the ring: quadratic when a
+//!   million connections close at once). Bytes the kernel had already received when the
+//!   cancel lands are kept unprocessed in the state machine (`defer_bytes`); each
+//!   receive is armed with a byte limit ([`RECV_LIMIT`], `IORING_RECV_MSHOT_LIM`), which
+//!   bounds them.
+//! - Reading resumes when the outbox is under its cap again: the deferred input is
+//!   processed step by step (`resume`), each step's output moved to the outbox before the
+//!   next, so the outbox passes its cap by at most one step.
+//! - A connection with a request head's worth of pipelined requests waiting behind one
+//!   being served (a publish waiting for its owner shard) is paused the same way: a
+//!   pipeline is backpressure, never an error.
+//! - An outbox still over its cap `--outbox-timeout` later is cut as a slow consumer
+//!   (WebSocket close 1008).
+//!
+//! # Fair reading
+//!
+//! Receive buffers are shared by every connection of a table (1024 of 4 KiB), and an
+//! armed receive takes them as data arrives, up to its byte limit. Clients that send
+//! without pause would take them all, turn after turn, and a connection whose receive
+//! found none (`ENOBUFS`) could wait behind them for seconds. So a receive that ended,
+//! starved or at its limit, is re-armed only once this turn's buffers are back, and the
+//! starved ones first: an armed receive with data waiting takes its buffers when it is
+//! submitted, so submission order is priority.
+//!
+//! WebSocket pings and pongs do not wait behind queued data: the state machine holds
+//! them (one ping, the pong for the latest ping: a ping flood costs one pong) and the
+//! shard takes them when it starts a send, ahead of the data.
+//!
 //! # Corked sends
 //!
 //! Bytes for a connection are queued in its outbox during a loop turn and sent once, at
@@ -72,6 +109,11 @@ use crate::uring::token::{Kind, Token};
 /// back).
 const RECV_BUFFERS: u16 = 1024;
 const RECV_BUFFER_SIZE: u32 = 4096;
+/// Input one armed receive may take before it ends by itself and is re-armed: 64 KiB.
+/// It bounds the input held unprocessed for a connection whose outbox is full (see
+/// "Reading and backpressure"); a client sending at 1 GB/s costs 16,000 re-arms a
+/// second, a few microseconds each.
+const RECV_LIMIT: u32 = 64 * 1024;
 const BGID: u16 = 0;
 /// Fixed-file slots per table held back from admission, so a client refused at the
 /// connection cap still gets a slot to be told 503 on.
@@ -133,16 +175,18 @@ struct Conn {
     generation: u32,
     proto: Connection,
     out: Outbox,
-    /// Multishot receive armed (until its final completion).
-    recv: bool,
+    /// The multishot receive (see "Reading and backpressure").
+    recv: Recv,
     /// A send is in flight (the driver holds its chunks).
     sending: bool,
+    /// The driver's id of the send in flight, to cancel it by key.
+    send_id: u32,
     /// In the shard's `to_flush` list.
     flush_queued: bool,
-    /// Cancel of our operations submitted (closing).
+    /// Closing: our operations are being cancelled; nothing new starts.
     cancelled: bool,
-    /// That cancel's own completion has not arrived yet.
-    cancel_pending: bool,
+    /// Cancels submitted whose own completions have not arrived yet.
+    cancels: u8,
     /// A shutdown is in flight.
     shut_pending: bool,
     /// Close of the descriptor submitted.
@@ -159,6 +203,25 @@ struct Conn {
     transport: Transport,
     /// When the connection must be gone even if its outbox has not drained.
     hard_deadline: Option<Instant>,
+    /// The outbox reached its cap and reading stopped: still at its cap at this instant,
+    /// the connection is cut as a slow consumer (`--outbox-timeout`).
+    stall_deadline: Option<Instant>,
+}
+
+/// The state of a connection's multishot receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recv {
+    /// Not armed: the peer's side ended, the connection is closing, or reading is
+    /// paused (outbox over its cap, or a request head's worth of input pending).
+    Off,
+    /// Armed, until its final completion (the one without `IORING_CQE_F_MORE`).
+    Armed,
+    /// A cancel by its key was submitted (reading paused); the final completion has
+    /// not arrived.
+    Cancelling,
+    /// Ended for lack of provided buffers (`ENOBUFS`) or at its byte limit: re-armed
+    /// once the buffers of this batch are back.
+    Waiting,
 }
 
 /// The state of a table's multishot accept.
@@ -208,7 +271,8 @@ impl std::ops::Deref for Metrics {
 
 impl Conn {
     /// Moves what the state machine has queued into the outbox, so that bytes written to
-    /// the outbox directly (published events) come after it.
+    /// the outbox directly (published events) come after it. Replies are never refused:
+    /// they count against the cap, and over it the shard stops reading instead.
     fn take_transmit(&mut self) {
         while let Some(bytes) = self.proto.poll_transmit() {
             self.out.push(Chunk::Owned(bytes), usize::MAX);
@@ -250,7 +314,12 @@ struct Shard {
     /// The next look for topics past `--history-ttl`.
     next_sweep: Instant,
     metrics: Metrics,
-    rearm_recv: Vec<usize>,
+    /// Connections whose receive ran out of buffers this batch (slab key, generation):
+    /// re-armed first, after the buffers are back.
+    rearm_starved: Vec<(usize, u32)>,
+    /// Connections whose receive took its byte limit this batch: re-armed after the
+    /// starved ones (see "Fair reading").
+    rearm_busy: Vec<(usize, u32)>,
     /// Connections with bytes queued this turn (slab key, generation); see "Corked sends".
     to_flush: Vec<(usize, u32)>,
 }
@@ -336,7 +405,8 @@ impl Shard {
                 all: init.metrics,
                 id: init.id,
             },
-            rearm_recv: Vec::new(),
+            rearm_starved: Vec::new(),
+            rearm_busy: Vec::new(),
             to_flush: Vec::new(),
         })
     }
@@ -457,9 +527,23 @@ impl Shard {
                 self.complete(now, cqe);
             }
             self.io.publish_buffers();
-            for key in std::mem::take(&mut self.rearm_recv) {
-                self.arm_recv(key);
+            let mut busy = std::mem::take(&mut self.rearm_busy);
+            for (key, generation) in std::mem::take(&mut self.rearm_starved)
+                .into_iter()
+                .chain(busy.drain(..))
+            {
+                if let Some(c) = self
+                    .conns
+                    .get_mut(key)
+                    .filter(|c| c.generation == generation)
+                {
+                    if c.recv == Recv::Waiting {
+                        c.recv = Recv::Off;
+                        self.flow(now, key);
+                    }
+                }
             }
+            self.rearm_busy = busy;
             self.drain_inbox(now);
             self.wheel.expire(now, &mut due);
             for e in due.drain(..) {
@@ -469,7 +553,7 @@ impl Shard {
                 self.next_sweep = now + topics::TOPIC_SWEEP;
                 self.expire_topics(now);
             }
-            self.flush_sends();
+            self.flush_sends(now);
             self.send_wakes();
             if let Some(deadline) = self.draining {
                 if self.conns.is_empty() {
@@ -501,7 +585,7 @@ impl Shard {
             Kind::Send => self.on_send(now, token, cqe),
             Kind::Close => self.on_close(token),
             Kind::Shutdown => self.on_op_done(now, token, |c| c.shut_pending = false),
-            Kind::Cancel => self.on_op_done(now, token, |c| c.cancel_pending = false),
+            Kind::Cancel => self.on_op_done(now, token, |c| c.cancels -= 1),
             Kind::Tick => self.arm_tick(),
             Kind::Wake | Kind::Socket | Kind::Connect | Kind::Bind | Kind::SockOpt => {}
         }
@@ -585,11 +669,12 @@ impl Shard {
             generation,
             proto,
             out: Outbox::default(),
-            recv: false,
+            recv: Recv::Off,
             sending: false,
+            send_id: 0,
             flush_queued: false,
             cancelled: false,
-            cancel_pending: false,
+            cancels: 0,
             shut_pending: false,
             closing: false,
             shut_wr: false,
@@ -598,23 +683,65 @@ impl Shard {
             poll_deadline: None,
             transport: Transport::Http,
             hard_deadline: None,
+            stall_deadline: None,
         });
-        self.arm_recv(key);
+        // `pump` arms the receive.
         self.pump(now, key);
     }
 
-    fn arm_recv(&mut self, key: usize) {
-        let Some(c) = self.conns.get_mut(key) else {
-            return;
-        };
-        if c.recv || c.cancelled || c.closing {
-            return;
+    /// Arms or pauses the connection's receive, as its outbox and its pending input
+    /// allow (see "Reading and backpressure" in the module docs), and keeps the
+    /// deadline of an outbox stuck over its cap.
+    fn flow(&mut self, now: Instant, key: usize) {
+        let cap = self.config.max_outbox_bytes;
+        let c = &mut self.conns[key];
+        // Reading stops at the cap and resumes below it; the receive's byte limit
+        // (the room left, at least one buffer) keeps a slow reader near its cap from
+        // costing a cancel per send.
+        let over = c.out.len() >= cap;
+        // The stall clock runs while reading is stopped by the outbox.
+        let stalled = over && c.stall_deadline.is_none();
+        if stalled {
+            c.stall_deadline = Some(now + self.config.outbox_timeout);
+            self.metrics.input_paused();
+        } else if !over {
+            c.stall_deadline = None;
         }
-        c.recv = true;
-        let e = op::recv_multi(c.fixed, BGID)
-            .user_data(Token::new(Kind::Recv, c.generation, key as u32).encode());
-        let t = c.table;
-        self.push(t, e);
+        let open = !(c.cancelled || c.closing || c.proto.is_closed());
+        let resume = !over && c.proto.wants_input(&self.conn_cfg);
+        let token = Token::new(Kind::Recv, c.generation, key as u32).encode();
+        match c.recv {
+            Recv::Off if open && resume => {
+                c.recv = Recv::Armed;
+                // What arrives after the outbox fills up and before the pause takes
+                // effect is bounded by this limit (see "Reading and backpressure").
+                let limit = cap
+                    .saturating_sub(c.out.len())
+                    .clamp(RECV_BUFFER_SIZE as usize, RECV_LIMIT as usize);
+                let e = op::recv_multi(c.fixed, BGID, limit as u32).user_data(token);
+                let t = c.table;
+                self.push(t, e);
+            }
+            Recv::Armed if open && (over || !c.proto.wants_input(&self.conn_cfg)) => {
+                // By key: the kernel finds it in its hash of armed polls. A cancel by
+                // descriptor is matched against every armed request of the ring.
+                c.recv = Recv::Cancelling;
+                c.cancels += 1;
+                let e = op::cancel(token)
+                    .user_data(Token::new(Kind::Cancel, c.generation, key as u32).encode());
+                let t = c.table;
+                self.push(t, e);
+                if !over {
+                    // A pipeline's worth of requests waiting (counted above otherwise).
+                    self.metrics.input_paused();
+                }
+            }
+            _ => {}
+        }
+        if stalled {
+            // `flow` also runs outside `pump` (re-arming after a batch).
+            self.schedule(key);
+        }
     }
 
     fn conn_for(&mut self, token: Token) -> Option<usize> {
@@ -639,18 +766,33 @@ impl Shard {
             let bufs = &mut self.io.get_mut(t).bufs;
             let data = bufs.get(bid, res.max(0) as usize);
             let c = &mut self.conns[key];
-            c.proto.handle_bytes(now, &self.conn_cfg, data);
+            if c.out.len() >= self.config.max_outbox_bytes {
+                // Received before the pause took effect: kept, not processed, so no
+                // more replies are queued (see "Reading and backpressure").
+                c.proto.defer_bytes(data);
+            } else {
+                c.proto.handle_bytes(now, &self.conn_cfg, data);
+            }
             bufs.recycle(bid);
         } else if res == 0 || (res < 0 && res != -libc::ENOBUFS && res != -libc::ECANCELED) {
             self.conns[key].proto.handle_eof(now);
         }
         if !more {
             let c = &mut self.conns[key];
-            c.recv = false;
-            // Re-arm after this batch's buffers are back (ENOBUFS) or at once otherwise,
-            // unless the stream ended.
-            if res != 0 && !c.proto.is_closed() && res != -libc::ECANCELED {
-                self.rearm_recv.push(key);
+            if c.recv == Recv::Armed && (res == -libc::ENOBUFS || res > 0) {
+                // Out of buffers, or its byte limit taken: re-armed once this batch's
+                // buffers are back, the starved first (see "Fair reading").
+                c.recv = Recv::Waiting;
+                let list = if res > 0 {
+                    &mut self.rearm_busy
+                } else {
+                    &mut self.rearm_starved
+                };
+                list.push((key, c.generation));
+            } else {
+                // Ended by EOF or an error (the connection is closed), or by our cancel
+                // (paused): `pump` re-arms it if it should be.
+                c.recv = Recv::Off;
             }
         }
         self.pump(now, key);
@@ -704,6 +846,13 @@ impl Shard {
         if c.hard_deadline.is_some_and(|d| now >= d) {
             return self.abort(e.key);
         }
+        if c.stall_deadline.is_some_and(|d| now >= d) {
+            c.stall_deadline = None;
+            if c.out.len() >= self.config.max_outbox_bytes {
+                Self::cut_slow(c, now, &self.conn_cfg);
+                self.metrics.drop_slow();
+            }
+        }
         if c.poll_deadline.is_some_and(|d| now >= d) {
             self.poll_timed_out(now, e.key);
         }
@@ -712,18 +861,26 @@ impl Shard {
         self.pump(now, e.key);
     }
 
-    /// Acts on everything the connection's state machine produced, flushes its bytes,
+    /// Acts on everything the connection's state machine produced, processes pending
+    /// input while the outbox has room, flushes its bytes, arms or pauses its receive,
     /// re-arms its timer, and starts closing it when it is over.
     fn pump(&mut self, now: Instant, key: usize) {
-        while let Some(ev) = self.conns[key].proto.poll_event() {
-            self.on_event(now, key, ev);
+        loop {
+            while let Some(ev) = self.conns[key].proto.poll_event() {
+                self.on_event(now, key, ev);
+            }
+            let c = &mut self.conns[key];
+            c.take_transmit();
+            if c.out.len() >= self.config.max_outbox_bytes || !c.proto.resume(now, &self.conn_cfg) {
+                break;
+            }
         }
         let c = &mut self.conns[key];
-        c.take_transmit();
-        if !c.flush_queued && c.out.has_waiting() && !c.sending {
+        if !c.flush_queued && !c.sending && (c.out.has_waiting() || c.proto.has_control()) {
             c.flush_queued = true;
             self.to_flush.push((key, c.generation));
         }
+        self.flow(now, key);
         let c = &mut self.conns[key];
         if c.proto.is_lingering() && !c.shut_wr && c.out.is_empty() {
             c.shut_wr = true;
@@ -742,10 +899,22 @@ impl Shard {
                 return self.finish(key);
             }
         }
-        let next = [c.proto.poll_timeout(), c.hard_deadline, c.poll_deadline]
-            .into_iter()
-            .flatten()
-            .min();
+        self.schedule(key);
+    }
+
+    /// Puts the connection's earliest deadline on the wheel, unless an entry at or
+    /// before it is there already (a late entry is harmless: firing early does nothing).
+    fn schedule(&mut self, key: usize) {
+        let c = &mut self.conns[key];
+        let next = [
+            c.proto.poll_timeout(),
+            c.hard_deadline,
+            c.poll_deadline,
+            c.stall_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         if let Some(when) = next {
             if c.timer_at.is_none_or(|t| when < t) {
                 c.timer_at = Some(when);
@@ -761,7 +930,11 @@ impl Shard {
     fn on_event(&mut self, now: Instant, key: usize, ev: Event) {
         match ev {
             Event::WsOpen(kind) => {
-                self.conns[key].transport = Transport::Ws;
+                let c = &mut self.conns[key];
+                // The 101 goes out even if the first messages cut the connection.
+                c.take_transmit();
+                c.out.keep_queued();
+                c.transport = Transport::Ws;
                 self.metrics.moved(Transport::Http, Some(Transport::Ws));
                 if let WsKind::Topic(topic) = kind {
                     self.open_ws(now, key, topic);
@@ -769,19 +942,20 @@ impl Shard {
             }
             Event::Message { text, payload } => {
                 self.metrics.message_in(payload.len());
-                let c = &mut self.conns[key];
-                if matches!(c.sub, Sub::Ws(_)) {
-                    self.publish_ws(now, key, text, payload);
-                } else {
-                    c.proto.send_message(text, &payload);
-                    self.metrics.message_out(payload.len());
-                }
+                self.publish_ws(now, key, text, payload);
+            }
+            Event::Echoed { messages, bytes } => {
+                self.metrics.messages_in(u64::from(messages), bytes);
+                self.metrics.messages_out(u64::from(messages), bytes);
             }
             Event::SseOpen {
                 topics,
                 last_event_id,
             } => {
-                self.conns[key].transport = Transport::Sse;
+                let c = &mut self.conns[key];
+                c.take_transmit();
+                c.out.keep_queued();
+                c.transport = Transport::Sse;
                 self.metrics.moved(Transport::Http, Some(Transport::Sse));
                 self.open_sse(now, key, topics, last_event_id);
             }
@@ -820,7 +994,7 @@ impl Shard {
     }
 
     /// Starts the sends queued this turn.
-    fn flush_sends(&mut self) {
+    fn flush_sends(&mut self, now: Instant) {
         let mut queued = std::mem::take(&mut self.to_flush);
         for &(key, generation) in &queued {
             let Some(c) = self.conns.get_mut(key) else {
@@ -828,22 +1002,30 @@ impl Shard {
             };
             if c.generation == generation {
                 c.flush_queued = false;
-                self.start_send(key);
+                self.start_send(now, key);
             }
         }
         queued.clear();
         self.to_flush = queued;
     }
 
-    fn start_send(&mut self, key: usize) {
+    /// Sends the control frames (taken now, so the freshest pong goes and a ping's
+    /// deadline starts when it leaves) and then the queued data.
+    fn start_send(&mut self, now: Instant, key: usize) {
         let c = &mut self.conns[key];
-        if c.sending || !c.out.has_waiting() || c.closing || c.cancelled {
+        if c.sending || c.closing || c.cancelled {
             return;
         }
-        let buf = c.out.take_send();
+        let control = c.proto.poll_control(now, &self.conn_cfg);
+        if control.is_none() && !c.out.has_waiting() {
+            return;
+        }
+        let buf = c.out.take_send(control.map(Chunk::Owned));
         c.sending = true;
         let data = Token::new(Kind::Send, c.generation, key as u32).encode();
-        self.io.send(c.table, c.fixed, buf, data);
+        c.send_id = self.io.send(c.table, c.fixed, buf, data);
+        // Its deadline may have moved (a ping left).
+        self.schedule(key);
     }
 
     /// The connection is over: once no receive or send is in flight, close its slot.
@@ -852,18 +1034,28 @@ impl Shard {
         if c.closing {
             return;
         }
-        if c.shut_pending || c.cancel_pending {
+        if c.shut_pending || c.cancels > 0 || c.recv == Recv::Cancelling {
             // Wait for them: see "Operation lifetimes" in the module docs.
             return;
         }
-        if c.recv || c.sending {
+        if c.recv == Recv::Armed || c.sending {
             if !c.cancelled {
                 c.cancelled = true;
-                c.cancel_pending = true;
-                let e = op::cancel_fixed(c.fixed)
-                    .user_data(Token::new(Kind::Cancel, c.generation, key as u32).encode());
+                // Each by its key, never by descriptor (see `flow`).
                 let t = c.table;
-                self.push(t, e);
+                let done = Token::new(Kind::Cancel, c.generation, key as u32).encode();
+                if c.recv == Recv::Armed {
+                    c.recv = Recv::Cancelling;
+                    c.cancels += 1;
+                    let recv = Token::new(Kind::Recv, c.generation, key as u32).encode();
+                    self.io.push(t, op::cancel(recv).user_data(done));
+                }
+                let c = &mut self.conns[key];
+                if c.sending {
+                    c.cancels += 1;
+                    let id = c.send_id;
+                    self.io.cancel_send(t, id, done);
+                }
             }
             return;
         }

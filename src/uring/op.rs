@@ -85,9 +85,35 @@ pub fn poll_in(fd: RawFd, multi: bool) -> Sqe {
         .build())
 }
 
-/// Multishot receive on a fixed slot into the ring's provided buffers (group `bgid`).
-pub fn recv_multi(slot: u32, bgid: u16) -> Sqe {
-    Sqe(opcode::RecvMulti::new(types::Fixed(slot), bgid).build())
+/// Multishot receive on a fixed slot into the ring's provided buffers (group `bgid`),
+/// ending by itself after `limit` bytes (0: no limit).
+///
+/// The limit is the kernel's `IORING_RECV_MSHOT_LIM` (Linux 6.16+: the SQE's `optlen`
+/// field). It is what bounds the input a connection can hand us after we decide to stop
+/// reading from it: a cancel takes effect only at the next submit, and by then one
+/// wake-up may have filled buffer after buffer from a full socket (half a MiB per
+/// connection was seen with 4 KiB buffers). Older kernels ignore the field; the
+/// receive then runs until cancelled.
+pub fn recv_multi(slot: u32, bgid: u16, limit: u32) -> Sqe {
+    Sqe(with_optlen(
+        opcode::RecvMulti::new(types::Fixed(slot), bgid).build(),
+        limit,
+    ))
+}
+
+/// Sets the SQE's `optlen`, which the io-uring crate's builders do not expose for
+/// receives: the `u32` at byte 44 of the kernel's 64-byte `io_uring_sqe`
+/// (`include/uapi/linux/io_uring.h`, the union with `file_index`, unused by a receive on
+/// a fixed slot).
+fn with_optlen(entry: squeue::Entry, optlen: u32) -> squeue::Entry {
+    const _: () = assert!(std::mem::size_of::<squeue::Entry>() == 64);
+    // SAFETY: `squeue::Entry` is `#[repr(C)]` around the plain-data `io_uring_sqe`
+    // (64 bytes, asserted above): it and `[u8; 64]` have the same size and any bits are
+    // valid for both; nothing is dropped or aliased.
+    let mut raw: [u8; 64] = unsafe { std::mem::transmute(entry) };
+    raw[44..48].copy_from_slice(&optlen.to_ne_bytes());
+    // SAFETY: as above, back; the bytes are a valid SQE with one more field set.
+    unsafe { std::mem::transmute::<[u8; 64], squeue::Entry>(raw) }
 }
 
 /// `shutdown(2)` of a fixed slot's socket.

@@ -205,11 +205,21 @@ impl Tables {
     }
 
     /// Sends `buf` on fixed slot `slot` of table `t`; the completion carrying
-    /// `user_data` brings `buf` back ([`Held::Send`]).
-    pub fn send(&mut self, t: usize, slot: u32, mut buf: SendBuf, user_data: u64) {
+    /// `user_data` brings `buf` back ([`Held::Send`]). Returns the send's id, for
+    /// [`Tables::cancel_send`].
+    pub fn send(&mut self, t: usize, slot: u32, mut buf: SendBuf, user_data: u64) -> u32 {
         let entry = buf.entry(slot);
         let id = self.held.insert((user_data, Held::Send(buf)));
         self.push_held(t, entry, HELD_BIT | id as u64);
+        id as u32
+    }
+
+    /// Cancels the send `id` (from [`Tables::send`]) on table `t`, by its key: the
+    /// kernel finds it without scanning the ring's other operations. Call only while
+    /// its completion has not been handed out: the id is reused after that. The
+    /// cancel's own completion carries `user_data`.
+    pub fn cancel_send(&mut self, t: usize, id: u32, user_data: u64) {
+        self.push(t, op::cancel(HELD_BIT | u64::from(id)).user_data(user_data));
     }
 
     /// A timeout on table `t`'s ring after `after`.

@@ -104,12 +104,29 @@ impl Drop for Server {
 
 /// A TCP connection from a chosen 127.0.0.x source address.
 pub fn tcp_from(addr: SocketAddr, src_last_octet: u8) -> TcpStream {
+    tcp_with(addr, src_last_octet, None)
+}
+
+/// As [`tcp_from`], with `SO_RCVBUF` set before connecting (so the window the server
+/// sees is small from the start), if given.
+pub fn tcp_with(addr: SocketAddr, src_last_octet: u8, rcvbuf: Option<i32>) -> TcpStream {
     use std::os::fd::FromRawFd;
     // std cannot bind before connect; do it by hand.
-    // SAFETY: socket/bind/connect on a fresh fd we own; structs are fully initialised.
+    // SAFETY: socket/setsockopt/bind/connect on a fresh fd we own; structs are fully
+    // initialised.
     unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
         assert!(fd >= 0);
+        if let Some(size) = rcvbuf {
+            let ok = libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&raw const size).cast(),
+                std::mem::size_of::<i32>() as u32,
+            );
+            assert_eq!(ok, 0);
+        }
         let src = libc::sockaddr_in {
             sin_family: libc::AF_INET as u16,
             sin_port: 0,

@@ -537,7 +537,7 @@ impl Shard {
     /// The slow-consumer policy (see outbox.rs): drop what is unsent, then close (1008
     /// for a WebSocket; an event stream just ends, and its client resumes with
     /// `Last-Event-ID`).
-    fn cut_slow(c: &mut Conn, now: Instant, cfg: &crate::proto::conn::ConnConfig) {
+    pub(super) fn cut_slow(c: &mut Conn, now: Instant, cfg: &crate::proto::conn::ConnConfig) {
         c.out.clear_unsent();
         c.proto
             .close(now, cfg, CloseCode::POLICY_VIOLATION, "slow consumer");
