@@ -2,14 +2,17 @@
 # Installs everything the tests need (idempotently) and runs every test.
 #
 #   scripts/test.sh            everything: fmt, clippy, unit + integration tests (peer
-#                              clients and Chromium installed first), fuzz smoke
+#                              clients and Chromium installed first), Autobahn|TestSuite,
+#                              fuzz smoke
 #   FUZZ_SECONDS=0 scripts/test.sh   skip the fuzz smoke runs
+#   AUTOBAHN=0 scripts/test.sh       skip the Autobahn|TestSuite run (scripts/autobahn.sh)
 #
 # Ends with one summary line: "summary: N passed, M failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 FUZZ_SECONDS=${FUZZ_SECONDS:-10}
+AUTOBAHN=${AUTOBAHN:-1}
 log=$(mktemp -t ringpush-test.XXXXXX)
 trap 'rm -f "$log"' EXIT
 failed_stages=()
@@ -77,6 +80,8 @@ stage clippy cargo clippy --all-targets --locked -- -D warnings
 # --all-targets also runs each criterion bench once in test mode, so benches stay working.
 stage test cargo test --all-targets --locked
 stage doctest cargo test --doc --locked
+# Every Autobahn|TestSuite case against /echo; prints a skip line where no Python 2.7 runs.
+[ "$AUTOBAHN" = 0 ] || stage autobahn scripts/autobahn.sh
 
 fuzz_passed=0
 fuzz_failed=0
