@@ -101,12 +101,17 @@ pub struct Config {
     pub history: usize,
     /// A topic with no subscriber and no publish for this long is forgotten: its
     /// history and its numbering go, and a client that comes back with an id from it gets
-    /// `event: reset`. Default `None`: topics live as long as the server, which suits a
-    /// fixed set of topics; set it when topics come and go (one per user, per document)
-    /// or their histories add up without bound. With it, a topic's numbering starts from
-    /// the time it was created (ids are longer), so that a topic forgotten and created
-    /// again never reuses an id of its previous life.
+    /// `event: reset`. Default `None`: topics live as long as the server or until the
+    /// memory budget needs their room, which suits a fixed set of topics; set it when
+    /// topics come and go (one per user, per document).
     pub history_ttl: Option<Duration>,
+    /// Memory for retained events and the topics themselves, all shards together (each
+    /// gets an equal share). Past it the oldest events go first, those of topics nobody
+    /// subscribes to before the others, and then topics with nothing left (see
+    /// `pubsub::owner`). Default 128 MiB: a 1 GiB machine keeps most of its memory for
+    /// connections, while 128 MiB holds over 400,000 small events. A client whose
+    /// position was evicted gets `event: reset` and what is retained.
+    pub history_memory: usize,
     /// If set, `POST /publish` requires `Authorization: Bearer <token>`. Default `None`:
     /// anyone who can reach the port may publish, which suits a loopback or private
     /// listener.
@@ -138,6 +143,7 @@ impl Default for Config {
             outbox_timeout: Duration::from_secs(10),
             history: 1024,
             history_ttl: None,
+            history_memory: 128 * 1024 * 1024,
             publish_token: None,
             allowed_origins: Vec::new(),
             drain_timeout: Duration::from_secs(10),
@@ -309,6 +315,13 @@ pub const HISTORY: CountRange = CountRange {
     max: 1_000_000,
 };
 
+/// `--history-memory`: 1 MiB (a few thousand small events) to 1 TiB.
+pub const HISTORY_MEMORY: CountRange = CountRange {
+    flag: "--history-memory",
+    min: 1 << 20,
+    max: 1 << 40,
+};
+
 /// `--history-ttl`: 1 s (topics are swept once a second) to 30 days.
 pub const HISTORY_TTL: DurationRange = DurationRange {
     flag: "--history-ttl",
@@ -431,6 +444,8 @@ pub struct Overrides {
     pub history: Option<usize>,
     /// `--history-ttl`.
     pub history_ttl: Option<Duration>,
+    /// `--history-memory`.
+    pub history_memory: Option<usize>,
     /// `--publish-token`.
     pub publish_token: Option<String>,
     /// `--allowed-origin`, repeatable (an array in TOML). A list from a higher source
@@ -461,6 +476,7 @@ struct FileKeys {
     outbox_timeout: Option<Spanned<Value>>,
     history: Option<Spanned<Value>>,
     history_ttl: Option<Spanned<Value>>,
+    history_memory: Option<Spanned<Value>>,
     publish_token: Option<Spanned<Value>>,
     allowed_origin: Option<Spanned<Value>>,
     drain_timeout: Option<Spanned<Value>>,
@@ -593,6 +609,7 @@ impl FileReader<'_> {
             outbox_timeout: self.duration(keys.outbox_timeout, OUTBOX_TIMEOUT)?,
             history: self.count(keys.history, HISTORY)?,
             history_ttl: self.duration(keys.history_ttl, HISTORY_TTL)?,
+            history_memory: self.count(keys.history_memory, HISTORY_MEMORY)?,
             publish_token: self.token(keys.publish_token)?,
             allowed_origins: self.origins(keys.allowed_origin)?,
             drain_timeout: self.duration(keys.drain_timeout, DRAIN_TIMEOUT)?,
@@ -637,6 +654,7 @@ impl Overrides {
             max_outbox_bytes,
             outbox_timeout,
             history,
+            history_memory,
             allowed_origins,
             drain_timeout
         );
@@ -680,6 +698,7 @@ impl Config {
         MAX_OUTBOX_BYTES.check(self.max_outbox_bytes)?;
         OUTBOX_TIMEOUT.check(self.outbox_timeout)?;
         HISTORY.check(self.history)?;
+        HISTORY_MEMORY.check(self.history_memory)?;
         if let Some(ttl) = self.history_ttl {
             HISTORY_TTL.check(ttl)?;
         }
@@ -741,6 +760,7 @@ impl Config {
         let _ = writeln!(s, "max-outbox-bytes = {}", self.max_outbox_bytes);
         let _ = writeln!(s, "outbox-timeout = \"{}\"", d(self.outbox_timeout));
         let _ = writeln!(s, "history = {}", self.history);
+        let _ = writeln!(s, "history-memory = {}", self.history_memory);
         match self.history_ttl {
             Some(ttl) => _ = writeln!(s, "history-ttl = \"{}\"", d(ttl)),
             None => s.push_str("# history-ttl: none (topics kept for the server's life)\n"),

@@ -90,6 +90,10 @@ struct ServeArgs {
     /// Forget a topic with no subscriber and no publish for this long [default: never].
     #[arg(long, value_name = "D", value_parser = |s: &str| config::HISTORY_TTL.parse(s), allow_hyphen_values = true)]
     history_ttl: Option<Duration>,
+    /// Memory for retained events and topics, all shards together; past it the oldest
+    /// events go [default: 134217728].
+    #[arg(long, value_name = "BYTES", value_parser = |s: &str| config::HISTORY_MEMORY.parse(s), allow_hyphen_values = true)]
+    history_memory: Option<usize>,
     /// If set, POST /publish requires `Authorization: Bearer T` [default: none].
     #[arg(long, value_name = "T")]
     publish_token: Option<String>,
@@ -120,6 +124,7 @@ impl ServeArgs {
             outbox_timeout: self.outbox_timeout,
             history: self.history,
             history_ttl: self.history_ttl,
+            history_memory: self.history_memory,
             publish_token: self.publish_token.clone(),
             allowed_origins: (!self.allowed_origins.is_empty())
                 .then(|| self.allowed_origins.clone()),

@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use crate::proto::conn::{CloseReason, Reject};
+use crate::pubsub::owner::OwnerStats;
 
 /// A connection's transport, for the connection gauges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +54,10 @@ pub struct ShardMetrics {
     replay_resets: AtomicU64,
     topics: AtomicI64,
     topics_expired: AtomicU64,
+    history_bytes: AtomicU64,
+    history_events: AtomicU64,
+    evicted_events: AtomicU64,
+    evicted_topics: AtomicU64,
     disconnects: [AtomicU64; DISCONNECTS.len()],
     /// Refused requests and handshakes by reason; touched only on failures.
     failures: Mutex<Vec<(&'static str, u64)>>,
@@ -69,14 +74,17 @@ impl ShardMetrics {
         self.gauge(Transport::Http, 1);
     }
 
-    /// This shard now owns `n` topics.
-    pub fn topics(&self, n: usize) {
-        self.topics.store(n as i64, Ordering::Relaxed);
-    }
-
-    /// `n` owned topics were forgotten (`--history-ttl`).
-    pub fn topics_expired(&self, n: u64) {
-        add(&self.topics_expired, n);
+    /// What this shard's topics hold and have let go (totals, from the owner).
+    pub fn history(&self, s: &OwnerStats) {
+        self.topics.store(s.topics as i64, Ordering::Relaxed);
+        self.topics_expired.store(s.expired, Ordering::Relaxed);
+        self.history_bytes.store(s.bytes as u64, Ordering::Relaxed);
+        self.history_events
+            .store(s.events as u64, Ordering::Relaxed);
+        self.evicted_events
+            .store(s.evicted_events, Ordering::Relaxed);
+        self.evicted_topics
+            .store(s.evicted_topics, Ordering::Relaxed);
     }
 
     /// A connection was refused at admission with 503.
@@ -241,6 +249,35 @@ pub fn render(shards: &[ShardMetrics]) -> String {
     for (i, m) in shards.iter().enumerate() {
         let v = m.topics.load(Ordering::Relaxed).max(0);
         let _ = writeln!(s, "ringpush_topics{{shard=\"{i}\"}} {v}");
+    }
+    let _ = writeln!(
+        s,
+        "# HELP ringpush_history_bytes Memory counted against --history-memory (topics and retained events).\n# TYPE ringpush_history_bytes gauge"
+    );
+    for (i, m) in shards.iter().enumerate() {
+        let v = m.history_bytes.load(Ordering::Relaxed);
+        let _ = writeln!(s, "ringpush_history_bytes{{shard=\"{i}\"}} {v}");
+    }
+    let _ = writeln!(
+        s,
+        "# HELP ringpush_history_events Events retained for replay.\n# TYPE ringpush_history_events gauge"
+    );
+    for (i, m) in shards.iter().enumerate() {
+        let v = m.history_events.load(Ordering::Relaxed);
+        let _ = writeln!(s, "ringpush_history_events{{shard=\"{i}\"}} {v}");
+    }
+    let _ = writeln!(
+        s,
+        "# HELP ringpush_history_evictions_total Events and topics evicted to keep --history-memory.\n# TYPE ringpush_history_evictions_total counter"
+    );
+    for (i, m) in shards.iter().enumerate() {
+        for (kind, c) in [("event", &m.evicted_events), ("topic", &m.evicted_topics)] {
+            let v = c.load(Ordering::Relaxed);
+            let _ = writeln!(
+                s,
+                "ringpush_history_evictions_total{{shard=\"{i}\",kind=\"{kind}\"}} {v}"
+            );
+        }
     }
     let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
     counter(

@@ -45,6 +45,22 @@ fn metric(addr: SocketAddr, name: &str) -> u64 {
         .sum()
 }
 
+/// Waits (a few seconds at most) until `n` connections were cut as slow consumers.
+fn wait_for_drops(addr: SocketAddr, n: u64) {
+    let start = Instant::now();
+    loop {
+        let drops = metric(addr, "ringpush_slow_consumer_drops_total");
+        if drops == n {
+            return;
+        }
+        assert!(
+            drops < n && start.elapsed() < Duration::from_secs(5),
+            "{drops} cut, expected {n}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn masked(op: OpCode, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     write_masked_frame(&mut out, true, op, payload, [1, 2, 3, 4]);
@@ -270,9 +286,11 @@ fn hostile_clients_cannot_grow_memory() {
 }
 
 /// A client that writes requests and never reads their answers is paused, then cut
-/// after `--outbox-timeout`; its close comes as 1008 for a WebSocket.
+/// after `--outbox-timeout`: a WebSocket with close 1008 (behind the megabytes the
+/// kernel already holds for it, so the client sees the frame only if it reads them
+/// before the close handshake times out; the drop shows in the metrics either way).
 #[test]
-fn full_outbox_past_the_timeout_is_cut_with_1008() {
+fn full_outbox_past_the_timeout_is_cut() {
     let Some(server) = Server::start(&[
         "--shards",
         "1",
@@ -295,14 +313,14 @@ fn full_outbox_past_the_timeout_is_cut_with_1008() {
             break;
         }
     }
-    // Still not reading past the timeout; then read (before the close handshake's own
-    // timeout): echoes (what the kernel held), then the close frame with 1008.
-    std::thread::sleep(Duration::from_millis(1500));
+    // Still not reading, past the timeout.
+    wait_for_drops(server.addr, 1);
+    // Then the echoes the kernel held, and the end: a close frame, if it comes in
+    // time, says 1008.
     ws.s.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let mut echoes = 0;
-    loop {
-        let f = ws.recv().expect("a close frame before EOF");
+    while let Some(f) = ws.recv() {
         match f.opcode {
             OpCode::Binary => echoes += 1,
             OpCode::Close => {
@@ -320,16 +338,8 @@ fn full_outbox_past_the_timeout_is_cut_with_1008() {
     let reqs = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".repeat(1000);
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(2) && s.write_all(&reqs).is_ok() {}
-    std::thread::sleep(Duration::from_millis(2500));
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut buf = vec![0u8; 1 << 16];
-    let t = Instant::now();
-    loop {
-        match std::io::Read::read(&mut s, &mut buf) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
-            Err(e) => panic!("the connection was not ended: {e} after {:?}", t.elapsed()),
-        }
+    wait_for_drops(server.addr, 2);
+    if let Err(e) = ended(s, Duration::from_secs(10)) {
+        panic!("pipelined requests: {e}");
     }
 }

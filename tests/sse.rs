@@ -230,7 +230,8 @@ fn replay_after_disconnect_while_publishing() {
 }
 
 /// A position older than the history, or from another epoch, starts with `event: reset`
-/// (data: the topic) carrying the current id; live events follow.
+/// (data: the topic) carrying the id just before what is retained; the retained events
+/// follow, then live ones. `Last-Event-ID: 0` asks for everything retained, no reset.
 #[test]
 fn reset_when_the_position_is_lost() {
     let Some(srv) = Server::start(&["--shards", "2", "--history", "5"]) else {
@@ -255,13 +256,21 @@ fn reset_when_the_position_is_lost() {
     // The query form works like the header.
     let mut st = Stream::open(srv.addr, &format!("/sse/r?lastEventId={}", ids[18]), "");
     assert_eq!(st.next().data, "19");
-    // Gone from history, another epoch, not ours: a reset with the current id, then live.
-    let mut current = ids[19].clone();
-    for stale in [
+    // Gone from history, another epoch, not ours: a reset, then the 5 retained events
+    // (the last 5 published), then live ones.
+    let mut published: Vec<(String, String)> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.clone(), i.to_string()))
+        .collect();
+    for (round, stale) in [
         ids[2].clone(),
         "0badbeef-3".to_owned(),
         "not-an-id".to_owned(),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let mut st = Stream::open(srv.addr, "/sse/r", &format!("Last-Event-ID: {stale}\r\n"));
         let ev = st.next();
         assert_eq!(
@@ -269,14 +278,65 @@ fn reset_when_the_position_is_lost() {
             ("reset", "r"),
             "after {stale}"
         );
-        assert_eq!(ev.id.as_deref(), Some(current.as_str()));
-        current = publish(srv.addr, "r", "live");
+        let retained = &published[published.len() - 5..];
+        let before = &published[published.len() - 6].0;
+        assert_eq!(
+            ev.id.as_deref(),
+            Some(before.as_str()),
+            "the id before them"
+        );
+        for (id, data) in retained {
+            let ev = st.next();
+            assert_eq!(
+                (ev.id.as_deref(), ev.data.as_str()),
+                (Some(id.as_str()), data.as_str())
+            );
+        }
+        let live = format!("live{round}");
+        let id = publish(srv.addr, "r", &live);
         let ev = st.next();
         assert_eq!(
             (ev.id.as_deref(), ev.data.as_str()),
-            (Some(current.as_str()), "live")
+            (Some(id.as_str()), live.as_str())
+        );
+        published.push((id, live));
+    }
+    // Everything retained, asked for with 0: no reset.
+    let mut st = Stream::open(srv.addr, "/sse/r", "Last-Event-ID: 0\r\n");
+    for (id, data) in &published[published.len() - 5..] {
+        let ev = st.next();
+        assert_eq!(
+            (ev.event.as_str(), ev.id.as_deref(), ev.data.as_str()),
+            ("message", Some(id.as_str()), data.as_str())
         );
     }
+    // And by a poll with since=0.
+    let resp = http(srv.addr, "GET /poll/r?since=0 HTTP/1.1\r\nHost: x\r\n\r\n");
+    let v = body_of(&resp);
+    let got: Vec<(&str, &str)> = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["id"].as_str().unwrap(), e["data"].as_str().unwrap()))
+        .collect();
+    let want: Vec<(&str, &str)> = published[published.len() - 5..]
+        .iter()
+        .map(|(i, d)| (i.as_str(), d.as_str()))
+        .collect();
+    assert_eq!(got, want);
+    assert!(v.get("reset").is_none());
+    // A poll whose position was lost: reset, and the retained events.
+    let resp = http(
+        srv.addr,
+        &format!("GET /poll/r?since={} HTTP/1.1\r\nHost: x\r\n\r\n", ids[1]),
+    );
+    let v = body_of(&resp);
+    assert_eq!(v["reset"], true);
+    assert_eq!(v["events"].as_array().unwrap().len(), 5);
+    assert_eq!(
+        v["next"].as_str(),
+        Some(published.last().unwrap().0.as_str())
+    );
 }
 
 /// The sum of the values of every line of a metrics text that starts with `prefix`.
@@ -358,24 +418,21 @@ fn multi_topic_replay() {
     };
     let mut st = Stream::open(srv.addr, "/sse?topic=ta&topic=tb", "");
     std::thread::sleep(Duration::from_millis(100));
-    publish(srv.addr, "ta", "a1");
-    publish(srv.addr, "tb", "b1");
-    let mut got = [st.next(), st.next()];
-    got.sort_by(|x, y| x.data.cmp(&y.data));
-    assert_eq!((got[0].data.as_str(), got[1].data.as_str()), ("a1", "b1"));
-    let last = [&got[0], &got[1]]
-        .iter()
-        .map(|e| e.id.clone().unwrap())
-        .max_by_key(|id| {
-            id.rsplit('-')
-                .next()
-                .unwrap()
-                .split('.')
-                .map(|n| n.parse::<u64>().unwrap())
-                .sum::<u64>()
-        })
-        .unwrap();
-    assert!(last.ends_with("-1.1"), "both positions in the id: {last}");
+    let ia = publish(srv.addr, "ta", "a1");
+    let ib = publish(srv.addr, "tb", "b1");
+    let got = [st.next(), st.next()];
+    let mut data = [got[0].data.as_str(), got[1].data.as_str()];
+    data.sort();
+    assert_eq!(data, ["a1", "b1"]);
+    // The second event's id carries both positions: each topic's publish id.
+    let (epoch, sa) = ia.split_once('-').unwrap();
+    let sb = ib.split_once('-').unwrap().1;
+    let last = got[1].id.clone().unwrap();
+    assert_eq!(
+        last,
+        format!("{epoch}-{sa}.{sb}"),
+        "both positions in the id"
+    );
     drop(st);
     for i in 2..5 {
         publish(srv.addr, "ta", &format!("a{i}"));
@@ -468,7 +525,9 @@ fn publish_limits_and_token() {
     assert!(post("Authorization: Bearer s3cret\r\n", &"y".repeat(17)).starts_with("HTTP/1.1 413 "));
     let ok = post("Authorization: Bearer s3cret\r\n", "fits");
     assert!(ok.starts_with("HTTP/1.1 200 "), "{ok}");
-    assert!(body_of(&ok)["id"].as_str().unwrap().ends_with("-1"));
+    let id = body_of(&ok)["id"].as_str().unwrap().to_owned();
+    let (epoch, seq) = id.split_once('-').unwrap();
+    assert!(epoch.len() == 8 && seq.parse::<u64>().is_ok(), "{id}");
 }
 
 /// Polling answers at once; long polling is released by the next event, well before
@@ -660,4 +719,78 @@ fn metrics_text() {
         sum("ringpush_disconnects_total{shard=\"0\",reason=\"pong_timeout\"}"),
         0
     );
+}
+
+fn rss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// `--history-memory`: retention stays within the budget however events and topics come
+/// (big events on one topic; thousands of topics by publishing to random names), the
+/// evictions show in the metrics, and a client whose position was evicted gets a reset
+/// and then what is retained.
+#[test]
+fn history_memory_bounds_retention() {
+    const BUDGET: u64 = 2 << 20;
+    let Some(srv) = Server::start(&[
+        "--shards",
+        "2",
+        "--history-memory",
+        &BUDGET.to_string(),
+        "--max-message-bytes",
+        "300000",
+    ]) else {
+        return;
+    };
+    let before = rss_kib(srv.pid());
+    // 40 events of 200 KB on one topic: 8 MB published, a quarter of the budget kept.
+    let big: Vec<(String, Vec<u8>)> = (0..40u8)
+        .map(|i| ("big".to_owned(), vec![b'a' + i % 26; 200_000]))
+        .collect();
+    let ids = common::publish_pipelined(srv.addr, &big);
+    let kept = metric(srv.addr, "ringpush_history_bytes");
+    assert!(kept <= BUDGET, "{kept} bytes kept");
+    assert!(metric(srv.addr, "ringpush_history_evictions_total") > 0);
+    // The first event was evicted: its client gets a reset, then the retained tail.
+    let mut st = Stream::open(
+        srv.addr,
+        "/sse/big",
+        &format!("Last-Event-ID: {}\r\n", ids[0]),
+    );
+    let ev = st.next();
+    assert_eq!((ev.event.as_str(), ev.data.as_str()), ("reset", "big"));
+    let mut tail = Vec::new();
+    while let Some(ev) = st.next_within(Duration::from_millis(500)) {
+        tail.push(ev.id.unwrap());
+    }
+    assert!(
+        !tail.is_empty() && tail.len() < ids.len(),
+        "{} retained",
+        tail.len()
+    );
+    assert_eq!(tail, ids[ids.len() - tail.len()..], "the newest, in order");
+    drop(st);
+    // 10,000 topics created by publishing to random names.
+    let many: Vec<(String, Vec<u8>)> = (0..10_000u32)
+        .map(|i| {
+            (
+                format!("rnd-{:08x}", i.wrapping_mul(2_654_435_761)),
+                b"x".to_vec(),
+            )
+        })
+        .collect();
+    common::publish_pipelined(srv.addr, &many);
+    let topics = metric(srv.addr, "ringpush_topics");
+    let kept = metric(srv.addr, "ringpush_history_bytes");
+    assert!(kept <= BUDGET, "{kept} bytes kept");
+    assert!(topics < 10_000, "{topics} topics kept");
+    let grew = rss_kib(srv.pid()).saturating_sub(before);
+    println!("{topics} topics and {kept} bytes kept; server RSS +{grew} KiB");
+    // A liveness bound on the process: the budget plus the publish traffic's buffers.
+    assert!(grew < 64 * 1024, "RSS grew {grew} KiB");
 }

@@ -1,18 +1,44 @@
-//! A topic's numbered log, kept by its owner shard: the last `cap` events with their
-//! sequence numbers, for `Last-Event-ID` replay and polling.
+//! A topic's numbered log, kept by its owner shard: the last `--history` events with
+//! their sequence numbers, for `Last-Event-ID` replay and polling, and what they cost in
+//! memory, for the `--history-memory` budget (`owner.rs`).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use super::Published;
+use super::{After, Published};
+
+/// Memory one retained event costs beyond its payload, its event name and its topic's
+/// name: the `Published` (about 130 bytes), its `Arc` header, its slot in the log and
+/// the allocator's rounding. An estimate on the safe side, for the budget.
+pub const EVENT_OVERHEAD: usize = 224;
+
+/// What `msg` costs while retained.
+pub fn event_cost(msg: &Published) -> usize {
+    EVENT_OVERHEAD
+        + msg.payload.len()
+        + msg.event.as_ref().map_or(0, String::len)
+        + msg.topic.as_str().len()
+}
+
+/// A retained event.
+#[derive(Debug, Clone)]
+struct Retained {
+    seq: u64,
+    /// The owner's publish counter when it was kept: comparable across topics, so the
+    /// owner can find the oldest event of all.
+    order: u64,
+    msg: Arc<Published>,
+}
 
 /// A topic's sequence counter and its retained events.
 #[derive(Debug)]
 pub struct TopicLog {
-    /// The last sequence number assigned (0: nothing published yet).
+    /// The last sequence number assigned (the topic's first event gets `last + 1`).
     last: u64,
-    events: VecDeque<(u64, Arc<Published>)>,
+    events: VecDeque<Retained>,
     cap: usize,
+    /// The [`event_cost`] of the retained events.
+    bytes: usize,
 }
 
 /// What a position asks for is no longer (or never was) in the log: the client must
@@ -21,17 +47,15 @@ pub struct TopicLog {
 pub struct Gap;
 
 impl TopicLog {
-    /// An empty log that keeps at most `cap` events.
-    pub fn new(cap: usize) -> TopicLog {
-        TopicLog::starting_after(cap, 0)
-    }
-
-    /// An empty log whose first event gets number `last + 1`.
+    /// An empty log that keeps at most `cap` events, whose first event gets number
+    /// `last + 1`. It allocates nothing until the first event: a topic with no history
+    /// costs no event slots.
     pub fn starting_after(cap: usize, last: u64) -> TopicLog {
         TopicLog {
             last,
-            events: VecDeque::with_capacity(cap.min(64)),
+            events: VecDeque::new(),
             cap,
+            bytes: 0,
         }
     }
 
@@ -40,33 +64,89 @@ impl TopicLog {
         self.last
     }
 
-    /// Numbers `msg` (1, 2, 3, ...) and keeps it, dropping the oldest past the cap.
-    pub fn push(&mut self, msg: Arc<Published>) -> u64 {
-        self.last += 1;
-        if self.cap > 0 {
-            if self.events.len() == self.cap {
-                self.events.pop_front();
-            }
-            self.events.push_back((self.last, msg));
-        }
-        self.last
+    /// The retained events' cost.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
-    /// The events after position `after`, oldest first; [`Gap`] when some of them are no
-    /// longer kept, or `after` is beyond the last event (a position this log never gave).
-    pub fn since(&self, after: u64) -> Result<Vec<(u64, Arc<Published>)>, Gap> {
+    /// How many events are retained.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Nothing retained?
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// The publish order of the oldest retained event.
+    pub fn oldest_order(&self) -> Option<u64> {
+        self.events.front().map(|e| e.order)
+    }
+
+    /// Numbers `msg` (the next sequence number) and keeps it, dropping the oldest past
+    /// the cap. Returns the number and the bytes the dropped event had cost (0 if none).
+    pub fn push(&mut self, msg: Arc<Published>, order: u64) -> (u64, usize) {
+        self.last += 1;
+        if self.cap == 0 {
+            return (self.last, 0);
+        }
+        let freed = if self.events.len() == self.cap {
+            self.pop_oldest().unwrap_or(0)
+        } else {
+            0
+        };
+        self.bytes += event_cost(&msg);
+        self.events.push_back(Retained {
+            seq: self.last,
+            order,
+            msg,
+        });
+        (self.last, freed)
+    }
+
+    /// Drops the oldest retained event; returns what it had cost.
+    pub fn pop_oldest(&mut self) -> Option<usize> {
+        let e = self.events.pop_front()?;
+        let cost = event_cost(&e.msg);
+        self.bytes -= cost;
+        if self.events.is_empty() {
+            // A log that emptied keeps no slots (it may stay empty for long).
+            self.events = VecDeque::new();
+        }
+        Some(cost)
+    }
+
+    /// The events after `after`, oldest first. [`Gap`] when some of them are no longer
+    /// kept, or `after` is beyond the last event (a position this log never gave).
+    pub fn since(&self, after: After) -> Result<Vec<(u64, Arc<Published>)>, Gap> {
+        let after = match after {
+            After::Now => return Ok(Vec::new()),
+            After::Start => return Ok(self.retained()),
+            After::Seq(a) => a,
+        };
         if after > self.last {
             return Err(Gap);
         }
         if after == self.last {
             return Ok(Vec::new());
         }
-        let first = self.events.front().map_or(self.last + 1, |e| e.0);
+        let first = self.events.front().map_or(self.last + 1, |e| e.seq);
         if after + 1 < first {
             return Err(Gap);
         }
         let skip = (after + 1 - first) as usize;
-        Ok(self.events.iter().skip(skip).cloned().collect())
+        Ok(self
+            .events
+            .iter()
+            .skip(skip)
+            .map(|e| (e.seq, e.msg.clone()))
+            .collect())
+    }
+
+    /// Every retained event, oldest first.
+    pub fn retained(&self) -> Vec<(u64, Arc<Published>)> {
+        self.events.iter().map(|e| (e.seq, e.msg.clone())).collect()
     }
 }
 
@@ -92,27 +172,54 @@ mod tests {
 
     #[test]
     fn numbers_keeps_and_replays() {
-        let mut log = TopicLog::new(3);
-        assert_eq!(seqs(log.since(0)), Ok(vec![]));
+        let mut log = TopicLog::starting_after(3, 0);
+        assert_eq!(seqs(log.since(After::Seq(0))), Ok(vec![]));
         for i in 1..=5 {
-            assert_eq!(log.push(msg(i)), u64::from(i));
+            assert_eq!(log.push(msg(i), u64::from(i)).0, u64::from(i));
         }
         // Kept: 3, 4, 5.
-        assert_eq!(seqs(log.since(2)), Ok(vec![3, 4, 5]));
-        assert_eq!(seqs(log.since(4)), Ok(vec![5]));
-        assert_eq!(seqs(log.since(5)), Ok(vec![]));
-        assert_eq!(seqs(log.since(1)), Err(Gap), "event 2 is gone");
-        assert_eq!(seqs(log.since(0)), Err(Gap));
-        assert_eq!(seqs(log.since(6)), Err(Gap), "from the future");
-        assert_eq!(log.since(3).unwrap()[0].1.payload, vec![4]);
+        assert_eq!(seqs(log.since(After::Seq(2))), Ok(vec![3, 4, 5]));
+        assert_eq!(seqs(log.since(After::Seq(4))), Ok(vec![5]));
+        assert_eq!(seqs(log.since(After::Seq(5))), Ok(vec![]));
+        assert_eq!(seqs(log.since(After::Seq(1))), Err(Gap), "event 2 is gone");
+        assert_eq!(seqs(log.since(After::Seq(0))), Err(Gap));
+        assert_eq!(seqs(log.since(After::Seq(6))), Err(Gap), "from the future");
+        assert_eq!(seqs(log.since(After::Start)), Ok(vec![3, 4, 5]), "all kept");
+        assert_eq!(seqs(log.since(After::Now)), Ok(vec![]));
+        assert_eq!(log.since(After::Seq(3)).unwrap()[0].1.payload, vec![4]);
+    }
+
+    #[test]
+    fn costs_are_accounted() {
+        let mut log = TopicLog::starting_after(2, 100);
+        let one = event_cost(&msg(0));
+        assert_eq!(one, EVENT_OVERHEAD + 1 + 1);
+        assert_eq!(log.push(msg(1), 7), (101, 0));
+        assert_eq!(log.push(msg(2), 8), (102, 0));
+        assert_eq!(log.bytes(), 2 * one);
+        assert_eq!(log.push(msg(3), 9), (103, one), "the cap dropped 101");
+        assert_eq!(log.oldest_order(), Some(8));
+        assert_eq!(log.pop_oldest(), Some(one));
+        assert_eq!(log.pop_oldest(), Some(one));
+        assert_eq!(
+            (log.bytes(), log.is_empty(), log.pop_oldest()),
+            (0, true, None)
+        );
+        assert_eq!(seqs(log.since(After::Seq(101))), Err(Gap), "all evicted");
+        assert_eq!(seqs(log.since(After::Seq(103))), Ok(vec![]), "up to date");
     }
 
     #[test]
     fn no_history() {
-        let mut log = TopicLog::new(0);
-        log.push(msg(1));
-        log.push(msg(2));
-        assert_eq!(seqs(log.since(2)), Ok(vec![]), "up to date needs nothing");
-        assert_eq!(seqs(log.since(1)), Err(Gap));
+        let mut log = TopicLog::starting_after(0, 0);
+        log.push(msg(1), 1);
+        log.push(msg(2), 2);
+        assert_eq!(
+            seqs(log.since(After::Seq(2))),
+            Ok(vec![]),
+            "up to date needs nothing"
+        );
+        assert_eq!(seqs(log.since(After::Seq(1))), Err(Gap));
+        assert_eq!(log.bytes(), 0);
     }
 }

@@ -1,29 +1,64 @@
-//! Topics and the cross-shard bus.
+//! Pub/sub as plain data structures, sans I/O: topics, their numbered histories, the
+//! subscriber index and the replay decisions, talking to each other only in [`BusMsg`]s.
 //!
-//! Every topic has an owner shard (a hash of its name). Publishes go to the owner, which
-//! numbers them and forwards each to every shard that has subscribers of the topic; each
-//! of those encodes the frame once and queues it to its local subscribers. One writer
-//! per topic gives a total order per topic without locks.
+//! ```text
+//!   client publishes on shard A                      topic "t" is owned by shard B
+//!   ┌──────────── shard A ────────────┐              ┌──────────── shard B ───────────┐
+//!   │ Local (local.rs)                │  Publish     │ Owner (owner.rs)               │
+//!   │  subscriber index, SSE cursors, │ ───────────► │  numbers the event, keeps it   │
+//!   │  poll waits, replay decisions   │              │  (history.rs: TopicLog, the    │
+//!   │                                 │ ◄─────────── │  memory budget), forwards it   │
+//!   │  deliver(seq, msg) -> each      │  Deliver     │  to every shard with           │
+//!   │  subscriber's bytes to queue    │  (Synced,    │  subscribers                   │
+//!   └─────────────────────────────────┘   Ack)       └────────────────────────────────┘
+//! ```
 //!
-//! Shards talk over `std::sync::mpsc` channels (one receiver per shard, lock-free
-//! linked-list blocks since Rust 1.67) and wake each other with an io_uring `MSG_RING`
-//! completion, at most one per target shard per event-loop batch.
+//! Every topic has an owner shard ([`owner`]: a hash of its name). Publishes go to the
+//! owner, which numbers them and forwards each to every shard that has subscribers of
+//! the topic; each of those encodes the frame once and queues it to its local
+//! subscribers. One writer per topic gives a total order per topic without locks.
+//!
+//! The shard (`crate::server::shard`) only moves messages: a client's request into
+//! [`local::Local`], a `BusMsg` to the queue of the shard it names (its own included:
+//! a message to oneself is queued like any other, never handled re-entrantly), bus
+//! messages into [`owner::Owner`] or [`local::Local`], and the deliveries they decide
+//! into the connections' outboxes. Between shards, `std::sync::mpsc` channels (one
+//! receiver per shard) and an io_uring `MSG_RING` wake-up, at most one per target per
+//! event-loop turn.
+//!
+//! # Exact replay without a gap
+//!
+//! An event stream (or a poll) first subscribes its shard to the topic, then asks the
+//! owner for its position (`Sync`, with the client's last sequence number if it sent a
+//! valid `Last-Event-ID`). The owner answers with the events after that position and
+//! `upto`, its last sequence number. Messages between two shards arrive in the order they
+//! were sent, so every `Deliver` the owner sends before the answer carries a sequence
+//! number at most `upto` (covered by the answer) and every one after it more than `upto`.
+//! The stream ignores live events of a topic until the answer arrives, writes the
+//! replayed ones, then takes live events whose number is above the last it wrote:
+//! nothing missed, nothing twice. The property test in `sim.rs` checks it over random
+//! interleavings of publishes, subscribes, disconnects and reconnects.
 
 pub mod history;
+pub mod local;
+pub mod owner;
+#[cfg(test)]
+mod sim;
 
 use std::sync::Arc;
 
 use crate::proto::http::Topic;
 
-/// A connection waiting for an answer from another shard: shard, slab key, generation
-/// (a stale generation means the connection has gone; the answer is dropped).
+/// A connection somewhere: its shard, its key in that shard's connection slab and the
+/// key's generation (a stale generation means the connection has gone: what is addressed
+/// to it is dropped).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Waiter {
+pub struct ConnRef {
     /// The shard holding the connection.
     pub shard: usize,
-    /// Its slab key there.
-    pub key: usize,
-    /// The slot's generation when the question was asked.
+    /// Its key there.
+    pub key: u32,
+    /// The key's generation when the reference was taken.
     pub generation: u32,
 }
 
@@ -38,75 +73,96 @@ pub struct Published {
     pub payload: Vec<u8>,
     /// The SSE event name (`POST /publish/t?event=NAME`); `None` for plain messages.
     pub event: Option<String>,
-    /// The publishing connection (shard, slab key, generation): it does not get its own
-    /// message back.
-    pub origin: Option<(usize, usize, u32)>,
+    /// The publishing WebSocket: it does not get its own message back.
+    pub origin: Option<ConnRef>,
     /// An HTTP publisher waiting for the event's id.
-    pub ack: Option<Waiter>,
+    pub ack: Option<ConnRef>,
 }
 
-/// A message between shards.
+/// Where a client resumes a topic from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    /// From now on: live events only (no `Last-Event-ID`, no `since`).
+    Now,
+    /// After this sequence number (the client's last event).
+    Seq(u64),
+    /// Everything still retained (`Last-Event-ID: 0`, `since=0`).
+    Start,
+}
+
+/// A message between shards (or from a shard to itself, through the same queue).
 #[derive(Debug)]
 pub enum BusMsg {
-    /// Sent to a topic's owner: `shard` now has local subscribers of `topic`.
+    /// To a topic's owner: `shard` now has local subscribers of `topic`.
     Subscribe {
         /// The topic.
         topic: Topic,
         /// The shard with subscribers.
         shard: usize,
     },
-    /// Sent to a topic's owner: `shard` has no local subscribers of `topic` any more.
+    /// To a topic's owner: `shard` has no local subscribers of `topic` any more.
     Unsubscribe {
         /// The topic.
         topic: Topic,
         /// The shard.
         shard: usize,
     },
-    /// Sent to a topic's owner: publish this.
+    /// To a topic's owner: number, keep and forward this.
     Publish(Arc<Published>),
-    /// Sent by the owner to each shard with subscribers: deliver this, the topic's
-    /// event number `seq`.
+    /// To a topic's owner, from a shard whose event stream or poll needs its position in
+    /// the topic. The shard subscribes before asking, so every later event reaches it as
+    /// a `Deliver` that follows the answer.
+    Sync {
+        /// The topic.
+        topic: Topic,
+        /// The position the client has.
+        after: After,
+        /// Who asks.
+        waiter: ConnRef,
+    },
+    /// From the owner to each shard with subscribers: the topic's event number `seq`.
     Deliver {
         /// The event's sequence number in its topic.
         seq: u64,
         /// The event.
         msg: Arc<Published>,
     },
-    /// Sent to a topic's owner by a shard whose event stream or poll needs its position
-    /// in the topic: the events after `after` (`None`: none, just the current position).
-    /// The shard subscribes before asking, so every later event reaches it as a
-    /// `Deliver` that follows the answer.
-    Sync {
-        /// The topic.
-        topic: Topic,
-        /// The position the client has.
-        after: Option<u64>,
-        /// Who asks.
-        waiter: Waiter,
-    },
     /// The owner's answer to `Sync`.
     Synced {
         /// The topic.
         topic: Topic,
         /// Who asked.
-        waiter: Waiter,
+        waiter: ConnRef,
         /// The topic's last sequence number when the owner answered.
         upto: u64,
-        /// The events after the asked position, oldest first.
+        /// The events after the asked position, oldest first; after a `gap`, every
+        /// event still retained.
         events: Vec<(u64, Arc<Published>)>,
         /// Some events after the asked position are no longer kept (or the position was
-        /// never given out): the client must resynchronise.
+        /// never given out): the client must be told (`event: reset`).
         gap: bool,
     },
     /// The owner's answer to an HTTP publish: the event's sequence number.
     Ack {
         /// The publisher.
-        waiter: Waiter,
-        /// The topic.
-        topic: Topic,
+        waiter: ConnRef,
         /// The sequence number.
         seq: u64,
     },
+}
+
+impl BusMsg {
+    /// Is this for a topic's owner ([`owner::Owner`]) rather than for the shard of a
+    /// subscriber or waiter ([`local::Local`], or the shard itself for `Ack`)?
+    pub fn is_for_owner(&self) -> bool {
+        matches!(
+            self,
+            BusMsg::Subscribe { .. }
+                | BusMsg::Unsubscribe { .. }
+                | BusMsg::Publish(_)
+                | BusMsg::Sync { .. }
+        )
+    }
 }
 
 /// The owner shard of `topic` among `shards`: FNV-1a of the name, so every shard agrees

@@ -78,7 +78,7 @@
 //! - when admission slots run out ([`RESERVE`] stay free for 503 answers), accepting moves
 //!   to the first table with room, or to a new table while the shard is under its cap.
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender};
@@ -86,7 +86,7 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
-mod topics;
+mod bus;
 
 use super::outbox::{Chunk, Outbox};
 use super::timer::{Entry, TimerWheel};
@@ -94,8 +94,10 @@ use crate::config::Config;
 use crate::metrics::{ShardMetrics, Transport};
 use crate::proto::close::CloseCode;
 use crate::proto::conn::{CloseReason, ConnConfig, Connection, Event, WsKind};
-use crate::proto::http::{Route, Status, Topic};
+use crate::proto::http::{Route, Status};
 use crate::pubsub::BusMsg;
+use crate::pubsub::local::Local;
+use crate::pubsub::owner::{Owner, OwnerConfig};
 use crate::uring::op::{self, Held};
 use crate::uring::table::{Completion, TableSpec, Tables};
 use crate::uring::token::{Kind, Token};
@@ -195,8 +197,6 @@ struct Conn {
     shut_wr: bool,
     /// The wheel entry that counts.
     timer_at: Option<Instant>,
-    /// What the connection is subscribed to.
-    sub: Sub,
     /// A long poll's deadline.
     poll_deadline: Option<Instant>,
     /// For the connection gauges.
@@ -241,18 +241,6 @@ struct TableUse {
     multishot: Multishot,
     /// Single-shot accepts in flight on this table's ring; each may take a slot.
     singles: u32,
-}
-
-/// A connection's subscription.
-#[derive(Debug)]
-enum Sub {
-    None,
-    /// A WebSocket on `/ws/{topic}`.
-    Ws(Topic),
-    /// An event stream.
-    Sse(Box<topics::SseSub>),
-    /// A poll being answered.
-    Poll(Box<topics::PollSub>),
 }
 
 /// This shard's counters among every shard's (a scrape on any shard reads them all).
@@ -303,14 +291,18 @@ struct Shard {
     peers: Vec<Sender<BusMsg>>,
     ring_fds: Arc<std::sync::OnceLock<Vec<i32>>>,
     wake: Vec<bool>,
-    /// Local subscribers per topic: slab key and generation.
-    subs: HashMap<Topic, Vec<(usize, u32)>>,
-    /// Topics this shard owns: their logs and the shards with subscribers.
-    owned: HashMap<Topic, topics::Owned>,
+    /// The subscribers on this shard (see `crate::pubsub::local`).
+    local: Local,
+    /// The topics this shard owns (see `crate::pubsub::owner`).
+    owner: Owner,
+    /// Bus messages from this shard to itself, handled in `drain_bus` like the others.
+    own_queue: VecDeque<BusMsg>,
+    /// Scratch for the bus messages `local` and `owner` produce.
+    bus_out: Vec<(usize, BusMsg)>,
+    /// Scratch for the connections a delivery queued bytes to.
+    touched: Vec<usize>,
     /// The server epoch, in every event id.
     epoch: u32,
-    /// When this shard started (new topics' numbering with `--history-ttl`).
-    started: Instant,
     /// The next look for topics past `--history-ttl`.
     next_sweep: Instant,
     metrics: Metrics,
@@ -371,6 +363,15 @@ impl Shard {
         )?;
         let now = Instant::now();
         let conn_cfg = init.config.conn_config();
+        let shards = init.peers.len();
+        let owner = Owner::new(
+            OwnerConfig {
+                history: init.config.history,
+                ttl: init.config.history_ttl,
+                memory: init.config.history_memory / shards,
+            },
+            now,
+        );
         Ok(Shard {
             io,
             tables: vec![TableUse {
@@ -396,11 +397,13 @@ impl Shard {
             wake: vec![false; init.peers.len()],
             peers: init.peers,
             ring_fds: init.ring_fds,
-            subs: HashMap::new(),
-            owned: HashMap::new(),
+            local: Local::new(init.id, shards, init.epoch),
+            owner,
+            own_queue: VecDeque::new(),
+            bus_out: Vec::new(),
+            touched: Vec::new(),
             epoch: init.epoch,
-            started: now,
-            next_sweep: now + topics::TOPIC_SWEEP,
+            next_sweep: now + bus::TOPIC_SWEEP,
             metrics: Metrics {
                 all: init.metrics,
                 id: init.id,
@@ -544,13 +547,13 @@ impl Shard {
                 }
             }
             self.rearm_busy = busy;
-            self.drain_inbox(now);
+            self.drain_bus(now);
             self.wheel.expire(now, &mut due);
             for e in due.drain(..) {
                 self.fire_timer(now, e);
             }
             if now >= self.next_sweep {
-                self.next_sweep = now + topics::TOPIC_SWEEP;
+                self.next_sweep = now + bus::TOPIC_SWEEP;
                 self.expire_topics(now);
             }
             self.flush_sends(now);
@@ -679,7 +682,6 @@ impl Shard {
             closing: false,
             shut_wr: false,
             timer_at: None,
-            sub: Sub::None,
             poll_deadline: None,
             transport: Transport::Http,
             hard_deadline: None,
@@ -937,12 +939,12 @@ impl Shard {
                 c.transport = Transport::Ws;
                 self.metrics.moved(Transport::Http, Some(Transport::Ws));
                 if let WsKind::Topic(topic) = kind {
-                    self.open_ws(now, key, topic);
+                    self.open_ws(key, topic);
                 }
             }
             Event::Message { text, payload } => {
                 self.metrics.message_in(payload.len());
-                self.publish_ws(now, key, text, payload);
+                self.publish_ws(key, text, payload);
             }
             Event::Echoed { messages, bytes } => {
                 self.metrics.messages_in(u64::from(messages), bytes);
@@ -957,11 +959,11 @@ impl Shard {
                 c.out.keep_queued();
                 c.transport = Transport::Sse;
                 self.metrics.moved(Transport::Http, Some(Transport::Sse));
-                self.open_sse(now, key, topics, last_event_id);
+                self.open_sse(key, topics, last_event_id);
             }
             Event::Request { route, body } => match route {
-                Route::Publish { topic, event } => self.publish_http(now, key, topic, event, body),
-                Route::Poll { topic, since, wait } => self.open_poll(now, key, topic, since, wait),
+                Route::Publish { topic, event } => self.publish_http(key, topic, event, body),
+                Route::Poll { topic, since, wait } => self.open_poll(key, topic, since, wait),
                 Route::Index => {
                     let c = &mut self.conns[key];
                     let page = DEMO_PAGE.as_bytes();
@@ -984,13 +986,13 @@ impl Shard {
                 // The state machine answers these itself.
                 Route::Healthz | Route::Echo | Route::Ws { .. } | Route::Sse { .. } => {}
             },
-            Event::Closed(reason) => self.on_closed(now, key, reason),
+            Event::Closed(reason) => self.on_closed(key, reason),
         }
     }
 
-    fn on_closed(&mut self, now: Instant, key: usize, reason: CloseReason) {
+    fn on_closed(&mut self, key: usize, reason: CloseReason) {
         self.metrics.closed(&reason);
-        self.unsubscribe_all(now, key);
+        self.leave(key);
     }
 
     /// Starts the sends queued this turn.
@@ -1074,7 +1076,7 @@ impl Shard {
             c.proto.handle_eof(Instant::now());
             while let Some(ev) = self.conns[key].proto.poll_event() {
                 if let Event::Closed(r) = ev {
-                    self.on_closed(Instant::now(), key, r);
+                    self.on_closed(key, r);
                 }
             }
         }

@@ -388,3 +388,52 @@ pub fn run_peer(program: &str, script: &str, args: &[&str]) {
         out.status
     );
 }
+
+/// Publishes every `(topic, body)` over one connection, pipelined (written by a second
+/// thread while the answers are read); returns the ids the answers carry, in order.
+pub fn publish_pipelined(addr: SocketAddr, items: &[(String, Vec<u8>)]) -> Vec<String> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let writer = {
+        let mut w = s.try_clone().unwrap();
+        let items = items.to_vec();
+        std::thread::spawn(move || {
+            for (topic, body) in items {
+                write!(
+                    w,
+                    "POST /publish/{topic} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                )
+                .unwrap();
+                w.write_all(&body).unwrap();
+            }
+        })
+    };
+    let mut ids = Vec::new();
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 65536];
+    while ids.len() < items.len() {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .unwrap()
+                .parse()
+                .unwrap();
+            if buf.len() >= end + 4 + len {
+                let v: serde_json::Value =
+                    serde_json::from_slice(&buf[end + 4..end + 4 + len]).unwrap();
+                ids.push(v["id"].as_str().unwrap().to_owned());
+                buf.drain(..end + 4 + len);
+                continue;
+            }
+        }
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "EOF after {} answers", ids.len());
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    writer.join().unwrap();
+    ids
+}
