@@ -4,11 +4,16 @@
 #
 #   sudo scripts/million.sh              1,000,000 connections, one broadcast
 #   sudo SCENARIO=idle scripts/million.sh 1000000
+#   sudo LEAVE=close scripts/million.sh   everyone leaves with a close frame at the end
 #   sudo scripts/million.sh 200000
 #
 # Applies tuning/99-ringpush.conf with scripts/tune.sh (restored on exit, whatever
-# happens), prints the server's memory and fd count every 5 s, and stops the load early
-# if MemAvailable falls under MIN_AVAIL_KB (default 2.5 GB). The report is the load
+# happens, the server's exit status included), prints the server's memory and fd count
+# every 5 s, and stops the load early if MemAvailable falls under MIN_AVAIL_KB (default
+# 2.5 GB). Then the way down: the load generator exits (LEAVE=drop, the default: the
+# kernel closes its sockets, as when a network drops everyone) or first closes every
+# WebSocket with a close frame (LEAVE=close), and the script times until the server's
+# gauge shows no WebSocket, probing /healthz all along. The report is the load
 # generator's JSON, in $OUT (default target/million.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +21,7 @@ cd "$(dirname "$0")/.."
 N=${1:-1000000}
 SCENARIO=${SCENARIO:-broadcast}
 DURATION=${DURATION:-20s}
+LEAVE=${LEAVE:-drop}
 MIN_AVAIL_KB=${MIN_AVAIL_KB:-2500000}
 OUT=${OUT:-target/million.json}
 BIN=target/release/ringpush
@@ -25,9 +31,16 @@ scripts/tune.sh apply "$N" >/dev/null
 srv_err=$(mktemp -t ringpush-million.XXXXXX)
 SRV=
 LOAD=
+# Runs on any exit; must reach the restore whatever fails before it (no errexit here: a
+# server that exits non-zero, or must be killed, would otherwise stop it early).
 cleanup() {
+    set +e
     [ -n "$LOAD" ] && kill "$LOAD" 2>/dev/null
-    [ -n "$SRV" ] && kill -TERM "$SRV" 2>/dev/null && wait "$SRV" 2>/dev/null
+    if [ -n "$SRV" ] && kill -TERM "$SRV" 2>/dev/null; then
+        for _ in $(seq 1 300); do kill -0 "$SRV" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$SRV" 2>/dev/null
+        wait "$SRV" 2>/dev/null
+    fi
     scripts/tune.sh restore >/dev/null || echo "million.sh: scripts/tune.sh restore failed" >&2
     rm -f "$srv_err"
 }
@@ -41,7 +54,7 @@ PORT=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$srv_err" | cut -d: -f2)
 echo "server pid $SRV on port $PORT; $(grep MemAvailable /proc/meminfo)"
 
 "$BIN" load --url "ws://127.0.0.1:$PORT/ws/all" --scenario "$SCENARIO" --messages 1 \
-    --connections "$N" --rate 50000 --duration "$DURATION" --json >"$OUT" 2>/dev/null &
+    --connections "$N" --rate 50000 --duration "$DURATION" --leave "$LEAVE" --json >"$OUT" 2>/dev/null &
 LOAD=$!
 while kill -0 "$LOAD" 2>/dev/null; do
     avail=$(awk '/MemAvailable/ {print $2}' /proc/meminfo)
@@ -57,11 +70,35 @@ done
 wait "$LOAD" && status=0 || status=$?
 LOAD=
 echo "load exit $status; report in $OUT"
+# The way down: how long until the server's gauge shows no WebSocket, and its slowest
+# /healthz answer meanwhile (bounded: 120 s).
+python3 - "$PORT" <<'PY' || echo "million.sh: could not follow the way down" >&2
+import sys, time, urllib.request
+port = sys.argv[1]
+def get(path):
+    t = time.monotonic()
+    body = urllib.request.urlopen("http://127.0.0.1:%s%s" % (port, path), timeout=30).read().decode()
+    return body, time.monotonic() - t
+start, slowest = time.monotonic(), 0.0
+while True:
+    _, took = get("/healthz")
+    slowest = max(slowest, took)
+    m, _ = get("/metrics")
+    ws = sum(int(l.rsplit(" ", 1)[1]) for l in m.splitlines()
+             if l.startswith("ringpush_connections{") and 'transport="ws"' in l)
+    if ws == 0 or time.monotonic() - start > 120:
+        break
+    time.sleep(0.1)
+print("way down: %d WebSockets open %.1f s after the load generator exited; slowest /healthz %.3f s"
+      % (ws, time.monotonic() - start, slowest))
+PY
 python3 -c '
 import json, sys
 r = json.load(open(sys.argv[1]))
 lat = r["latency_us"]
 print("connected %d in %.1f s, open at end %d" % (r["connected"], r["connect_secs"], r["open_at_end"]))
+if r.get("leave_secs") is not None:
+    print("leave: every close frame answered in %.1f s (%d left)" % (r["leave_secs"], r["leave_left"]))
 print("server RSS +%.0f B per connection, kernel slab +%.0f B per connection pair"
       % (r["server_rss_per_conn"], r["kernel_slab_per_conn"]))
 if r["scenario"] == "broadcast":

@@ -233,6 +233,11 @@ struct LoadArgs {
     /// jitter prevents.
     #[arg(long)]
     no_jitter: bool,
+    /// How connections end: `drop` (the process exits and the kernel closes them) or
+    /// `close` (every WebSocket sends a close frame at once and waits for the server to
+    /// close; the report says how long that took).
+    #[arg(long, value_name = "HOW", default_value = "drop", value_parser = ["drop", "close"])]
+    leave: String,
     /// Broadcast: publish this many messages, then stop (with the drain, the time until
     /// the last subscriber has them) [default: publish for --duration].
     #[arg(long, value_name = "N", value_parser = |s: &str| MESSAGES.parse(s).map(|n| n as u64), allow_hyphen_values = true)]
@@ -402,6 +407,7 @@ fn load(args: &LoadArgs) -> ExitCode {
         },
         threads: args.threads,
         progress: true,
+        leave: args.leave == "close",
     };
     match load::run(&cfg) {
         Ok(report) => {

@@ -28,7 +28,7 @@ use hdrhistogram::Histogram;
 pub use backoff::Backoff;
 pub use client::Transport;
 pub use worker::Scenario;
-use worker::{PHASE_DRAIN, PHASE_RUN, PHASE_STOP, Plan, Shared, Stats};
+use worker::{PHASE_DRAIN, PHASE_LEAVE, PHASE_RUN, PHASE_STOP, Plan, Shared, Stats};
 
 /// What to run; built by the CLI.
 #[derive(Debug, Clone)]
@@ -60,6 +60,9 @@ pub struct LoadConfig {
     pub threads: Option<usize>,
     /// Print a progress line every second to stderr.
     pub progress: bool,
+    /// At the end, leave together with close frames (`true`), or just exit (the kernel
+    /// closes the sockets as the process ends).
+    pub leave: bool,
 }
 
 /// Latency percentiles in microseconds.
@@ -157,6 +160,11 @@ pub struct Report {
     pub open_at_end: u64,
     /// Reconnect timing (storm, or any run with disconnects).
     pub storm: Option<Storm>,
+    /// `--leave close`: from the close frames to the last connection closed by the
+    /// server, in seconds.
+    pub leave_secs: Option<f64>,
+    /// `--leave close`: connections the server had not closed after 30 s.
+    pub leave_left: Option<u64>,
 }
 
 /// The publisher's WebSocket path for a broadcast to subscribers on `path`:
@@ -423,6 +431,21 @@ pub fn run(cfg: &LoadConfig) -> Result<Report, String> {
     };
     let slab_after = sysinfo::slab_bytes();
     let open_at_end = shared.open.load(Ordering::Relaxed);
+    // Everyone leaves at once (the scale test's way down), if asked.
+    let (leave_secs, leave_left) = if cfg.leave {
+        shared.phase.store(PHASE_LEAVE, Ordering::Release);
+        let t = Instant::now();
+        while shared.open.load(Ordering::Relaxed) > 0 && t.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(1));
+            progress.line(|| format!("leaving: {} open", shared.open.load(Ordering::Relaxed)));
+        }
+        (
+            Some(t.elapsed().as_secs_f64()),
+            Some(shared.open.load(Ordering::Relaxed)),
+        )
+    } else {
+        (None, None)
+    };
     shared.phase.store(PHASE_STOP, Ordering::Release);
     progress.finish();
 
@@ -465,6 +488,8 @@ pub fn run(cfg: &LoadConfig) -> Result<Report, String> {
         kernel_slab_per_conn: per_conn(slab_before, slab_after),
         open_at_end,
         storm,
+        leave_secs,
+        leave_left,
     })
 }
 
@@ -648,6 +673,12 @@ impl Report {
             s.push('\n');
         }
         let _ = writeln!(s, "  open at end     {}", self.open_at_end);
+        if let (Some(secs), Some(left)) = (self.leave_secs, self.leave_left) {
+            let _ = writeln!(
+                s,
+                "  leave           all closed by the server in {secs:.2} s ({left} still open)"
+            );
+        }
         if let Some(st) = &self.storm {
             let _ = writeln!(
                 s,

@@ -35,6 +35,10 @@ pub const PHASE_RUN: u8 = 1;
 pub const PHASE_DRAIN: u8 = 2;
 /// Return the statistics.
 pub const PHASE_STOP: u8 = 3;
+/// Everyone leaves at once: each WebSocket sends a close frame (1001, going away) and
+/// waits for the server to close; event streams and polls close their socket. No
+/// connection is retried.
+pub const PHASE_LEAVE: u8 = 4;
 
 /// Handshakes in flight per worker: beyond this, new connects wait. Keeps the listen
 /// queue and SYN backlog of the server from overflowing (a dropped SYN costs the client a
@@ -462,6 +466,9 @@ impl Worker<'_> {
                 if phase == PHASE_RUN {
                     self.run_started = Some(now);
                 }
+                if phase == PHASE_LEAVE {
+                    self.leave_all(now);
+                }
                 if phase == PHASE_STOP {
                     return Ok(());
                 }
@@ -498,6 +505,37 @@ impl Worker<'_> {
                     .sent
                     .fetch_add(self.sent_local, Ordering::Relaxed);
                 self.sent_local = 0;
+            }
+        }
+    }
+
+    /// Everyone leaves: a close frame from each WebSocket (the server answers and closes),
+    /// a plain close for the others, and nothing is reconnected.
+    fn leave_all(&mut self, now: Instant) {
+        self.ready.clear();
+        self.retries.clear();
+        self.polls.clear();
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            let c = &mut self.conns[key];
+            if c.stage != Stage::Open {
+                // Not open: whatever it is doing ends, without a retry.
+                if matches!(c.stage, Stage::Connecting | Stage::Handshake) {
+                    c.error.get_or_insert_with(|| "left".into());
+                    self.check_over(now, key);
+                }
+                continue;
+            }
+            let ws = c.role == Role::Publisher || self.plan.transport == Transport::Ws;
+            match &mut c.client {
+                Some(client) if ws => {
+                    client.send_close(1001, &mut c.out);
+                    self.flush(key);
+                }
+                _ => {
+                    c.error.get_or_insert_with(|| "left".into());
+                    self.check_over(now, key);
+                }
             }
         }
     }
@@ -964,9 +1002,12 @@ impl Worker<'_> {
         }
         if c.ops > 0 {
             if c.recv && !c.cancelled {
+                // By key, as the server does: a cancel by descriptor is matched against
+                // every armed request of the ring (quadratic when everyone leaves).
                 c.cancelled = true;
                 c.ops += 1;
-                let e = op::cancel_fixed(c.slot)
+                let recv = Token::new(Kind::Recv, c.generation, key as u32).encode();
+                let e = op::cancel(recv)
                     .user_data(Token::new(Kind::Cancel, c.generation, key as u32).encode());
                 let t = c.table;
                 self.push(t, e);
@@ -1005,7 +1046,7 @@ impl Worker<'_> {
             *self.stats.errors.entry(reason).or_default() += 1;
             self.shared.failed.fetch_add(1, Ordering::Relaxed);
         }
-        if self.phase == PHASE_STOP {
+        if self.phase == PHASE_STOP || self.phase == PHASE_LEAVE {
             return;
         }
         let delay = self.plan.backoff.delay(c.attempt, self.rng.next_u64());

@@ -195,6 +195,9 @@ struct Conn {
     closing: bool,
     /// Write side shut down (FIN sent) while lingering.
     shut_wr: bool,
+    /// A WebSocket or event stream whose peer closed TCP without a goodbye: it is
+    /// closed with a reset (`op::ResetClose`), not a FIN.
+    peer_gone: bool,
     /// The wheel entry that counts.
     timer_at: Option<Instant>,
     /// A long poll's deadline.
@@ -681,6 +684,7 @@ impl Shard {
             shut_pending: false,
             closing: false,
             shut_wr: false,
+            peer_gone: false,
             timer_at: None,
             poll_deadline: None,
             transport: Transport::Http,
@@ -992,6 +996,10 @@ impl Shard {
 
     fn on_closed(&mut self, key: usize, reason: CloseReason) {
         self.metrics.closed(&reason);
+        let c = &mut self.conns[key];
+        // Plain HTTP is left out: a client that half-closes after its request still
+        // reads the answer, which a reset could cut.
+        c.peer_gone = reason == CloseReason::PeerEof && c.transport != Transport::Http;
         self.leave(key);
     }
 
@@ -1062,10 +1070,20 @@ impl Shard {
             return;
         }
         c.closing = true;
-        let e = op::close(c.fixed)
-            .user_data(Token::new(Kind::Close, c.generation, key as u32).encode());
+        let close_data = Token::new(Kind::Close, c.generation, key as u32).encode();
         let t = c.table;
-        self.push(t, e);
+        if c.peer_gone {
+            // See `op::ResetClose`: the peer has gone and reads nothing more.
+            let close = op::ResetClose {
+                slot: c.fixed,
+                sockopt_data: Token::new(Kind::SockOpt, c.generation, key as u32).encode(),
+                close_data,
+            };
+            self.io.close_reset(t, &close);
+        } else {
+            let e = op::close(c.fixed).user_data(close_data);
+            self.push(t, e);
+        }
     }
 
     /// Drops a connection now: queued bytes are discarded.

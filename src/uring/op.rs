@@ -296,6 +296,60 @@ impl ConnectChain {
     }
 }
 
+/// An abortive close of a fixed slot: `SO_LINGER` {on, 0 s}, then close, one
+/// `IO_HARDLINK` chain (the close runs even if the option fails). The kernel then sends
+/// a reset instead of a FIN and frees the socket at once, with no FIN/ACK exchange and no
+/// `LAST_ACK` state. For a connection whose peer has already gone (EOF), that halves the
+/// kernel's work of a close on loopback, where the closer also pays for the peer's side
+/// of the exchange: what made a mass disconnect of 200,000 take 7 s.
+///
+/// # Warning
+/// Unsent bytes in the kernel's send buffer are discarded: only for a peer that will not
+/// read them.
+#[derive(Debug, Clone, Copy)]
+pub struct ResetClose {
+    /// The fixed slot.
+    pub slot: u32,
+    /// `user_data` of the `setsockopt` completion.
+    pub sockopt_data: u64,
+    /// `user_data` of the close completion.
+    pub close_data: u64,
+}
+
+/// The memory a reset close names.
+#[derive(Debug)]
+pub struct ResetMem {
+    linger: libc::linger,
+}
+
+impl ResetClose {
+    /// The entries and the memory they name (boxed: its address is what they hold).
+    pub(super) fn entries(&self) -> (Vec<squeue::Entry>, Box<ResetMem>) {
+        let mem = Box::new(ResetMem {
+            linger: libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            },
+        });
+        let chain = vec![
+            opcode::SetSockOpt::new(
+                types::Fixed(self.slot),
+                libc::SOL_SOCKET as u32,
+                libc::SO_LINGER as u32,
+                (&raw const mem.linger).cast(),
+                std::mem::size_of::<libc::linger>() as u32,
+            )
+            .build()
+            .flags(squeue::Flags::IO_HARDLINK)
+            .user_data(self.sockopt_data),
+            opcode::Close::new(types::Fixed(self.slot))
+                .build()
+                .user_data(self.close_data),
+        ];
+        (chain, mem)
+    }
+}
+
 /// Memory the driver held for an operation, handed back with its completion.
 #[derive(Debug)]
 pub enum Held {
@@ -313,6 +367,8 @@ pub enum OtherMem {
     Timespec(Box<types::Timespec>),
     /// A connect chain's addresses and option value.
     Connect(Box<ConnectMem>),
+    /// A reset close's `linger` value.
+    Reset(Box<ResetMem>),
 }
 
 /// A relative timeout after `after`.

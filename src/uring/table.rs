@@ -23,7 +23,7 @@ use slab::Slab;
 
 use super::Ring;
 use super::bufring::BufRing;
-use super::op::{self, ConnectChain, HELD_BIT, Held, OtherMem, SendBuf, Sqe};
+use super::op::{self, ConnectChain, HELD_BIT, Held, OtherMem, ResetClose, SendBuf, Sqe};
 
 /// With [`HELD_BIT`]: the memory is in `Tables::timers`, not `Tables::held`.
 const TIMER_BIT: u64 = 1 << 62;
@@ -242,6 +242,21 @@ impl Tables {
         entries.push(last.user_data(HELD_BIT | id as u64));
         // SAFETY: the entries name only `mem`, now in `self.held` (a stable heap
         // address) until the final entry's completion; earlier links complete first.
+        unsafe { self.tables[t].ring.push_chain(&entries) };
+    }
+
+    /// Queues an abortive close (see [`ResetClose`]) on table `t`'s ring; the close's
+    /// completion ends it.
+    pub fn close_reset(&mut self, t: usize, close: &ResetClose) {
+        let (mut entries, mem) = close.entries();
+        let last = entries.pop().expect("a reset close ends with its close");
+        let id = self
+            .held
+            .insert((last.get_user_data(), Held::Other(OtherMem::Reset(mem))));
+        entries.push(last.user_data(HELD_BIT | id as u64));
+        // SAFETY: the entries name only `mem`, now in `self.held` (a stable heap
+        // address) until the close's completion; the setsockopt before it in the
+        // hard-linked chain completes first.
         unsafe { self.tables[t].ring.push_chain(&entries) };
     }
 
