@@ -25,6 +25,8 @@ LEAVE=${LEAVE:-drop}
 MIN_AVAIL_KB=${MIN_AVAIL_KB:-2500000}
 OUT=${OUT:-target/million.json}
 BIN=target/release/ringpush
+# The server under test (another build, to compare); the load generator is always this one.
+SERVER_BIN=${SERVER_BIN:-$BIN}
 
 cargo build --release --quiet
 scripts/tune.sh apply "$N" >/dev/null
@@ -46,7 +48,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$BIN" serve --listen 127.0.0.1:0 2>"$srv_err" &
+"$SERVER_BIN" serve --listen 127.0.0.1:0 2>"$srv_err" &
 SRV=$!
 for _ in $(seq 1 50); do grep -q "listening on" "$srv_err" && break; sleep 0.1; done
 PORT=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$srv_err" | cut -d: -f2)

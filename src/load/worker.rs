@@ -453,7 +453,7 @@ impl Worker<'_> {
         let mut cqes = Vec::with_capacity(4096);
         loop {
             self.io
-                .submit_and_reap(&mut cqes)
+                .submit_and_reap(&mut cqes, true)
                 .map_err(|e| format!("io_uring_enter: {e}"))?;
             let now = Instant::now();
             for cqe in cqes.drain(..) {

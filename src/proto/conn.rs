@@ -211,8 +211,9 @@ enum WsPhase {
     /// Receiving; at the deadline (`ping_interval` after the last byte) we ping.
     Open,
     /// A ping waits in the control lane for the driver to take it
-    /// ([`Connection::poll_control`]). At the deadline (`pong_timeout` after it was
-    /// due) the peer is dead too: its connection could not even take a 2-byte frame.
+    /// ([`Connection::poll_control`]). At the deadline (`ping_interval` after it was
+    /// due) the peer is dead too: its connection could not take a 2-byte frame for that
+    /// long.
     PingDue,
     /// A ping is out; at the deadline (`pong_timeout` after it left) the peer is dead.
     PingSent,
@@ -385,9 +386,11 @@ impl Connection {
                 deadline, phase, ..
             } if now >= *deadline => match phase {
                 WsPhase::Open => {
-                    // The ping itself waits in the control lane (`poll_control`).
+                    // The ping itself waits in the control lane (`poll_control`), behind
+                    // the send in flight: a broadcast to a million takes seconds to
+                    // complete every send. The pong timeout starts when it leaves.
                     *phase = WsPhase::PingDue;
-                    *deadline = now + cfg.pong_timeout;
+                    *deadline = now + cfg.ping_interval;
                 }
                 WsPhase::PingDue | WsPhase::PingSent => self.finish(CloseReason::PongTimeout),
                 WsPhase::Closing(_) => self.finish(CloseReason::CloseTimeout),
@@ -1395,10 +1398,14 @@ mod tests {
             c.poll_event(),
             Some(Event::Closed(CloseReason::PongTimeout))
         );
-        // A ping that can never leave (the connection's send is stuck) still ends it.
+        // A ping that cannot leave (the connection's send is stuck) ends it too, after
+        // a ping interval: not the pong timeout, which a long burst ahead of the ping
+        // (a broadcast to a million) must not eat.
         let (mut c, _) = feed(t0, &cfg, &[&upgrade("/echo")]);
         c.handle_timeout(t1, &cfg);
         c.handle_timeout(t1 + cfg.pong_timeout, &cfg);
+        assert!(!c.is_closed(), "still waiting to send its ping");
+        c.handle_timeout(t1 + cfg.ping_interval, &cfg);
         assert_eq!(
             c.poll_event(),
             Some(Event::Closed(CloseReason::PongTimeout))

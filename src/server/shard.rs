@@ -131,6 +131,10 @@ const SINGLE_ACCEPTS: u32 = 16;
 const TICK: Duration = Duration::from_millis(50);
 /// The demo page served at `GET /` (chat over WebSocket, live feed over EventSource).
 const DEMO_PAGE: &str = include_str!("demo.html");
+/// Timer expirations handled per loop turn; the rest wait for the next turn.
+const TIMERS_PER_TURN: usize = 4096;
+/// Timers wait while this many operations wait for room in the submission queues.
+const TIMER_BACKLOG: usize = 1024;
 /// Sentinels for the shard's own operations.
 const SHUTDOWN_POLL: u64 = u64::MAX - 1;
 
@@ -315,6 +319,8 @@ struct Shard {
     /// Connections whose receive took its byte limit this batch: re-armed after the
     /// starved ones (see "Fair reading").
     rearm_busy: Vec<(usize, u32)>,
+    /// Timer entries due and not handled yet (see `TIMERS_PER_TURN`).
+    due: VecDeque<Entry>,
     /// Connections with bytes queued this turn (slab key, generation); see "Corked sends".
     to_flush: Vec<(usize, u32)>,
 }
@@ -414,6 +420,7 @@ impl Shard {
             rearm_starved: Vec::new(),
             rearm_busy: Vec::new(),
             to_flush: Vec::new(),
+            due: VecDeque::new(),
         })
     }
 
@@ -525,9 +532,10 @@ impl Shard {
         self.arm_tick();
         self.arm_shutdown_poll();
         let mut cqes = Vec::with_capacity(4096);
-        let mut due = Vec::new();
+        let mut expired = Vec::new();
         loop {
-            self.io.submit_and_reap(&mut cqes)?;
+            // Timers left from the last turn are due already: do not sleep on them.
+            self.io.submit_and_reap(&mut cqes, self.due.is_empty())?;
             let now = Instant::now();
             for cqe in cqes.drain(..) {
                 self.complete(now, cqe);
@@ -551,9 +559,19 @@ impl Shard {
             }
             self.rearm_busy = busy;
             self.drain_bus(now);
-            self.wheel.expire(now, &mut due);
-            for e in due.drain(..) {
-                self.fire_timer(now, e);
+            self.wheel.expire(now, &mut expired);
+            self.due.extend(expired.drain(..));
+            // A bounded share per turn, and none while operations already wait for room
+            // in a submission queue: when a million pings come due in the same second
+            // (or time out, everyone's client having died at once), their sends and
+            // closes would queue ahead of everything else, and a new request (a
+            // `/healthz`) would wait behind them for seconds. Late heartbeats are the
+            // price; they are housekeeping.
+            if self.io.backlog() < TIMER_BACKLOG {
+                for _ in 0..self.due.len().min(TIMERS_PER_TURN) {
+                    let e = self.due.pop_front().expect("counted");
+                    self.fire_timer(now, e);
+                }
             }
             if now >= self.next_sweep {
                 self.next_sweep = now + bus::TOPIC_SWEEP;
@@ -997,9 +1015,13 @@ impl Shard {
     fn on_closed(&mut self, key: usize, reason: CloseReason) {
         self.metrics.closed(&reason);
         let c = &mut self.conns[key];
-        // Plain HTTP is left out: a client that half-closes after its request still
-        // reads the answer, which a reset could cut.
-        c.peer_gone = reason == CloseReason::PeerEof && c.transport != Transport::Http;
+        // A peer that left or stopped answering reads nothing more. Plain HTTP is left
+        // out: a client that half-closes after its request still reads the answer,
+        // which a reset could cut.
+        c.peer_gone = matches!(
+            reason,
+            CloseReason::PeerEof | CloseReason::PongTimeout | CloseReason::CloseTimeout
+        ) && c.transport != Transport::Http;
         self.leave(key);
     }
 

@@ -270,19 +270,20 @@ impl Tables {
         unsafe { self.tables[t].ring.push(entry.user_data(key)) };
     }
 
-    /// Submits everything queued on every table, waits (on the first ring) until at
-    /// least one completion is ready anywhere, and appends every ready completion to
-    /// `out`.
-    pub fn submit_and_reap(&mut self, out: &mut Vec<Completion>) -> io::Result<()> {
+    /// Submits everything queued on every table, waits (on the first ring, if `block`)
+    /// until at least one completion is ready anywhere, and appends every ready
+    /// completion to `out`.
+    pub fn submit_and_reap(&mut self, out: &mut Vec<Completion>, block: bool) -> io::Result<()> {
         // The further tables first: submit their SQEs and run their deferred work (no
         // syscall when a table has nothing). Block on the first table only if none of
         // them has completions waiting; while blocked, their eventfd wakes us.
         let mut ready = false;
         for t in self.tables.iter_mut().skip(1) {
             t.ring.submit_pending()?;
-            ready |= t.ring.has_completions();
+            ready |= t.ring.has_completions() || t.ring.has_backlog();
         }
-        self.tables[0].ring.submit_and_wait(usize::from(!ready))?;
+        let wait = block && !ready && !self.tables[0].ring.has_backlog();
+        self.tables[0].ring.submit_and_wait(usize::from(wait))?;
         let mut rearm = false;
         for (t, table) in self.tables.iter_mut().enumerate() {
             table.ring.reap(&mut self.cqes);
@@ -324,6 +325,12 @@ impl Tables {
             self.held = Slab::new();
         }
         Ok(())
+    }
+
+    /// Operations queued on every ring that did not fit in their submission queues yet:
+    /// work submitted on later loop turns, ahead of anything queued after it.
+    pub fn backlog(&self) -> usize {
+        self.tables.iter().map(|t| t.ring.backlog_len()).sum()
     }
 
     /// Publishes recycled receive buffers of every table to the kernel.
