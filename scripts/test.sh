@@ -36,8 +36,8 @@ ensure_cargo_fuzz() {
     cargo install --locked cargo-fuzz
 }
 
-# Peer clients for tests/interop.rs and tests/sse_interop.rs, from the registries: Python
-# `websockets` and `httpx-sse`; Node `ws`, `eventsource` and `playwright-core` (the last
+# Peer clients for tests/interop.rs, tests/sse_interop.rs and tests/auth.rs, from the
+# registries: Python `websockets`, `httpx-sse` and `pyjwt[crypto]`; Node `ws`, `eventsource` and `playwright-core` (the last
 # drives Chromium for tests/browser.rs), all pinned by tests/interop/package-lock.json.
 ensure_peer_clients() {
     if ! python3 -c 'import websockets.sync.client' >/dev/null 2>&1; then
@@ -47,6 +47,11 @@ ensure_peer_clients() {
     if ! python3 -c 'import httpx, httpx_sse' >/dev/null 2>&1; then
         echo "== installing Python httpx-sse from PyPI"
         python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore 'httpx>=0.27' 'httpx-sse>=0.4' || return 1
+    fi
+    # tests/auth.rs mints its tokens with PyJWT (and makes keys with `cryptography`).
+    if ! python3 -c 'import jwt, cryptography' >/dev/null 2>&1; then
+        echo "== installing Python PyJWT and cryptography from PyPI"
+        python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore 'pyjwt[crypto]>=2.8' || return 1
     fi
     local pkg
     for pkg in ws eventsource playwright-core; do

@@ -24,7 +24,7 @@
 use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -116,6 +116,21 @@ pub struct Config {
     /// anyone who can reach the port may publish, which suits a loopback or private
     /// listener.
     pub publish_token: Option<String>,
+    /// HS256 key for client tokens (also from the environment variable
+    /// `RINGPUSH_JWT_SECRET`, which the process list does not show). With it or
+    /// `jwt_public_key`, every topic needs a token (`proto::auth`). Default `None`:
+    /// authorization off, any client may subscribe and publish.
+    pub jwt_secret: Option<String>,
+    /// A PEM public key for client tokens: RSA (RS256), EC P-256 (ES256) or Ed25519
+    /// (EdDSA). Read at start; an unreadable or unusable file stops the server.
+    pub jwt_public_key: Option<PathBuf>,
+    /// If set, a token's `iss` must be this.
+    pub jwt_issuer: Option<String>,
+    /// If set, a token's `aud` must include this.
+    pub jwt_audience: Option<String>,
+    /// If set, `/metrics` and `/healthz` are served there and nowhere else (404 on the
+    /// main port), so they need not be public. Default `None`: on the main port.
+    pub admin_listen: Option<SocketAddr>,
     /// Origins (`https://app.example.com`) allowed to open a WebSocket or event stream;
     /// others get 403. Default empty: any origin, as a public push service wants. Requests
     /// without `Origin` (non-browser clients) are always allowed: the header only protects
@@ -145,6 +160,11 @@ impl Default for Config {
             history_ttl: None,
             history_memory: 128 * 1024 * 1024,
             publish_token: None,
+            jwt_secret: None,
+            jwt_public_key: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            admin_listen: None,
             allowed_origins: Vec::new(),
             drain_timeout: Duration::from_secs(10),
         }
@@ -390,14 +410,23 @@ pub fn parse_origin(text: &str) -> Result<String, String> {
 
 /// The token is compared with what follows `Bearer ` in a header, so it must be one
 /// header token: visible ASCII, no spaces. Errors never echo it: it is a secret.
-fn check_token(token: &str) -> Result<(), ConfigError> {
+fn check_token(token: &str, flag: &'static str) -> Result<(), ConfigError> {
     if !token.is_empty() && token.bytes().all(|b| b.is_ascii_graphic()) {
         Ok(())
     } else {
         Err(ConfigError {
-            flag: "--publish-token",
+            flag,
             message: TOKEN_EXPECTED.to_owned(),
         })
+    }
+}
+
+/// Any non-empty text (a path, an issuer, an audience).
+pub fn parse_nonempty(text: &str) -> Result<String, String> {
+    if text.is_empty() {
+        Err("expected a non-empty value".to_owned())
+    } else {
+        Ok(text.to_owned())
     }
 }
 
@@ -448,6 +477,16 @@ pub struct Overrides {
     pub history_memory: Option<usize>,
     /// `--publish-token`.
     pub publish_token: Option<String>,
+    /// `--jwt-secret` (or `RINGPUSH_JWT_SECRET`).
+    pub jwt_secret: Option<String>,
+    /// `--jwt-public-key`.
+    pub jwt_public_key: Option<PathBuf>,
+    /// `--jwt-issuer`.
+    pub jwt_issuer: Option<String>,
+    /// `--jwt-audience`.
+    pub jwt_audience: Option<String>,
+    /// `--admin-listen`.
+    pub admin_listen: Option<SocketAddr>,
     /// `--allowed-origin`, repeatable (an array in TOML). A list from a higher source
     /// replaces the lower one's rather than adding to it, so the command line can narrow
     /// what a file allows.
@@ -478,6 +517,11 @@ struct FileKeys {
     history_ttl: Option<Spanned<Value>>,
     history_memory: Option<Spanned<Value>>,
     publish_token: Option<Spanned<Value>>,
+    jwt_secret: Option<Spanned<Value>>,
+    jwt_public_key: Option<Spanned<Value>>,
+    jwt_issuer: Option<Spanned<Value>>,
+    jwt_audience: Option<Spanned<Value>>,
+    admin_listen: Option<Spanned<Value>>,
     allowed_origin: Option<Spanned<Value>>,
     drain_timeout: Option<Spanned<Value>>,
 }
@@ -548,17 +592,21 @@ impl FileReader<'_> {
         self.value(raw, range.flag, true, |t| range.parse(t))
     }
 
-    /// Never echoes the value: it is a secret.
-    fn token(&self, raw: Option<Spanned<Value>>) -> Result<Option<String>, ConfigError> {
+    /// A secret for `flag`. Never echoes the value.
+    fn token(
+        &self,
+        raw: Option<Spanned<Value>>,
+        flag: &'static str,
+    ) -> Result<Option<String>, ConfigError> {
         let Some(raw) = raw else { return Ok(None) };
         let at = |e: ConfigError| ConfigError {
             message: e.message + &self.place(Some(raw.span())),
             ..e
         };
         match raw.get_ref() {
-            Value::String(s) => check_token(s).map(|()| Some(s.clone())).map_err(at),
+            Value::String(s) => check_token(s, flag).map(|()| Some(s.clone())).map_err(at),
             _ => Err(at(ConfigError {
-                flag: "--publish-token",
+                flag,
                 message: TOKEN_EXPECTED.to_owned(),
             })),
         }
@@ -610,7 +658,14 @@ impl FileReader<'_> {
             history: self.count(keys.history, HISTORY)?,
             history_ttl: self.duration(keys.history_ttl, HISTORY_TTL)?,
             history_memory: self.count(keys.history_memory, HISTORY_MEMORY)?,
-            publish_token: self.token(keys.publish_token)?,
+            publish_token: self.token(keys.publish_token, "--publish-token")?,
+            jwt_secret: self.token(keys.jwt_secret, "--jwt-secret")?,
+            jwt_public_key: self.value(keys.jwt_public_key, "--jwt-public-key", false, |t| {
+                parse_nonempty(t).map(PathBuf::from)
+            })?,
+            jwt_issuer: self.value(keys.jwt_issuer, "--jwt-issuer", false, parse_nonempty)?,
+            jwt_audience: self.value(keys.jwt_audience, "--jwt-audience", false, parse_nonempty)?,
+            admin_listen: self.value(keys.admin_listen, "--admin-listen", false, parse_listen)?,
             allowed_origins: self.origins(keys.allowed_origin)?,
             drain_timeout: self.duration(keys.drain_timeout, DRAIN_TIMEOUT)?,
         })
@@ -667,6 +722,21 @@ impl Overrides {
         if self.publish_token.is_some() {
             c.publish_token.clone_from(&self.publish_token);
         }
+        if self.jwt_secret.is_some() {
+            c.jwt_secret.clone_from(&self.jwt_secret);
+        }
+        if self.jwt_public_key.is_some() {
+            c.jwt_public_key.clone_from(&self.jwt_public_key);
+        }
+        if self.jwt_issuer.is_some() {
+            c.jwt_issuer.clone_from(&self.jwt_issuer);
+        }
+        if self.jwt_audience.is_some() {
+            c.jwt_audience.clone_from(&self.jwt_audience);
+        }
+        if self.admin_listen.is_some() {
+            c.admin_listen = self.admin_listen;
+        }
     }
 }
 
@@ -703,7 +773,16 @@ impl Config {
             HISTORY_TTL.check(ttl)?;
         }
         if let Some(t) = &self.publish_token {
-            check_token(t)?;
+            check_token(t, "--publish-token")?;
+        }
+        if let Some(t) = &self.jwt_secret {
+            check_token(t, "--jwt-secret")?;
+        }
+        if self.admin_listen.is_some_and(|a| a == self.listen) {
+            return Err(ConfigError {
+                flag: "--admin-listen",
+                message: format!("must differ from --listen, got {}", self.listen),
+            });
         }
         for o in &self.allowed_origins {
             parse_origin(o).map_err(|expected| ConfigError {
@@ -769,6 +848,28 @@ impl Config {
             Some(_) => "# publish-token: set (not shown)\n",
             None => "# publish-token: none (anyone may publish)\n",
         });
+        s.push_str(match self.jwt_secret {
+            Some(_) => "# jwt-secret: set (not shown)\n",
+            None => "# jwt-secret: none\n",
+        });
+        let opt = |s: &mut String, key: &str, v: Option<String>| match v {
+            Some(v) => _ = writeln!(s, "{key} = {}", Value::String(v)),
+            None => _ = writeln!(s, "# {key}: none"),
+        };
+        opt(
+            &mut s,
+            "jwt-public-key",
+            self.jwt_public_key
+                .as_ref()
+                .map(|p| p.display().to_string()),
+        );
+        opt(&mut s, "jwt-issuer", self.jwt_issuer.clone());
+        opt(&mut s, "jwt-audience", self.jwt_audience.clone());
+        opt(
+            &mut s,
+            "admin-listen",
+            self.admin_listen.map(|a| a.to_string()),
+        );
         let origins = self
             .allowed_origins
             .iter()

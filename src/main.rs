@@ -31,6 +31,8 @@ struct Cli {
     serve: ServeArgs,
 }
 
+// Parsed once at startup: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server (the default).
@@ -97,6 +99,29 @@ struct ServeArgs {
     /// If set, POST /publish requires `Authorization: Bearer T` [default: none].
     #[arg(long, value_name = "T")]
     publish_token: Option<String>,
+    /// HS256 key for client tokens; better from the environment (not in the process
+    /// list). With it or --jwt-public-key every topic needs a token [default: none:
+    /// anyone may subscribe and publish].
+    #[arg(
+        long,
+        value_name = "S",
+        env = "RINGPUSH_JWT_SECRET",
+        hide_env_values = true
+    )]
+    jwt_secret: Option<String>,
+    /// PEM public key for client tokens: RSA (RS256), EC P-256 (ES256), Ed25519 (EdDSA).
+    #[arg(long, value_name = "FILE", value_parser = |s: &str| config::parse_nonempty(s).map(std::path::PathBuf::from))]
+    jwt_public_key: Option<std::path::PathBuf>,
+    /// A token's `iss` must be this [default: any].
+    #[arg(long, value_name = "ISS", value_parser = config::parse_nonempty)]
+    jwt_issuer: Option<String>,
+    /// A token's `aud` must include this [default: any].
+    #[arg(long, value_name = "AUD", value_parser = config::parse_nonempty)]
+    jwt_audience: Option<String>,
+    /// Serve /metrics and /healthz on this address only (404 on the main port)
+    /// [default: on the main port].
+    #[arg(long, value_name = "ADDR", value_parser = config::parse_listen)]
+    admin_listen: Option<SocketAddr>,
     /// Repeatable; a WebSocket/SSE request with another Origin gets 403 [default: any].
     #[arg(long = "allowed-origin", value_name = "O", value_parser = config::parse_origin)]
     allowed_origins: Vec<String>,
@@ -126,6 +151,11 @@ impl ServeArgs {
             history_ttl: self.history_ttl,
             history_memory: self.history_memory,
             publish_token: self.publish_token.clone(),
+            jwt_secret: self.jwt_secret.clone(),
+            jwt_public_key: self.jwt_public_key.clone(),
+            jwt_issuer: self.jwt_issuer.clone(),
+            jwt_audience: self.jwt_audience.clone(),
+            admin_listen: self.admin_listen,
             allowed_origins: (!self.allowed_origins.is_empty())
                 .then(|| self.allowed_origins.clone()),
             drain_timeout: self.drain_timeout,

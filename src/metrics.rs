@@ -135,6 +135,17 @@ impl ShardMetrics {
         add(&self.input_paused, 1);
     }
 
+    /// A connection was refused or cut for authorization after its handshake (`reason`
+    /// joins `ringpush_handshake_failures_total`'s labels: `ws_publish_forbidden`,
+    /// `token_expired_in_session`).
+    pub fn auth_refused(&self, reason: &'static str) {
+        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        match f.iter_mut().find(|(l, _)| *l == reason) {
+            Some((_, n)) => *n += 1,
+            None => f.push((reason, 1)),
+        }
+    }
+
     /// A slow consumer was cut off.
     pub fn drop_slow(&self) {
         add(&self.drops_slow, 1);
@@ -203,6 +214,10 @@ fn http_label(e: &crate::proto::http::HttpError) -> &'static str {
         E::PayloadTooLarge => "payload_too_large",
         E::Unauthorized => "unauthorized",
         E::ForbiddenOrigin => "forbidden_origin",
+        E::TokenMissing => "token_missing",
+        E::TokenInvalid => "token_invalid",
+        E::TokenExpired => "token_expired",
+        E::TopicForbidden => "topic_forbidden",
     }
 }
 

@@ -31,3 +31,36 @@ fn demo_page_in_chromium() {
         screenshot.display()
     );
 }
+
+/// The demo page with authorization on: opened with a token (minted by PyJWT) it chats,
+/// streams and publishes; without one, neither transport opens.
+#[test]
+fn demo_page_with_a_token() {
+    assert!(Path::new(CHROMIUM).exists(), "{CHROMIUM} is missing");
+    let secret = "browser-secret-0123456789";
+    let Some(srv) = Server::start_env(&["--shards", "2"], &[("RINGPUSH_JWT_SECRET", secret)])
+    else {
+        return;
+    };
+    let out = std::process::Command::new("python3")
+        .arg("tests/interop/jwt_tool.py")
+        .args([
+            "mint",
+            "HS256",
+            secret,
+            r#"{"exp": {"in": 300}, "sub": "demo", "subscribe": ["chat", "feed"], "publish": ["chat", "feed"]}"#,
+        ])
+        .output()
+        .expect("python3 with PyJWT");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    run_peer(
+        "node",
+        "tests/browser/token.mjs",
+        &[&srv.addr.to_string(), &token],
+    );
+}

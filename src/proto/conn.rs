@@ -30,8 +30,10 @@
 //! connection costs only its own state (see `size_of` in the tests).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::auth::{Authorizer, Grant, TokenError};
 use super::close::{CloseCode, close_payload};
 use super::frame::{OpCode, Role, write_frame};
 use super::handshake::{self, HandshakeError};
@@ -62,8 +64,44 @@ pub struct ConnConfig {
     pub close_timeout: Duration,
     /// `Origin` allowlist for WebSocket and SSE; empty = any.
     pub allowed_origins: Vec<String>,
-    /// If set, `POST /publish` requires `Authorization: Bearer <token>`.
+    /// If set, `POST /publish` requires `Authorization: Bearer <token>` with it (an
+    /// admin token), or a client token that may publish there.
     pub publish_token: Option<String>,
+    /// If set, every topic needs a client token that allows it (see `auth`).
+    pub auth: Option<Arc<Authorizer>>,
+    /// The wall clock as of some `Instant`, for tokens' `exp` (the state machine reads no
+    /// clock; the driver refreshes this).
+    pub clock: WallClock,
+    /// `/metrics` and `/healthz` live on an admin listener of their own
+    /// (`--admin-listen`): 404 on the others, and only they on it.
+    pub admin_split: bool,
+}
+
+/// Seconds since the Unix epoch at a known `Instant`, so that `now: Instant` gives the
+/// wall-clock time without reading a clock.
+#[derive(Debug, Clone, Copy)]
+pub struct WallClock {
+    /// The instant.
+    pub at: Instant,
+    /// The time since the Unix epoch at `at`.
+    pub unix: Duration,
+}
+
+impl WallClock {
+    /// Reads both clocks (for the driver; the state machine only uses [`WallClock::unix_secs`]).
+    pub fn now() -> WallClock {
+        WallClock {
+            at: Instant::now(),
+            unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Seconds since the Unix epoch at `now`.
+    pub fn unix_secs(&self, now: Instant) -> u64 {
+        (self.unix + now.saturating_duration_since(self.at)).as_secs()
+    }
 }
 
 impl Default for ConnConfig {
@@ -78,7 +116,62 @@ impl Default for ConnConfig {
             close_timeout: Duration::from_secs(2),
             allowed_origins: Vec::new(),
             publish_token: None,
+            auth: None,
+            clock: WallClock::now(),
+            admin_split: false,
         }
+    }
+}
+
+/// The request's authorization: `Ok(None)` when it needs none (authorization off, or an
+/// endpoint without a topic), the token's grant when it allows the request's topics, or
+/// the refusal. `POST /publish` also takes the `--publish-token` admin token.
+fn authorize(
+    cfg: &ConnConfig,
+    head: &RequestHead,
+    route: &Route,
+    now: Instant,
+) -> Result<Option<Grant>, HttpError> {
+    let topics: &[Topic] = match route {
+        Route::Ws { topic } | Route::Poll { topic, .. } | Route::Publish { topic, .. } => {
+            std::slice::from_ref(topic)
+        }
+        Route::Sse { topics, .. } => topics,
+        Route::Index | Route::Healthz | Route::Metrics | Route::Echo => return Ok(None),
+    };
+    let publish = matches!(route, Route::Publish { .. });
+    if publish {
+        if let Some(admin) = &cfg.publish_token {
+            if http::bearer_matches(head, admin) {
+                return Ok(None);
+            }
+            if cfg.auth.is_none() {
+                return Err(HttpError::Unauthorized);
+            }
+        }
+    }
+    let Some(auth) = &cfg.auth else {
+        return Ok(None);
+    };
+    let token = http::bearer_token(head).ok_or(HttpError::TokenMissing)?;
+    let grant = auth
+        .verify(&token, cfg.clock.unix_secs(now))
+        .map_err(|e| match e {
+            TokenError::Missing => HttpError::TokenMissing,
+            TokenError::Invalid => HttpError::TokenInvalid,
+            TokenError::Expired => HttpError::TokenExpired,
+        })?;
+    let allowed = |t: &Topic| {
+        if publish {
+            grant.may_publish(t)
+        } else {
+            grant.may_subscribe(t)
+        }
+    };
+    if topics.iter().all(allowed) {
+        Ok(Some(grant))
+    } else {
+        Err(HttpError::TopicForbidden)
     }
 }
 
@@ -126,6 +219,16 @@ pub enum Event {
         route: Route,
         /// The request body (publish only; empty otherwise).
         body: Vec<u8>,
+    },
+    /// With authorization on, after [`Event::WsOpen`] or [`Event::SseOpen`]: what the
+    /// token allows beyond the subscription checked at the handshake. The driver
+    /// closes a WebSocket that publishes without `may_publish` (1008), and the
+    /// connection when the token expires (WebSocket 1008 "token expired").
+    Authorized {
+        /// A `/ws/{topic}` client may publish to its topic.
+        may_publish: bool,
+        /// How long until the token expires.
+        valid_for: Duration,
     },
     /// The connection is over; close the socket once the outbox is flushed.
     Closed(CloseReason),
@@ -234,6 +337,8 @@ pub struct Connection {
     events: VecDeque<Event>,
     /// Per-connection randomness for the SSE retry jitter.
     seed: u32,
+    /// Accepted on the admin listener (`--admin-listen`).
+    admin: bool,
 }
 
 /// The SSE heartbeat line. A comment: clients ignore it, proxies see traffic.
@@ -267,7 +372,15 @@ impl Connection {
             out: Vec::new(),
             events: VecDeque::new(),
             seed,
+            admin: false,
         }
+    }
+
+    /// This connection came in on the admin listener: it may ask only for `/metrics`
+    /// and `/healthz` (see [`ConnConfig::admin_split`]).
+    pub fn admin(mut self) -> Connection {
+        self.admin = true;
+        self
     }
 
     /// Bytes received from the peer. Input already pending goes first: then `data` is
@@ -661,6 +774,16 @@ impl Connection {
             // publish takes one, so refuse rather than guess.
             return self.reject(now, cfg, Reject::Http(HttpError::Malformed));
         }
+        if cfg.admin_split && matches!(route, Route::Metrics | Route::Healthz) != self.admin {
+            // `--admin-listen`: they live there, and nothing else does.
+            return self.reject(now, cfg, Reject::Http(HttpError::NotFound));
+        }
+        // Authorization (`auth`): the topics of the request against the token's rights.
+        let grant = match authorize(cfg, &head, &route, now) {
+            Ok(grant) => grant,
+            Err(e) => return self.reject(now, cfg, Reject::Http(e)),
+        };
+        let unix_now = cfg.clock.unix_secs(now);
         match route {
             Route::Echo | Route::Ws { .. } => {
                 match handshake::validate(&head, &cfg.allowed_origins) {
@@ -677,7 +800,17 @@ impl Connection {
                             Route::Ws { topic } => WsKind::Topic(topic),
                             _ => WsKind::Echo,
                         };
+                        let may_publish = match (&grant, &kind) {
+                            (Some(g), WsKind::Topic(t)) => g.may_publish(t),
+                            _ => true,
+                        };
                         self.events.push_back(Event::WsOpen(kind));
+                        if let Some(g) = grant {
+                            self.events.push_back(Event::Authorized {
+                                may_publish,
+                                valid_for: g.valid_for(unix_now),
+                            });
+                        }
                     }
                     Err(e) => self.reject(now, cfg, Reject::Handshake(e)),
                 }
@@ -710,6 +843,12 @@ impl Connection {
                     topics,
                     last_event_id,
                 });
+                if let Some(g) = grant {
+                    self.events.push_back(Event::Authorized {
+                        may_publish: false,
+                        valid_for: g.valid_for(unix_now),
+                    });
+                }
             }
             Route::Healthz => {
                 http::write_response(
@@ -724,11 +863,6 @@ impl Connection {
                 self.next_request(now, cfg, keep_alive);
             }
             Route::Publish { .. } => {
-                if let Some(token) = &cfg.publish_token {
-                    if !http::bearer_matches(&head, token) {
-                        return self.reject(now, cfg, Reject::Http(HttpError::Unauthorized));
-                    }
-                }
                 if head.transfer_encoding.is_some() {
                     return self.reject(now, cfg, Reject::Http(HttpError::LengthRequired));
                 }

@@ -138,6 +138,18 @@ pub enum HttpError {
     Unauthorized,
     /// An `Origin` outside `--allowed-origin`. 403.
     ForbiddenOrigin,
+    /// With authorization on (`--jwt-secret`, `--jwt-public-key`), a request for a topic
+    /// without a token (`Authorization: Bearer`, `?token=`). 401 with
+    /// `WWW-Authenticate: Bearer error="invalid_token"`.
+    TokenMissing,
+    /// A token that does not verify (signature, algorithm, issuer, audience, shape). 401
+    /// as [`HttpError::TokenMissing`].
+    TokenInvalid,
+    /// A token past its `exp` (or before its `nbf`). 401 as [`HttpError::TokenMissing`].
+    TokenExpired,
+    /// A valid token without the right to a topic of the request (`subscribe` for
+    /// `/ws`, `/sse`, `/poll`; `publish` for `POST /publish`). 403.
+    TopicForbidden,
 }
 
 impl HttpError {
@@ -155,8 +167,11 @@ impl HttpError {
             HttpError::MethodNotAllowed { .. } => Status::MethodNotAllowed,
             HttpError::LengthRequired => Status::LengthRequired,
             HttpError::PayloadTooLarge => Status::PayloadTooLarge,
-            HttpError::Unauthorized => Status::Unauthorized,
-            HttpError::ForbiddenOrigin => Status::Forbidden,
+            HttpError::Unauthorized
+            | HttpError::TokenMissing
+            | HttpError::TokenInvalid
+            | HttpError::TokenExpired => Status::Unauthorized,
+            HttpError::ForbiddenOrigin | HttpError::TopicForbidden => Status::Forbidden,
             HttpError::VersionNotSupported => Status::HttpVersionNotSupported,
         }
     }
@@ -171,6 +186,10 @@ impl HttpError {
             // containing at least one challenge"; the scheme is Bearer (RFC 6750 §3). A
             // rejected token will add `error="invalid_token"` as a variant of its own.
             HttpError::Unauthorized => Some(("WWW-Authenticate", BEARER_CHALLENGE)),
+            // RFC 6750 §3.1: a token that is "expired, revoked, malformed, or invalid".
+            HttpError::TokenMissing | HttpError::TokenInvalid | HttpError::TokenExpired => {
+                Some(("WWW-Authenticate", INVALID_TOKEN_CHALLENGE))
+            }
             HttpError::Malformed
             | HttpError::VersionNotSupported
             | HttpError::HeadTooLarge
@@ -181,7 +200,8 @@ impl HttpError {
             | HttpError::NotFound
             | HttpError::LengthRequired
             | HttpError::PayloadTooLarge
-            | HttpError::ForbiddenOrigin => None,
+            | HttpError::ForbiddenOrigin
+            | HttpError::TopicForbidden => None,
         }
     }
 
@@ -201,6 +221,10 @@ impl HttpError {
             HttpError::Unauthorized => "publish needs Authorization: Bearer <token>",
             HttpError::ForbiddenOrigin => "origin not allowed",
             HttpError::VersionNotSupported => "only HTTP/1.0 and HTTP/1.1 are supported",
+            HttpError::TokenMissing => "a token is needed: Authorization: Bearer <jwt> or ?token=",
+            HttpError::TokenInvalid => "invalid token",
+            HttpError::TokenExpired => "token expired",
+            HttpError::TopicForbidden => "the token does not allow this topic",
         }
     }
 }
@@ -215,6 +239,8 @@ impl std::error::Error for HttpError {}
 
 /// The challenge of a 401 (RFC 6750 §3: `Bearer`, with a realm naming the server).
 const BEARER_CHALLENGE: &str = "Bearer realm=\"ringpush\"";
+/// The challenge of a 401 for a missing or refused token (DESIGN.md, RFC 6750 §3.1).
+const INVALID_TOKEN_CHALLENGE: &str = "Bearer realm=\"ringpush\", error=\"invalid_token\"";
 
 /// Response statuses the server sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1026,6 +1052,31 @@ pub fn bearer_matches(head: &RequestHead, token: &str) -> bool {
         diff |= usize::from(std::hint::black_box(x));
     }
     diff == 0
+}
+
+/// The bearer token of a request: `Authorization: Bearer T`, else the query's
+/// `token=T` (browsers' `EventSource` and `WebSocket` cannot set headers). `None` when
+/// there is neither; a malformed query counts as none.
+///
+/// # Warning
+/// A token in the query string lands in access logs and proxies' logs: give such tokens
+/// a short `exp`.
+pub fn bearer_token(head: &RequestHead) -> Option<String> {
+    if let Some((scheme, t)) = head
+        .authorization
+        .as_deref()
+        .and_then(|a| a.split_once(' '))
+    {
+        let t = trim_ows(t);
+        if scheme.eq_ignore_ascii_case("bearer") && !t.is_empty() {
+            return Some(t.to_owned());
+        }
+    }
+    parse_query(&head.query)
+        .ok()?
+        .into_iter()
+        .find(|(k, v)| k == "token" && !v.is_empty())
+        .map(|(_, v)| v)
 }
 
 /// Does the client want the connection kept open? HTTP/1.1 unless `Connection: close`;

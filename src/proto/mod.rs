@@ -17,6 +17,7 @@
 //! | `conn`      | the per-connection state machine tying the above together     |                 |
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod close;
 pub mod conn;
 pub mod frame;

@@ -9,9 +9,12 @@ pub mod timer;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::path::Path;
 use std::sync::{Arc, OnceLock, mpsc};
 
 use crate::config::Config;
+use crate::proto::auth::Authorizer;
 use crate::uring;
 
 use shard::{BACKLOG, RESERVE};
@@ -24,10 +27,12 @@ const BYTES_PER_CONNECTION: u64 = 16 * 1024;
 /// Why [`run`] failed; one line for the user either way.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunError {
-    /// `--listen` names an address we cannot listen on: another process listens on the
-    /// port, the address is not local, the port needs privileges. A bad flag value, so
-    /// exit code 2 like every usage error (DESIGN.md "Command line").
-    Listen(String),
+    /// A flag's value cannot be used: `--listen` or `--admin-listen` names an address we
+    /// cannot listen on (another process listens on the port, the address is not
+    /// local, the port needs privileges), `--jwt-public-key` a file that cannot be read
+    /// or is no usable key. Exit code 2 like every usage error (DESIGN.md "Command
+    /// line").
+    Usage(String),
     /// Any other failure to start or run (limits, threads, a shard's ring): exit code 1.
     Start(String),
 }
@@ -36,7 +41,7 @@ impl RunError {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            RunError::Listen(_) => 2,
+            RunError::Usage(_) => 2,
             RunError::Start(_) => 1,
         }
     }
@@ -45,7 +50,7 @@ impl RunError {
 impl fmt::Display for RunError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RunError::Listen(m) | RunError::Start(m) => f.write_str(m),
+            RunError::Usage(m) | RunError::Start(m) => f.write_str(m),
         }
     }
 }
@@ -60,7 +65,7 @@ impl From<String> for RunError {
 
 /// The one line for an address `--listen` cannot use.
 fn listen_error(addr: SocketAddr, e: &io::Error) -> RunError {
-    RunError::Listen(if e.kind() == io::ErrorKind::AddrInUse {
+    RunError::Usage(if e.kind() == io::ErrorKind::AddrInUse {
         format!(
             "--listen {addr}: address already in use (another process listens on port {})",
             addr.port()
@@ -90,6 +95,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         .unwrap_or_else(default_max_connections);
     let per_shard = max_connections.div_ceil(shards);
 
+    let auth = authorizer(&config)?;
     // Listeners first, in this thread, so an address in use is one clear error.
     let mut addr: SocketAddr = config.listen;
     if addr.port() != 0 {
@@ -113,6 +119,22 @@ pub fn run(config: Config) -> Result<(), RunError> {
         .map_err(|e| format!("cannot block SIGINT/SIGTERM: {e}"))?;
     let shutdown = Arc::new(uring::eventfd().map_err(|e| format!("eventfd: {e}"))?);
 
+    // `--admin-listen`: a listener per shard there too, the same way.
+    let mut admin_listeners: Vec<Option<OwnedFd>> = (0..shards).map(|_| None).collect();
+    let mut admin_addr = None;
+    if let Some(mut a) = config.admin_listen {
+        if a.port() != 0 {
+            uring::net::probe_exclusive(a).map_err(|e| admin_error(a, &e))?;
+        }
+        for slot in &mut admin_listeners {
+            let l = uring::net::reuseport_listener(a, BACKLOG as i32)
+                .map_err(|e| admin_error(a, &e))?;
+            a = uring::net::local_addr(&l).map_err(|e| e.to_string())?;
+            *slot = Some(l);
+        }
+        admin_addr = Some(a);
+    }
+
     let cpus = uring::allowed_cpus();
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..shards).map(|_| mpsc::channel()).unzip();
     let ring_fds = Arc::new(OnceLock::new());
@@ -121,12 +143,15 @@ pub fn run(config: Config) -> Result<(), RunError> {
         (0..shards).map(|_| Default::default()).collect();
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut threads = Vec::with_capacity(shards);
-    for (id, (listener, inbox)) in listeners.into_iter().zip(receivers).enumerate() {
+    let shard_inputs = listeners.into_iter().zip(receivers).zip(admin_listeners);
+    for (id, ((listener, inbox), admin_listener)) in shard_inputs.enumerate() {
         let init = shard::ShardInit {
             id,
             cpu: (shards <= cpus.len()).then(|| cpus[id]),
             config: config.clone(),
             listener,
+            admin_listener,
+            auth: auth.clone(),
             shutdown: shutdown.clone(),
             table_size,
             max_conns: per_shard,
@@ -153,8 +178,17 @@ pub fn run(config: Config) -> Result<(), RunError> {
         }
     }
     let _ = ring_fds.set(fds);
+    let admin = match admin_addr {
+        Some(a) => format!("; /metrics and /healthz on {a} only"),
+        None => String::new(),
+    };
+    let authz = if auth.is_some() {
+        "tokens required for every topic"
+    } else {
+        "authorization off: any client may subscribe and publish"
+    };
     eprintln!(
-        "ringpush: listening on {addr} ({shards} shards, up to {} connections)",
+        "ringpush: listening on {addr} ({shards} shards, up to {} connections; {authz}{admin})",
         per_shard * shards
     );
 
@@ -168,6 +202,46 @@ pub fn run(config: Config) -> Result<(), RunError> {
         let _ = t.join();
     }
     Ok(())
+}
+
+/// The one line for an `--admin-listen` address that cannot be used.
+fn admin_error(addr: SocketAddr, e: &io::Error) -> RunError {
+    RunError::Usage(if e.kind() == io::ErrorKind::AddrInUse {
+        format!(
+            "--admin-listen {addr}: address already in use (another process listens on port {})",
+            addr.port()
+        )
+    } else {
+        format!("--admin-listen {addr}: {e}")
+    })
+}
+
+/// The token checker for `--jwt-secret` / `--jwt-public-key`, if either is set. A key
+/// file that cannot be read or used is one line naming it (exit 2).
+fn authorizer(config: &Config) -> Result<Option<Arc<Authorizer>>, RunError> {
+    if config.jwt_secret.is_none() && config.jwt_public_key.is_none() {
+        return Ok(None);
+    }
+    let pem = match &config.jwt_public_key {
+        None => None,
+        Some(path) => Some(std::fs::read(path).map_err(|e| {
+            RunError::Usage(format!(
+                "--jwt-public-key {}: cannot read: {e}",
+                path.display()
+            ))
+        })?),
+    };
+    let auth = Authorizer::new(
+        config.jwt_secret.as_deref().map(str::as_bytes),
+        pem.as_deref(),
+        config.jwt_issuer.clone(),
+        config.jwt_audience.clone(),
+    )
+    .map_err(|e| {
+        let path = config.jwt_public_key.as_deref().unwrap_or(Path::new("?"));
+        RunError::Usage(format!("--jwt-public-key {}: {}", path.display(), e.0))
+    })?;
+    Ok(Some(Arc::new(auth)))
 }
 
 /// The connection cap when none is configured: what memory allows at

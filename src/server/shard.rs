@@ -148,6 +148,10 @@ pub struct ShardInit {
     pub config: Arc<Config>,
     /// This shard's listener.
     pub listener: OwnedFd,
+    /// This shard's admin listener (`--admin-listen`), if any.
+    pub admin_listener: Option<OwnedFd>,
+    /// Client tokens' checker, when authorization is on.
+    pub auth: Option<Arc<crate::proto::auth::Authorizer>>,
     /// Readable when the server should shut down.
     pub shutdown: Arc<OwnedFd>,
     /// Fixed-file slots per table (at most RLIMIT_NOFILE).
@@ -202,6 +206,10 @@ struct Conn {
     /// A WebSocket or event stream whose peer closed TCP without a goodbye: it is
     /// closed with a reset (`op::ResetClose`), not a FIN.
     peer_gone: bool,
+    /// A `/ws/{topic}` client may publish (its token allows it, or authorization is off).
+    may_publish: bool,
+    /// When the client's token expires (authorization on): the connection ends then.
+    auth_expires: Option<Instant>,
     /// The wheel entry that counts.
     timer_at: Option<Instant>,
     /// A long poll's deadline.
@@ -287,6 +295,9 @@ struct Shard {
     config: Arc<Config>,
     conn_cfg: ConnConfig,
     listener: Option<OwnedFd>,
+    /// The admin listener (`--admin-listen`) and whether its accept is armed.
+    admin_listener: Option<OwnedFd>,
+    admin_armed: bool,
     shutdown: Arc<OwnedFd>,
     draining: Option<Instant>,
     conns: Slab<Conn>,
@@ -371,7 +382,9 @@ impl Shard {
             },
         )?;
         let now = Instant::now();
-        let conn_cfg = init.config.conn_config();
+        let mut conn_cfg = init.config.conn_config();
+        conn_cfg.auth = init.auth.clone();
+        conn_cfg.admin_split = init.admin_listener.is_some();
         let shards = init.peers.len();
         let owner = Owner::new(
             OwnerConfig {
@@ -393,6 +406,8 @@ impl Shard {
             conn_cfg,
             config: init.config,
             listener: Some(init.listener),
+            admin_listener: init.admin_listener,
+            admin_armed: false,
             shutdown: init.shutdown,
             draining: None,
             // Reserved, not touched: pages are committed as connections arrive, and the
@@ -529,6 +544,7 @@ impl Shard {
 
     fn run(&mut self) -> std::io::Result<()> {
         self.arm_accept();
+        self.arm_admin_accept();
         self.arm_tick();
         self.arm_shutdown_poll();
         let mut cqes = Vec::with_capacity(4096);
@@ -576,6 +592,8 @@ impl Shard {
             if now >= self.next_sweep {
                 self.next_sweep = now + bus::TOPIC_SWEEP;
                 self.expire_topics(now);
+                // Tokens' `exp` is wall-clock time; keep the mapping fresh.
+                self.conn_cfg.clock = crate::proto::conn::WallClock::now();
             }
             self.flush_sends(now);
             self.send_wakes();
@@ -605,6 +623,7 @@ impl Shard {
         let t = cqe.table;
         match token.kind {
             Kind::Accept => self.on_accept(now, t, token, &cqe),
+            Kind::AdminAccept => self.on_admin_accept(now, t, &cqe),
             Kind::Recv => self.on_recv(now, t, token, &cqe),
             Kind::Send => self.on_send(now, token, cqe),
             Kind::Close => self.on_close(token),
@@ -629,6 +648,13 @@ impl Shard {
                         op::cancel_fd(fd).user_data(Token::new(Kind::Cancel, 0, u32::MAX).encode());
                     self.push(t, e);
                 }
+            }
+        }
+        if let Some(l) = &self.admin_listener {
+            if self.admin_armed {
+                let e = op::cancel_fd(l.as_raw_fd())
+                    .user_data(Token::new(Kind::Cancel, 0, u32::MAX).encode());
+                self.push(self.accept_on, e);
             }
         }
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
@@ -672,13 +698,52 @@ impl Shard {
             // connection; ENFILE cannot happen by construction (module docs).
             return;
         }
-        let fixed = res as u32;
+        self.open_conn(now, t, res as u32, false);
+    }
+
+    /// A connection on the admin listener (`--admin-listen`): `/metrics` and `/healthz`.
+    fn on_admin_accept(&mut self, now: Instant, t: usize, cqe: &Completion) {
+        if !cqe.more() {
+            self.admin_armed = false;
+            if self.draining.is_some() {
+                self.admin_listener = None;
+            } else {
+                self.arm_admin_accept();
+            }
+        }
+        if cqe.result >= 0 {
+            self.tables[t].live += 1;
+            self.open_conn(now, t, cqe.result as u32, true);
+        }
+    }
+
+    /// Keeps one multishot accept armed on the admin listener, if there is one. Admin
+    /// traffic is a scrape now and then: it takes a slot of whichever table accepts.
+    fn arm_admin_accept(&mut self) {
+        let Some(l) = &self.admin_listener else {
+            return;
+        };
+        if self.admin_armed || self.draining.is_some() {
+            return;
+        }
+        self.admin_armed = true;
+        let t = self.accept_on;
+        let e = op::accept_multi(l.as_raw_fd())
+            .user_data(Token::new(Kind::AdminAccept, 0, t as u32).encode());
+        self.push(t, e);
+    }
+
+    /// A new connection in slot `fixed` of table `t`.
+    fn open_conn(&mut self, now: Instant, t: usize, fixed: u32, admin: bool) {
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1) & 0x00ff_ffff;
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;
         self.rng ^= self.rng << 17;
         let mut proto = Connection::new(now, &self.conn_cfg, self.rng as u32);
+        if admin {
+            proto = proto.admin();
+        }
         // Admission control: over the cap (or shutting down) the client is told 503.
         let over = self.conns.len() >= self.max_conns || self.draining.is_some();
         self.metrics.accepted();
@@ -703,6 +768,8 @@ impl Shard {
             closing: false,
             shut_wr: false,
             peer_gone: false,
+            may_publish: true,
+            auth_expires: None,
             timer_at: None,
             poll_deadline: None,
             transport: Transport::Http,
@@ -870,6 +937,19 @@ impl Shard {
         if c.hard_deadline.is_some_and(|d| now >= d) {
             return self.abort(e.key);
         }
+        if c.auth_expires.is_some_and(|d| now >= d) {
+            c.auth_expires = None;
+            // The client reconnects with a fresh token.
+            self.metrics.auth_refused("token_expired_in_session");
+            let c = &mut self.conns[e.key];
+            c.proto.close(
+                now,
+                &self.conn_cfg,
+                CloseCode::POLICY_VIOLATION,
+                "token expired",
+            );
+        }
+        let c = &mut self.conns[e.key];
         if c.stall_deadline.is_some_and(|d| now >= d) {
             c.stall_deadline = None;
             if c.out.len() >= self.config.max_outbox_bytes {
@@ -935,6 +1015,7 @@ impl Shard {
             c.hard_deadline,
             c.poll_deadline,
             c.stall_deadline,
+            c.auth_expires,
         ]
         .into_iter()
         .flatten()
@@ -966,7 +1047,27 @@ impl Shard {
             }
             Event::Message { text, payload } => {
                 self.metrics.message_in(payload.len());
-                self.publish_ws(key, text, payload);
+                if self.conns[key].may_publish {
+                    self.publish_ws(key, text, payload);
+                } else {
+                    // Its token does not allow publishing to its topic.
+                    self.metrics.auth_refused("ws_publish_forbidden");
+                    let c = &mut self.conns[key];
+                    c.proto.close(
+                        now,
+                        &self.conn_cfg,
+                        CloseCode::POLICY_VIOLATION,
+                        "not allowed to publish",
+                    );
+                }
+            }
+            Event::Authorized {
+                may_publish,
+                valid_for,
+            } => {
+                let c = &mut self.conns[key];
+                c.may_publish = may_publish;
+                c.auth_expires = Some(now + valid_for);
             }
             Event::Echoed { messages, bytes } => {
                 self.metrics.messages_in(u64::from(messages), bytes);

@@ -41,8 +41,10 @@ pub enum Kind {
     Shutdown = 10,
     /// A client socket being bound to its source address (load generator).
     Bind = 11,
-    /// A socket option being set (load generator).
+    /// A socket option being set (load generator; a reset close's linger).
     SockOpt = 12,
+    /// Multishot accept on the admin listener (`--admin-listen`).
+    AdminAccept = 13,
 }
 
 impl Kind {
@@ -60,6 +62,7 @@ impl Kind {
             10 => Kind::Shutdown,
             11 => Kind::Bind,
             12 => Kind::SockOpt,
+            13 => Kind::AdminAccept,
             _ => return None,
         })
     }
@@ -132,6 +135,7 @@ mod tests {
             Kind::Shutdown,
             Kind::Bind,
             Kind::SockOpt,
+            Kind::AdminAccept,
         ] {
             for (generation, slot) in [(0, 0), (1, 7), (GEN_MASK, u32::MAX), (12345, 999_999)] {
                 let t = Token::new(kind, generation, slot);

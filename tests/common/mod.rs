@@ -34,10 +34,30 @@ impl Server {
         Server::launch(&listen.to_string(), args, None)
     }
 
+    /// As [`Server::start`], with environment variables set for the server.
+    pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Option<Server> {
+        Server::launch_with("127.0.0.1:0", args, None, env).map(|(s, _)| s)
+    }
+
+    /// As [`Server::start_env`]; also returns the server's first line.
+    pub fn start_env_line(args: &[&str], env: &[(&str, &str)]) -> Option<(Server, String)> {
+        Server::launch_with("127.0.0.1:0", args, None, env)
+    }
+
     fn launch(listen: &str, args: &[&str], nofile: Option<u64>) -> Option<Server> {
+        Server::launch_with(listen, args, nofile, &[]).map(|(s, _)| s)
+    }
+
+    fn launch_with(
+        listen: &str,
+        args: &[&str],
+        nofile: Option<u64>,
+        env: &[(&str, &str)],
+    ) -> Option<(Server, String)> {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringpush"));
         cmd.args(["serve", "--listen", listen])
             .args(args)
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .stdout(Stdio::null());
         if let Some(n) = nofile {
@@ -53,7 +73,7 @@ impl Server {
             let addr = addr.parse().expect("address");
             // Keep draining stderr so the server never blocks on a full pipe.
             std::thread::spawn(move || for _ in lines.by_ref() {});
-            return Some(Server { child, addr });
+            return Some((Server { child, addr }, first));
         }
         let _ = child.wait();
         if first.contains("io_uring") {
@@ -245,9 +265,19 @@ impl Ws {
     }
 
     pub fn connect_from(addr: SocketAddr, path: &str, src: u8) -> Ws {
+        Ws::open(addr, path, src, "")
+    }
+
+    /// With extra header lines (each ending in `\r\n`) in the upgrade request.
+    pub fn connect_with(addr: SocketAddr, path: &str, extra: &str) -> Ws {
+        Ws::open(addr, path, 1, extra)
+    }
+
+    fn open(addr: SocketAddr, path: &str, src: u8, extra: &str) -> Ws {
         let mut s = tcp_from(addr, src);
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(upgrade_request(path, "").as_bytes()).unwrap();
+        s.write_all(upgrade_request(path, extra).as_bytes())
+            .unwrap();
         let (head, rest) = read_head(&mut s);
         assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
         assert!(
