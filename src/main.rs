@@ -171,7 +171,8 @@ enum Scenario {
     Echo,
     /// One publisher, N subscribers: delivery rate and latency.
     Broadcast,
-    /// Reconnect storm after a server restart: how reconnects spread.
+    /// Reconnect storm after a server restart, or after --cut-after: how reconnects
+    /// spread; event streams are checked for exact resumption.
     Storm,
 }
 
@@ -227,6 +228,10 @@ const BACKOFF_CAP: DurationRange = DurationRange {
     flag: "--backoff-cap",
     ..BACKOFF_BASE
 };
+const CUT_AFTER: DurationRange = DurationRange {
+    flag: "--cut-after",
+    ..RUN_DURATION
+};
 
 #[derive(Debug, Args)]
 struct LoadArgs {
@@ -277,9 +282,15 @@ struct LoadArgs {
     #[arg(long, value_name = "D", default_value = "1s", value_parser = |s: &str| POLL_INTERVAL.parse(s), allow_hyphen_values = true)]
     poll_interval: Duration,
     /// Broadcast: publish at most N messages per second [default: as fast as 8 messages
-    /// in flight allow].
+    /// in flight allow]. Storm: a publisher on /ws/TOPIC publishes N per second
+    /// throughout, whoever is connected [default: no publisher].
     #[arg(long, value_name = "N", value_parser = |s: &str| RATE.parse(s), allow_hyphen_values = true)]
     publish_rate: Option<usize>,
+    /// Storm: D into the run, cut every subscriber at once (the load generator closes
+    /// the sockets, as a network blip would); each reconnects after its backoff delay,
+    /// an event stream with Last-Event-ID [default: wait for a server restart].
+    #[arg(long, value_name = "D", value_parser = |s: &str| CUT_AFTER.parse(s), allow_hyphen_values = true)]
+    cut_after: Option<Duration>,
     /// Worker threads, each with its own rings [default: CPUs in the affinity mask].
     #[arg(long, value_name = "N", value_parser = |s: &str| THREADS.parse(s), allow_hyphen_values = true)]
     threads: Option<usize>,
@@ -429,6 +440,7 @@ fn load(args: &LoadArgs) -> ExitCode {
         messages: args.messages,
         poll_interval: args.poll_interval,
         publish_rate: args.publish_rate.map(|n| n as f64),
+        cut_after: args.cut_after,
         source_addrs: args.source_addrs,
         backoff: load::Backoff {
             base: args.backoff_base,

@@ -9,10 +9,12 @@
 //! The coordinating thread (the caller of [`run`]) moves the workers through phases:
 //! connect (at `--rate` per second, at most 2048 handshakes in flight per worker), run
 //! (the scenario's traffic, for `--duration`), stop; then it merges their statistics into
-//! a [`Report`].
+//! a [`Report`]. In a storm with `--cut-after` it also tells the workers, once, to cut
+//! every subscriber at the same moment.
 
 pub mod backoff;
 pub mod client;
+pub mod sequence;
 mod sysinfo;
 mod worker;
 
@@ -27,6 +29,7 @@ use hdrhistogram::Histogram;
 
 pub use backoff::Backoff;
 pub use client::Transport;
+pub use sequence::{Ends, Tally};
 pub use worker::Scenario;
 use worker::{PHASE_DRAIN, PHASE_LEAVE, PHASE_RUN, PHASE_STOP, Plan, Shared, Stats};
 
@@ -50,8 +53,13 @@ pub struct LoadConfig {
     /// Short polling (`/poll/{topic}` without `wait`): pause between requests.
     pub poll_interval: Duration,
     /// Broadcast: publish at most this many messages per second (`None`: as fast as the
-    /// window of 8 in flight allows).
+    /// window of 8 in flight allows). Storm: a publisher on `/ws/{topic}` publishes at
+    /// this rate whoever is connected (`None`: no publisher).
     pub publish_rate: Option<f64>,
+    /// Storm: this long into the run phase, the load generator cuts every open
+    /// subscriber at once (a network blip) and each reconnects after its backoff delay
+    /// (`None`: the storm comes from outside, a server restart).
+    pub cut_after: Option<Duration>,
     /// Source addresses 127.0.0.1..=N; `None`: as many as the port range requires.
     pub source_addrs: Option<usize>,
     /// Reconnect policy.
@@ -92,19 +100,43 @@ impl Percentiles {
     }
 }
 
-/// Reconnect timing after a server restart (`storm`).
+/// Reconnect timing after a server restart or the load generator's own cut (`storm`).
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Storm {
-    /// Connections that were dropped.
+    /// Connections the load generator cut itself (`--cut-after`).
+    pub cut: u64,
+    /// Of those, back open before the run ended.
+    pub cut_reconnected: u64,
+    /// The cut to the last of its sockets closed, in milliseconds: the load generator's
+    /// own share of the storm.
+    pub cut_closed_ms: Option<u64>,
+    /// Connections dropped by the server or the network (not by the cut).
     pub disconnected: u64,
-    /// Of those, reconnected before the run ended.
+    /// Successful reconnects, whatever ended the connection before.
     pub reconnected: u64,
-    /// Connection attempts after the first disconnect, per 100 ms bucket since it.
+    /// Connection attempts after the cut (or the first disconnect without one), per
+    /// 100 ms bucket since it.
     pub attempts_per_100ms: Vec<u64>,
     /// The busiest bucket, as attempts per second.
     pub peak_attempts_per_sec: u64,
-    /// First disconnect to the last successful reconnect, in milliseconds.
+    /// The cut (or the first disconnect) to the last successful reconnect, in
+    /// milliseconds.
     pub all_back_ms: Option<u64>,
+    /// Socket creation to handshake completion, reconnects only: the server's
+    /// handshake latency during the storm.
+    pub handshake_us: Percentiles,
+}
+
+/// Event streams: did every subscriber get every event exactly once, across its
+/// reconnects (`Last-Event-ID`)? See [`sequence`].
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Exactness {
+    /// What the checks counted over all subscribers.
+    #[serde(flatten)]
+    pub tally: Tally,
+    /// Where the subscribers stood at the end.
+    #[serde(flatten)]
+    pub ends: Ends,
 }
 
 /// Everything a run measured.
@@ -116,6 +148,8 @@ pub struct Report {
     pub url: String,
     /// Connections asked for.
     pub connections: usize,
+    /// A publisher connection ran besides them (broadcast; a storm with a publish rate).
+    pub publisher: bool,
     /// Worker threads.
     pub threads: usize,
     /// Source addresses used.
@@ -160,6 +194,9 @@ pub struct Report {
     pub open_at_end: u64,
     /// Reconnect timing (storm, or any run with disconnects).
     pub storm: Option<Storm>,
+    /// Event streams (an `http://.../sse/...` URL): the exactness of every subscriber's
+    /// sequence of events over its whole life.
+    pub sse: Option<Exactness>,
     /// `--leave close`: from the close frames to the last connection closed by the
     /// server, in seconds.
     pub leave_secs: Option<f64>,
@@ -266,6 +303,31 @@ pub fn run(cfg: &LoadConfig) -> Result<Report, String> {
     if cfg.scenario == Scenario::Echo && transport != Transport::Ws {
         return Err("--scenario echo: SSE and polling are one-way; use a ws:// URL".into());
     }
+    if let Some(cut) = cfg.cut_after {
+        if cfg.scenario != Scenario::Storm {
+            return Err("--cut-after: only with --scenario storm".into());
+        }
+        if cut >= cfg.duration {
+            return Err(format!(
+                "--cut-after {}: must come before the end of --duration ({}), with time left to reconnect",
+                crate::config::format_duration(cut),
+                crate::config::format_duration(cfg.duration)
+            ));
+        }
+    }
+    // A storm's publisher is asked for with --publish-rate.
+    let publisher = match cfg.scenario {
+        Scenario::Broadcast => true,
+        Scenario::Storm if cfg.publish_rate.is_some() => {
+            if publish_path(&path).is_empty() {
+                return Err(format!(
+                    "--scenario storm --publish-rate: the URL must name a topic (ws://HOST:PORT/ws/TOPIC or http://HOST:PORT/sse/TOPIC), got path {path}"
+                ));
+            }
+            true
+        }
+        _ => false,
+    };
     let loopback = target.ip().is_loopback();
     let sources: Vec<Ipv4Addr> = if loopback {
         let n = source_count(cfg.connections + 1, cfg.source_addrs)?;
@@ -297,6 +359,7 @@ pub fn run(cfg: &LoadConfig) -> Result<Report, String> {
         poll_interval: cfg.poll_interval,
         publish_rate: cfg.publish_rate,
         publish_path: publish_path(&path),
+        publisher,
         backoff: cfg.backoff,
         threads,
         table_slots,
@@ -327,8 +390,7 @@ pub fn run(cfg: &LoadConfig) -> Result<Report, String> {
         handles.push(h);
     }
 
-    let publisher = u64::from(cfg.scenario == Scenario::Broadcast);
-    let total = cfg.connections as u64 + publisher;
+    let total = cfg.connections as u64 + u64::from(publisher);
     let mut progress = Progress::new(cfg.progress);
     // Connect phase: until all are open, or no progress for 15 s (a server at capacity),
     // or nothing opens at all while every connection has failed once (a wrong address).
@@ -384,8 +446,19 @@ pub fn run(cfg: &LoadConfig) -> Result<Report, String> {
     shared.phase.store(PHASE_RUN, Ordering::Release);
     let t1 = Instant::now();
     let cpu_before = server_pid.and_then(sysinfo::cpu_secs);
+    let mut cut_pending = cfg.cut_after;
     while t1.elapsed() < cfg.duration && shared.phase.load(Ordering::Acquire) == PHASE_RUN {
-        std::thread::sleep(Duration::from_millis(20).min(cfg.duration));
+        let mut nap = Duration::from_millis(20).min(cfg.duration);
+        if let Some(cut) = cut_pending {
+            let elapsed = t1.elapsed();
+            if elapsed >= cut {
+                shared.cut.store(true, Ordering::Release);
+                cut_pending = None;
+            } else {
+                nap = nap.min(cut - elapsed);
+            }
+        }
+        std::thread::sleep(nap);
         progress.line(|| {
             format!(
                 "running: {} open, {} received, {:.1}s of {:.1}s",
@@ -405,10 +478,10 @@ pub fn run(cfg: &LoadConfig) -> Result<Report, String> {
         let received = shared.received.load(Ordering::Relaxed);
         let want = match cfg.scenario {
             Scenario::Echo => shared.sent.load(Ordering::Relaxed),
-            Scenario::Broadcast => {
+            Scenario::Broadcast | Scenario::Storm => {
                 shared.published.load(Ordering::Relaxed) * cfg.connections as u64
             }
-            Scenario::Idle | Scenario::Storm => 0,
+            Scenario::Idle => 0,
         };
         let now = Instant::now();
         if received != last.0 {
@@ -458,11 +531,16 @@ pub fn run(cfg: &LoadConfig) -> Result<Report, String> {
         stats.errors.iter().map(|(k, v)| (k.clone(), *v)).collect();
     errors.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     let published = shared.published.load(Ordering::Relaxed);
-    let storm = storm_report(&stats, shared.epoch);
+    let storm = storm_report(&stats);
+    let sse = (transport == Transport::Sse).then(|| Exactness {
+        tally: stats.sse,
+        ends: Ends::of(&stats.sse_ends),
+    });
     Ok(Report {
         scenario: scenario_name(cfg.scenario),
         url: cfg.url.clone(),
         connections: cfg.connections,
+        publisher,
         threads,
         source_addrs: plan.sources.len(),
         connected,
@@ -488,6 +566,7 @@ pub fn run(cfg: &LoadConfig) -> Result<Report, String> {
         kernel_slab_per_conn: per_conn(slab_before, slab_after),
         open_at_end,
         storm,
+        sse,
         leave_secs,
         leave_left,
     })
@@ -523,8 +602,11 @@ fn scenario_name(s: Scenario) -> &'static str {
     }
 }
 
-fn storm_report(stats: &Stats, _epoch: Instant) -> Option<Storm> {
-    let first = *stats.disconnect_times.iter().min()?;
+fn storm_report(stats: &Stats) -> Option<Storm> {
+    // From the cut if there was one: a stray disconnect before it is not the storm.
+    let first = stats
+        .cut_at
+        .or_else(|| stats.disconnect_times.iter().min().copied())?;
     let bucket = Duration::from_millis(100);
     let mut buckets: Vec<u64> = Vec::new();
     for t in &stats.retry_times {
@@ -539,11 +621,18 @@ fn storm_report(stats: &Stats, _epoch: Instant) -> Option<Storm> {
     }
     let last_back = stats.reconnect_times.iter().filter(|t| **t >= first).max();
     Some(Storm {
+        cut: stats.cuts,
+        cut_reconnected: stats.cut_back,
+        cut_closed_ms: stats
+            .cut_at
+            .zip(stats.cut_closed_at)
+            .map(|(a, b)| b.saturating_sub(a).as_millis() as u64),
         disconnected: stats.disconnects,
         reconnected: stats.reconnects,
         peak_attempts_per_sec: buckets.iter().max().copied().unwrap_or(0) * 10,
         attempts_per_100ms: buckets,
         all_back_ms: last_back.map(|t| (*t - first).as_millis() as u64),
+        handshake_us: Percentiles::of(&stats.reconnect_handshake_us),
     })
 }
 
@@ -618,7 +707,7 @@ impl Report {
             s,
             "  connected       {} of {} in {:.2}s ({:.0}/s)",
             self.connected,
-            self.connections + usize::from(self.scenario == "broadcast"),
+            self.connections + usize::from(self.publisher),
             self.connect_secs,
             self.connected as f64 / self.connect_secs.max(1e-9)
         );
@@ -679,17 +768,68 @@ impl Report {
                 "  leave           all closed by the server in {secs:.2} s ({left} still open)"
             );
         }
-        if let Some(st) = &self.storm {
+        if self.scenario == "storm" && self.publisher {
             let _ = writeln!(
                 s,
-                "  reconnects      {} dropped, {} back{}; peak {} attempts/s (100 ms buckets)",
+                "  published       {} messages through the storm",
+                self.published
+            );
+        }
+        if let Some(st) = &self.storm {
+            if st.cut > 0 {
+                let _ = writeln!(
+                    s,
+                    "  cut             {} connections cut at once (all closed within {} ms), {} back",
+                    st.cut,
+                    st.cut_closed_ms.unwrap_or(0),
+                    st.cut_reconnected
+                );
+            }
+            let _ = writeln!(
+                s,
+                "  reconnects      {} dropped by the server, {} back{}; peak {} attempts/s (100 ms buckets)",
                 st.disconnected,
                 st.reconnected,
                 st.all_back_ms
                     .map_or_else(String::new, |ms| format!(", all within {ms} ms")),
                 st.peak_attempts_per_sec
             );
-            s.push_str(&spread_chart(&st.attempts_per_100ms));
+            let _ = writeln!(s, "  handshake again {}", p(&st.handshake_us));
+            let since = if st.cut > 0 {
+                "the cut"
+            } else {
+                "the first disconnect"
+            };
+            s.push_str(&spread_chart(&st.attempts_per_100ms, since));
+        }
+        if let Some(x) = &self.sse {
+            let (t, e) = (&x.tally, &x.ends);
+            let _ = writeln!(
+                s,
+                "  sse resume      {} events to {} streams: {} gaps ({} events missed), {} duplicates, {} resets, {} epoch changes{}",
+                t.events,
+                e.clients,
+                t.gaps,
+                t.missed,
+                t.duplicates,
+                t.resets,
+                t.epoch_changes,
+                if t.unparsed > 0 {
+                    format!(", {} ids not EPOCH-SEQ (unchecked)", t.unparsed)
+                } else {
+                    String::new()
+                }
+            );
+            let _ = writeln!(
+                s,
+                "                  {} of {} exact up to the last event{}; {} behind, {} without events",
+                e.exact,
+                e.clients,
+                e.last_seq
+                    .map_or_else(String::new, |q| format!(" (sequence number {q})")),
+                e.behind,
+                e.silent
+            );
         }
         if !self.errors.is_empty() {
             let _ = writeln!(s, "  errors:");
@@ -706,10 +846,10 @@ impl Report {
     }
 }
 
-/// Reconnect attempts over time after the first disconnect, as text bars: the herd
-/// without jitter is one tall bar, the jittered schedule a low, wide block. Buckets are
-/// merged in pairs until at most 40 rows remain.
-fn spread_chart(buckets: &[u64]) -> String {
+/// Reconnect attempts over time after the cut or first disconnect (`since`), as text
+/// bars: the herd without jitter is one tall bar, the jittered schedule a low, wide
+/// block. Buckets are merged in pairs until at most 40 rows remain.
+fn spread_chart(buckets: &[u64], since: &str) -> String {
     let mut rows: Vec<u64> = buckets.to_vec();
     let mut width_ms = 100;
     while rows.len() > 40 {
@@ -717,7 +857,7 @@ fn spread_chart(buckets: &[u64]) -> String {
         width_ms *= 2;
     }
     let peak = rows.iter().copied().max().unwrap_or(0).max(1);
-    let mut s = format!("  reconnect attempts per {width_ms} ms after the first disconnect:\n");
+    let mut s = format!("  reconnect attempts per {width_ms} ms after {since}:\n");
     for (i, n) in rows.iter().enumerate() {
         let bar = "#".repeat(((n * 50).div_ceil(peak)) as usize);
         let _ = writeln!(

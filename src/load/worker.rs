@@ -6,7 +6,13 @@
 //! `IP_BIND_ADDRESS_NO_PORT`, `Bind` (its 127.0.0.x source address) and `Connect`; then the request is sent and a multishot receive
 //! armed; bytes go through [`Client`]. When it ends, its operations are cancelled, the
 //! slot is closed once none is in flight, and the connection is retried after a backoff
-//! delay (if the run is still going).
+//! delay (if the run is still going). An event stream resumes with `Last-Event-ID` (the
+//! last id it received, as a browser's `EventSource` does), and what it receives over
+//! its whole life goes through a [`Sequence`] check.
+//!
+//! The cut (`--cut-after`): when the coordinator raises [`Shared::cut`], every open
+//! subscriber ends at once (its receive cancelled by key, its slot closed with a reset),
+//! as if the network had dropped them all, and comes back after its backoff delay.
 //!
 //! Memory rules as in the server: every buffer an operation names (send bytes, socket
 //! addresses) is owned by the connection or the worker and outlives the operation.
@@ -14,7 +20,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::uring::op::{self, Chunk, Held, SendBuf};
@@ -24,6 +30,8 @@ use slab::Slab;
 
 use super::backoff::{Backoff, Rng};
 use super::client::{Client, ClientEvent, CloseKind, Transport};
+use super::sequence::{End, Sequence, Tally};
+use crate::proto::sse::ParsedEvent;
 use crate::uring::table::{TableSpec, Tables};
 use crate::uring::token::{Kind, Token};
 
@@ -70,8 +78,8 @@ pub enum Scenario {
     Echo,
     /// Subscribers only receive; one publisher connection sends.
     Broadcast,
-    /// Hold connections; when the server goes away, reconnect with backoff and record
-    /// when each reconnect happens.
+    /// Hold connections; when the server goes away (or the load generator cuts them all,
+    /// `--cut-after`), reconnect with backoff and record when each reconnect happens.
     Storm,
 }
 
@@ -105,6 +113,9 @@ pub struct Plan {
     /// Broadcast: the publisher's WebSocket path (`/ws/{topic}`), whatever the
     /// subscribers' transport.
     pub publish_path: String,
+    /// Worker 0 runs a publisher on `publish_path` (broadcast; a storm with a publish
+    /// rate).
+    pub publisher: bool,
     /// Reconnect policy.
     pub backoff: Backoff,
     /// Worker threads.
@@ -132,6 +143,9 @@ pub struct Shared {
     pub received: AtomicU64,
     /// Messages sent by all workers (echo and publish).
     pub sent: AtomicU64,
+    /// Raised once by the coordinator (`--cut-after`): every worker cuts its open
+    /// subscribers.
+    pub cut: AtomicBool,
 }
 
 impl Shared {
@@ -146,6 +160,7 @@ impl Shared {
             delivered: AtomicU64::new(0),
             received: AtomicU64::new(0),
             sent: AtomicU64::new(0),
+            cut: AtomicBool::new(false),
         }
     }
 }
@@ -176,8 +191,22 @@ pub struct Stats {
     pub wire_out: u64,
     /// Failed attempts by reason.
     pub errors: HashMap<String, u64>,
-    /// Open connections that ended (server close, EOF, error).
+    /// Open connections that ended (server close, EOF, error), not counting cuts.
     pub disconnects: u64,
+    /// Open connections this worker cut (`--cut-after`).
+    pub cuts: u64,
+    /// Of those, back open before the run ended.
+    pub cut_back: u64,
+    /// When this worker cut its connections, since the epoch.
+    pub cut_at: Option<Duration>,
+    /// When the last socket it cut was closed, since the epoch: the cut's own cost.
+    pub cut_closed_at: Option<Duration>,
+    /// Socket creation to handshake completion, reconnects only (the storm's handshakes).
+    pub reconnect_handshake_us: Histogram<u64>,
+    /// Event streams: what the exactness check counted.
+    pub sse: Tally,
+    /// Event streams: where each subscriber stood at the end.
+    pub sse_ends: Vec<End>,
     /// Successful handshakes after the first one of a connection.
     pub reconnects: u64,
     /// Time of each connection attempt after a disconnect, since the epoch.
@@ -205,6 +234,13 @@ impl Stats {
             wire_out: 0,
             errors: HashMap::new(),
             disconnects: 0,
+            cuts: 0,
+            cut_back: 0,
+            cut_at: None,
+            cut_closed_at: None,
+            reconnect_handshake_us: histogram(),
+            sse: Tally::default(),
+            sse_ends: Vec::new(),
             reconnects: 0,
             retry_times: Vec::new(),
             reconnect_times: Vec::new(),
@@ -225,6 +261,18 @@ impl Stats {
             *self.errors.entry(k).or_default() += v;
         }
         self.disconnects += other.disconnects;
+        self.cuts += other.cuts;
+        self.cut_back += other.cut_back;
+        self.cut_at = match (self.cut_at, other.cut_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.cut_closed_at = self.cut_closed_at.max(other.cut_closed_at);
+        let _ = self
+            .reconnect_handshake_us
+            .add(&other.reconnect_handshake_us);
+        self.sse.merge(&other.sse);
+        self.sse_ends.extend(other.sse_ends);
         self.reconnects += other.reconnects;
         self.retry_times.extend(other.retry_times);
         self.reconnect_times.extend(other.reconnect_times);
@@ -256,6 +304,26 @@ enum Stage {
     Open,
     /// Over: cancelling and closing.
     Closing,
+}
+
+/// Where a connection is with respect to the load generator's own cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cut {
+    /// Not cut (or back since).
+    No,
+    /// Cut: its receive is being cancelled and its slot closed.
+    Closing,
+    /// Cut and closed: waiting for its backoff delay, or reconnecting.
+    Away,
+}
+
+/// An event stream's memory across its connections.
+#[derive(Debug, Default)]
+struct Stream {
+    /// The last event id received: sent as `Last-Event-ID` on reconnect.
+    last_event_id: Option<String>,
+    /// The exactness check.
+    seq: Sequence,
 }
 
 #[derive(Debug)]
@@ -291,6 +359,9 @@ struct Conn {
     /// Index into the plan's sources.
     source: usize,
     error: Option<String>,
+    cut: Cut,
+    /// Event-stream subscribers only (boxed: a million WebSockets do not pay for it).
+    stream: Option<Box<Stream>>,
 }
 
 /// A table's slot allocator: fresh slots in order, then freed ones.
@@ -398,12 +469,17 @@ pub fn run(id: usize, plan: &Plan, shared: &Shared) -> Result<Stats, String> {
         let key = w.add_conn(Role::Plain, id + i * plan.threads);
         w.ready.push_back(key);
     }
-    if id == 0 && plan.scenario == Scenario::Broadcast {
+    if id == 0 && plan.publisher {
         let key = w.add_conn(Role::Publisher, plan.connections);
         w.publisher = Some(key);
         w.ready.push_front(key);
     }
     w.run()?;
+    w.stats.sse_ends = w
+        .conns
+        .iter()
+        .filter_map(|(_, c)| c.stream.as_ref().map(|s| s.seq.end()))
+        .collect();
     Ok(w.stats)
 }
 
@@ -414,6 +490,8 @@ impl Worker<'_> {
         } else {
             index % self.srcs.len()
         };
+        let stream =
+            (role == Role::Plain && self.plan.transport == Transport::Sse).then(Box::default);
         self.conns.insert(Conn {
             role,
             stage: Stage::Waiting,
@@ -435,6 +513,8 @@ impl Worker<'_> {
             opened: false,
             source,
             error: None,
+            cut: Cut::No,
+            stream,
         })
     }
 
@@ -472,6 +552,9 @@ impl Worker<'_> {
                 if phase == PHASE_STOP {
                     return Ok(());
                 }
+            }
+            if self.stats.cut_at.is_none() && self.shared.cut.load(Ordering::Acquire) {
+                self.cut_all(now);
             }
             while let Some(Reverse((due, key))) = self.retries.peek().copied() {
                 if due > now {
@@ -537,6 +620,28 @@ impl Worker<'_> {
                     self.check_over(now, key);
                 }
             }
+        }
+    }
+
+    /// The cut: every open subscriber ends at once, as in a network blip. Each is closed
+    /// like any other ending connection (receive cancelled by its key, never a cancel by
+    /// descriptor, which the kernel matches against every armed request of the ring),
+    /// but abortively (see [`Worker::check_over`]), and retried after its backoff delay.
+    /// The publisher is spared: it keeps publishing through the storm.
+    fn cut_all(&mut self, now: Instant) {
+        self.stats.cut_at = Some(now.duration_since(self.shared.epoch));
+        let keys: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.role == Role::Plain && c.stage == Stage::Open)
+            .map(|(k, _)| k)
+            .collect();
+        for key in keys {
+            let c = &mut self.conns[key];
+            c.cut = Cut::Closing;
+            c.error.get_or_insert_with(|| "cut".into());
+            self.stats.cuts += 1;
+            self.check_over(now, key);
         }
     }
 
@@ -726,7 +831,8 @@ impl Worker<'_> {
             Role::Publisher => (Transport::Ws, &plan.publish_path),
             Role::Plain => (plan.transport, &plan.path),
         };
-        let client = Client::new(transport, &plan.host, path, seed, None, &mut c.out);
+        let last_event_id = c.stream.as_ref().and_then(|s| s.last_event_id.as_deref());
+        let client = Client::new(transport, &plan.host, path, seed, last_event_id, &mut c.out);
         c.client = Some(client);
         c.recv = true;
         c.ops += 1;
@@ -823,14 +929,18 @@ impl Worker<'_> {
         match ev {
             ClientEvent::Open => {
                 c.stage = Stage::Open;
-                self.stats
-                    .handshake_us
-                    .saturating_record(now.duration_since(c.started).as_micros() as u64);
+                let us = now.duration_since(c.started).as_micros() as u64;
+                self.stats.handshake_us.saturating_record(us);
                 if c.was_open {
                     self.stats.reconnects += 1;
+                    self.stats.reconnect_handshake_us.saturating_record(us);
                     self.stats
                         .reconnect_times
                         .push(now.duration_since(self.shared.epoch));
+                }
+                if c.cut == Cut::Away {
+                    c.cut = Cut::No;
+                    self.stats.cut_back += 1;
                 }
                 c.was_open = true;
                 c.opened = true;
@@ -856,15 +966,22 @@ impl Worker<'_> {
                         self.send_echo(now, key);
                         self.delivered_local += 1;
                     }
-                    Scenario::Broadcast => self.record_delivery(now, &payload),
-                    Scenario::Idle | Scenario::Storm => {}
+                    Scenario::Broadcast | Scenario::Storm => self.record_delivery(now, &payload),
+                    Scenario::Idle => {}
                 }
             }
-            ClientEvent::Event(ev) => {
-                if running && ev.event == "message" {
+            ClientEvent::Event(ParsedEvent { id, event, data }) => {
+                // Every event of the stream's life is checked, whatever the phase.
+                if let Some(s) = &mut c.stream {
+                    s.seq.observe(&event, id.as_deref(), &mut self.stats.sse);
+                    if id.is_some() {
+                        s.last_event_id = id;
+                    }
+                }
+                if running && event == "message" {
                     self.stats.received += 1;
-                    self.stats.received_bytes += ev.data.len() as u64;
-                    self.record_delivery(now, ev.data.as_bytes());
+                    self.stats.received_bytes += data.len() as u64;
+                    self.record_delivery(now, data.as_bytes());
                 }
             }
             ClientEvent::PollDone => {
@@ -940,25 +1057,30 @@ impl Worker<'_> {
         if self.conns[key].stage != Stage::Open {
             return;
         }
-        let subscribers = self
-            .shared
-            .open
-            .load(Ordering::Relaxed)
-            .saturating_sub(1)
-            .max(1);
-        let delivered = self.shared.delivered.load(Ordering::Relaxed);
         let published = self.shared.published.load(Ordering::Relaxed);
-        // Progress stalls if a subscriber vanished mid-message: after 1 s, go on anyway.
-        if delivered != self.last_progress.0 {
-            self.last_progress = (delivered, now);
-        }
-        let complete = delivered / subscribers;
-        let stalled = now.duration_since(self.last_progress.1) > Duration::from_secs(1);
-        if published >= complete + BROADCAST_WINDOW && !stalled {
-            return;
-        }
-        if stalled {
-            self.last_progress = (delivered, now);
+        // A storm's publisher goes at its rate whoever is connected: subscribers that
+        // are away must find the events they missed when they come back.
+        if self.plan.scenario == Scenario::Broadcast {
+            let subscribers = self
+                .shared
+                .open
+                .load(Ordering::Relaxed)
+                .saturating_sub(1)
+                .max(1);
+            let delivered = self.shared.delivered.load(Ordering::Relaxed);
+            // Progress stalls if a subscriber vanished mid-message: after 1 s, go on
+            // anyway.
+            if delivered != self.last_progress.0 {
+                self.last_progress = (delivered, now);
+            }
+            let complete = delivered / subscribers;
+            let stalled = now.duration_since(self.last_progress.1) > Duration::from_secs(1);
+            if published >= complete + BROADCAST_WINDOW && !stalled {
+                return;
+            }
+            if stalled {
+                self.last_progress = (delivered, now);
+            }
         }
         if self.plan.messages.is_some_and(|max| published >= max) {
             return;
@@ -993,10 +1115,12 @@ impl Worker<'_> {
         if c.stage != Stage::Closing {
             if c.stage == Stage::Open {
                 self.shared.open.fetch_sub(1, Ordering::Relaxed);
-                self.stats.disconnects += 1;
-                self.stats
-                    .disconnect_times
-                    .push(now.duration_since(self.shared.epoch));
+                if c.cut != Cut::Closing {
+                    self.stats.disconnects += 1;
+                    self.stats
+                        .disconnect_times
+                        .push(now.duration_since(self.shared.epoch));
+                }
             }
             c.stage = Stage::Closing;
         }
@@ -1015,11 +1139,24 @@ impl Worker<'_> {
             return;
         }
         if c.has_socket {
-            c.ops += 1;
-            let e = op::close(c.slot)
-                .user_data(Token::new(Kind::Close, c.generation, key as u32).encode());
+            let close_data = Token::new(Kind::Close, c.generation, key as u32).encode();
             let t = c.table;
-            self.push(t, e);
+            if c.cut == Cut::Closing {
+                // An abortive close (`op::ResetClose`): the server gets a reset, as from a
+                // link that died, and no port is left in TIME_WAIT to slow the
+                // reconnects' connects from the same source addresses.
+                c.ops += 2;
+                let close = op::ResetClose {
+                    slot: c.slot,
+                    sockopt_data: Token::new(Kind::SockOpt, c.generation, key as u32).encode(),
+                    close_data,
+                };
+                self.io.close_reset(t, &close);
+            } else {
+                c.ops += 1;
+                let e = op::close(c.slot).user_data(close_data);
+                self.push(t, e);
+            }
             return;
         }
         let (table, slot) = (c.table, c.slot);
@@ -1036,7 +1173,11 @@ impl Worker<'_> {
         c.sent_at = None;
         c.sending = Vec::new();
         c.out = Vec::new();
-        if c.opened {
+        if c.cut == Cut::Closing {
+            // Our own doing: not an error.
+            c.cut = Cut::Away;
+            self.stats.cut_closed_at = Some(now.duration_since(self.shared.epoch));
+        } else if c.opened {
             *self
                 .stats
                 .errors
