@@ -5,6 +5,7 @@
 #   scripts/compare.sh                 every peer, every scenario, median of 3 runs
 #   RUNS=5 DURATION=10s scripts/compare.sh
 #   PEERS="ringpush tokio-tungstenite" SCENARIOS="echo100 bcast10k" scripts/compare.sh
+#   UWS_SRC=/path/to/uWebSockets scripts/compare.sh   with the uWebSockets C++ peer (uws-cpp)
 #
 # Pinning: every server runs on CPU $SERVER_CPU with one thread (ringpush --shards 1,
 # the peers --threads 1) and the load generator on CPU $LOAD_CPU with one worker, so
@@ -13,7 +14,9 @@
 # Output: target/compare/results.md (tables with ratios to ringpush),
 # target/compare/results.json (every run), target/compare/compare.png (the plot).
 # Peers are built or installed from the package registries by the scripts beside them
-# (benches/peers/*); a peer that cannot be built here is skipped with a note.
+# (benches/peers/*); a peer that cannot be built here is skipped with a note. uws-cpp is
+# built from a uWebSockets source checkout named by UWS_SRC (`git clone --recursive
+# https://github.com/uNetworking/uWebSockets`); without one it is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,7 +24,7 @@ RUNS=${RUNS:-3}
 DURATION=${DURATION:-10s}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
-PEERS=${PEERS:-"ringpush tokio-tungstenite fastwebsockets node-ws go-gorilla uws"}
+PEERS=${PEERS:-"ringpush tokio-tungstenite fastwebsockets node-ws go-gorilla uws-js uws-cpp"}
 SCENARIOS=${SCENARIOS:-"echo100 echo10k bcast10k idle20k connrate raw sse-vs-poll"}
 OUT=target/compare
 BIN=target/release/ringpush
@@ -29,6 +32,9 @@ PEER_BIN=benches/peers/rust/target/release
 mkdir -p "$OUT"
 runs_file="$OUT/runs.jsonl"
 : >"$runs_file"
+# Builds that depend on the user's checkout, one "peer: what" line each, for results.md.
+builds_file="$OUT/builds.txt"
+: >"$builds_file"
 
 if ! python3 -c 'import matplotlib' 2>/dev/null; then
     echo "== installing matplotlib from PyPI (for the plot)" >&2
@@ -39,6 +45,8 @@ echo "== building ringpush and the peers" >&2
 cargo build --release --quiet
 available=()
 for peer in $PEERS; do
+    # `uws` was the uWebSockets.js peer's name before the C++ build joined as uws-cpp.
+    if [ "$peer" = uws ]; then peer=uws-js; fi
     case $peer in
         ringpush) available+=("$peer") ;;
         tokio-tungstenite | fastwebsockets)
@@ -58,11 +66,21 @@ for peer in $PEERS; do
                 echo "compare.sh: cannot build the Go peer; skipping it" >&2
             fi
             ;;
-        uws)
+        uws-js)
             # uWebSockets.js through npm's third-party `uwebsockets` package (the
             # authors publish only on GitHub): see benches/peers/README.md.
             if benches/peers/uws/install.sh >/dev/null; then available+=("$peer"); else
                 echo "compare.sh: cannot install uWebSockets.js; skipping it" >&2
+            fi
+            ;;
+        uws-cpp)
+            # uWebSockets + uSockets (C++) from the checkout at $UWS_SRC; build.sh says
+            # in one line why when there is none.
+            if benches/peers/uws-cpp/build.sh >/dev/null; then
+                available+=("$peer")
+                echo "uws-cpp: $(cat benches/peers/uws-cpp/build/BUILD_INFO) from UWS_SRC=$UWS_SRC" >>"$builds_file"
+            else
+                echo "compare.sh: cannot build the uWebSockets C++ peer; skipping it" >&2
             fi
             ;;
         *) echo "compare.sh: unknown peer $peer" >&2 ;;
@@ -94,7 +112,8 @@ for _ in range(200):
         raw-echo) cmd=("$PEER_BIN/raw-echo" --listen "127.0.0.1:$port" --threads 1) ;;
         node-ws) cmd=(benches/peers/node/run.sh --listen "127.0.0.1:$port" --threads 1) ;;
         go-gorilla) cmd=(benches/peers/go/gorilla-peer --listen "127.0.0.1:$port" --threads 1) ;;
-        uws) cmd=(benches/peers/uws/run.sh --listen "127.0.0.1:$port" --threads 1) ;;
+        uws-js) cmd=(benches/peers/uws/run.sh --listen "127.0.0.1:$port" --threads 1) ;;
+        uws-cpp) cmd=(benches/peers/uws-cpp/build/uws-cpp-peer --listen "127.0.0.1:$port" --threads 1) ;;
     esac
     taskset -c "$SERVER_CPU" "${cmd[@]}" >/dev/null 2>&1 &
     SRV=$!

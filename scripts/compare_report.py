@@ -3,9 +3,11 @@
 
 Usage: python3 scripts/compare_report.py RUNS.jsonl OUTDIR
 Writes OUTDIR/results.md, OUTDIR/results.json and, if matplotlib is importable,
-OUTDIR/compare.png.
+OUTDIR/compare.png. OUTDIR/builds.txt, if compare.sh wrote one, is copied under "Builds"
+(uws-cpp's uWebSockets and uSockets commits).
 """
 import json
+import os
 import statistics
 import sys
 from collections import defaultdict
@@ -95,6 +97,14 @@ if push_cases:
         got = statistics.median(r["received"] / max(r["expected_deliveries"], 1) for r in rs)
         summary[c] = {"wire_bytes_per_event": wire, "server_cpu_us_per_event": cpu, "p50_us": p50}
         lines.append(f"| {rate} | {names[mode]} | {wire:.0f} B | {cpu:.2f} us | {p50 / 1000:.1f} ms | {got:.1%} |")
+    lines.append("")
+
+builds_path = f"{out}/builds.txt"
+builds = [l.strip() for l in open(builds_path)] if os.path.exists(builds_path) else []
+builds = [l for l in builds if l]
+if builds:
+    lines.append("### Builds\n")
+    lines.extend(f"- {b}" for b in builds)
     lines.append("")
 
 open(f"{out}/results.md", "w").write("\n".join(lines) + "\n")
