@@ -6,9 +6,10 @@
 //!
 //! Memory is not the concern here: the driver holds what an operation names until it
 //! completes (a send's chunks come back with its completion, see `uring::op`). Slots
-//! are: a connection's slab entry is removed only after its close completed, and close
-//! is submitted only when no operation on its fixed-file slot is in flight (receive,
-//! send, shutdown, cancel), so no late operation lands on the slot's next occupant.
+//! are: each connection counts its operations in the kernel (`uring::token::InFlight`),
+//! its close is submitted only when none is left (receive, send, shutdown, cancel) and
+//! its slab entry is removed only once the close completed, so no late operation lands
+//! on its fixed-file slot's next occupant.
 //! This is not theoretical: `IORING_OP_SHUTDOWN` always runs in an io-wq worker, which looks the
 //! fixed slot up when it runs; closing the slot first let a delayed `SHUT_WR` hit the
 //! next connection accepted into it (a bare FIN before its response, seen under load).
@@ -99,8 +100,8 @@ use crate::pubsub::BusMsg;
 use crate::pubsub::local::Local;
 use crate::pubsub::owner::{Owner, OwnerConfig};
 use crate::uring::op::{self, Held};
-use crate::uring::table::{Completion, TableSpec, Tables};
-use crate::uring::token::{Kind, Token};
+use crate::uring::table::{self, Completion, TableSpec, Tables};
+use crate::uring::token::{InFlight, Kind, SHUTDOWN_POLL, Token};
 
 /// Provided receive buffers per table: 1024 x 4 KiB = 4 MiB of receive memory whatever the
 /// connection count (about 200 bytes per connection at 20,000 per table); only connections
@@ -135,8 +136,6 @@ const DEMO_PAGE: &str = include_str!("demo.html");
 const TIMERS_PER_TURN: usize = 4096;
 /// Timers wait while this many operations wait for room in the submission queues.
 const TIMER_BACKLOG: usize = 1024;
-/// Sentinels for the shard's own operations.
-const SHUTDOWN_POLL: u64 = u64::MAX - 1;
 
 /// Everything a shard thread starts from.
 pub struct ShardInit {
@@ -181,26 +180,23 @@ impl std::fmt::Debug for ShardInit {
 struct Conn {
     /// The table (and ring) holding the descriptor.
     table: usize,
-    fixed: u32,
+    /// The descriptor's slot in that table (what operations name; the kernel picked it).
+    file_slot: u32,
+    /// The slab key's generation, in every token (see `uring::token`).
     generation: u32,
     proto: Connection,
     out: Outbox,
     /// The multishot receive (see "Reading and backpressure").
     recv: Recv,
-    /// A send is in flight (the driver holds its chunks).
-    sending: bool,
+    /// Operations in the kernel (see "Operation lifetimes"): a send (the driver holds its
+    /// chunks), the receive, cancels, the shutdown, the close.
+    ops: InFlight,
     /// The driver's id of the send in flight, to cancel it by key.
     send_id: u32,
     /// In the shard's `to_flush` list.
     flush_queued: bool,
     /// Closing: our operations are being cancelled; nothing new starts.
     cancelled: bool,
-    /// Cancels submitted whose own completions have not arrived yet.
-    cancels: u8,
-    /// A shutdown is in flight.
-    shut_pending: bool,
-    /// Close of the descriptor submitted.
-    closing: bool,
     /// Write side shut down (FIN sent) while lingering.
     shut_wr: bool,
     /// A WebSocket or event stream whose peer closed TCP without a goodbye: it is
@@ -237,6 +233,19 @@ enum Recv {
     /// Ended for lack of provided buffers (`ENOBUFS`) or at its byte limit: re-armed
     /// once the buffers of this batch are back.
     Waiting,
+}
+
+/// Where the shard is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Accepting and serving.
+    Serving,
+    /// Shutting down: accepts cancelled, every connection told to go; at `deadline`
+    /// (`--drain-timeout`) the ones left are dropped.
+    Draining { deadline: Instant },
+    /// The drain deadline passed and every connection left was dropped; the shard ends
+    /// once their closes complete.
+    Aborted,
 }
 
 /// The state of a table's multishot accept.
@@ -299,7 +308,7 @@ struct Shard {
     admin_listener: Option<OwnedFd>,
     admin_armed: bool,
     shutdown: Arc<OwnedFd>,
-    draining: Option<Instant>,
+    phase: Phase,
     conns: Slab<Conn>,
     next_generation: u32,
     max_conns: usize,
@@ -363,12 +372,7 @@ impl Shard {
         let spec = TableSpec {
             slots: init.table_size,
             sq_entries: 4096,
-            // Room for a completion per slot and then some (a broadcast completes a send
-            // on every connection of the table in one batch); never below the SQ size,
-            // which the kernel requires.
-            cq_entries: (init.table_size.max(4096) * 2)
-                .next_power_of_two()
-                .min(1 << 19),
+            cq_entries: table::cq_entries(init.table_size),
             recv_buffers: RECV_BUFFERS,
             recv_buffer_size: RECV_BUFFER_SIZE,
             bgid: BGID,
@@ -409,10 +413,12 @@ impl Shard {
             admin_listener: init.admin_listener,
             admin_armed: false,
             shutdown: init.shutdown,
-            draining: None,
+            phase: Phase::Serving,
             // Reserved, not touched: pages are committed as connections arrive, and the
             // slab never doubles-and-copies on the way to its cap (up to a million).
-            conns: Slab::with_capacity((init.max_conns + RESERVE as usize).min(1 << 20)),
+            conns: Slab::with_capacity(
+                (init.max_conns + RESERVE as usize).min(table::MAX_SLOTS as usize),
+            ),
             next_generation: 1,
             max_conns: init.max_conns,
             wheel: TimerWheel::new(now, TICK, 4096),
@@ -439,6 +445,11 @@ impl Shard {
         })
     }
 
+    /// Shutting down (draining or aborted): no new accepts, new connections told 503.
+    fn draining(&self) -> bool {
+        self.phase != Phase::Serving
+    }
+
     /// Queues an operation on table `table`'s ring.
     fn push(&mut self, table: usize, sqe: op::Sqe) {
         self.io.push(table, sqe);
@@ -448,7 +459,7 @@ impl Shard {
     /// another table when this one has no admission room, then arms one multishot accept
     /// or tops up the single-shot ones.
     fn arm_accept(&mut self) {
-        if self.draining.is_some() || self.listener.is_none() {
+        if self.draining() || self.listener.is_none() {
             return;
         }
         if !self.has_room(self.accept_on) {
@@ -479,7 +490,7 @@ impl Shard {
             .saturating_sub(self.tables[t].singles);
         for _ in 0..want {
             self.tables[t].singles += 1;
-            let e = op::accept(fd).user_data(Token::new(Kind::Accept, 1, t as u32).encode());
+            let e = op::accept(fd).user_data(Token::new(Kind::AcceptOnce, 0, t as u32).encode());
             self.push(t, e);
         }
     }
@@ -597,16 +608,16 @@ impl Shard {
             }
             self.flush_sends(now);
             self.send_wakes();
-            if let Some(deadline) = self.draining {
-                if self.conns.is_empty() {
-                    return Ok(());
-                }
+            if self.draining() && self.conns.is_empty() {
+                return Ok(());
+            }
+            if let Phase::Draining { deadline } = self.phase {
                 if now >= deadline {
                     let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
                     for k in keys {
                         self.abort(k);
                     }
-                    self.draining = Some(now + Duration::from_secs(3600));
+                    self.phase = Phase::Aborted;
                 }
             }
         }
@@ -622,23 +633,31 @@ impl Shard {
         };
         let t = cqe.table;
         match token.kind {
-            Kind::Accept => self.on_accept(now, t, token, &cqe),
+            Kind::Accept | Kind::AcceptOnce => self.on_accept(now, t, token, &cqe),
             Kind::AdminAccept => self.on_admin_accept(now, t, &cqe),
             Kind::Recv => self.on_recv(now, t, token, &cqe),
             Kind::Send => self.on_send(now, token, cqe),
-            Kind::Close => self.on_close(token),
-            Kind::Shutdown => self.on_op_done(now, token, |c| c.shut_pending = false),
-            Kind::Cancel => self.on_op_done(now, token, |c| c.cancels -= 1),
+            Kind::Close => self.on_descriptor_closed(token),
+            Kind::Shutdown => self.on_op_done(now, token, Kind::Shutdown),
+            Kind::Cancel => self.on_op_done(now, token, Kind::Cancel),
+            Kind::SockOpt => {
+                // A reset close's `SO_LINGER`; its close follows (hard-linked).
+                if let Some(key) = self.conn_for(token) {
+                    self.conns[key].ops.end(Kind::SockOpt);
+                }
+            }
             Kind::Tick => self.arm_tick(),
-            Kind::Wake | Kind::Socket | Kind::Connect | Kind::Bind | Kind::SockOpt => {}
+            Kind::Wake | Kind::Socket | Kind::Connect | Kind::Bind => {}
         }
     }
 
     fn begin_shutdown(&mut self, now: Instant) {
-        if self.draining.is_some() {
+        if self.draining() {
             return;
         }
-        self.draining = Some(now + self.config.drain_timeout);
+        self.phase = Phase::Draining {
+            deadline: now + self.config.drain_timeout,
+        };
         // Stop accepting: cancel every accept; the listener closes when the last ends.
         if let Some(l) = &self.listener {
             let fd = l.as_raw_fd();
@@ -672,8 +691,7 @@ impl Shard {
 
     fn on_accept(&mut self, now: Instant, t: usize, token: Token, cqe: &Completion) {
         let res = cqe.result;
-        let single = token.generation == 1;
-        if single {
+        if token.kind == Kind::AcceptOnce {
             self.tables[t].singles -= 1;
         } else if !cqe.more() {
             self.tables[t].multishot = Multishot::Off;
@@ -681,7 +699,7 @@ impl Shard {
         if res >= 0 {
             self.tables[t].live += 1;
         }
-        if self.draining.is_some() {
+        if self.draining() {
             if self
                 .tables
                 .iter()
@@ -705,7 +723,7 @@ impl Shard {
     fn on_admin_accept(&mut self, now: Instant, t: usize, cqe: &Completion) {
         if !cqe.more() {
             self.admin_armed = false;
-            if self.draining.is_some() {
+            if self.draining() {
                 self.admin_listener = None;
             } else {
                 self.arm_admin_accept();
@@ -723,7 +741,7 @@ impl Shard {
         let Some(l) = &self.admin_listener else {
             return;
         };
-        if self.admin_armed || self.draining.is_some() {
+        if self.admin_armed || self.draining() {
             return;
         }
         self.admin_armed = true;
@@ -733,8 +751,8 @@ impl Shard {
         self.push(t, e);
     }
 
-    /// A new connection in slot `fixed` of table `t`.
-    fn open_conn(&mut self, now: Instant, t: usize, fixed: u32, admin: bool) {
+    /// A new connection in slot `file_slot` of table `t`.
+    fn open_conn(&mut self, now: Instant, t: usize, file_slot: u32, admin: bool) {
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1) & 0x00ff_ffff;
         self.rng ^= self.rng << 13;
@@ -745,27 +763,24 @@ impl Shard {
             proto = proto.admin();
         }
         // Admission control: over the cap (or shutting down) the client is told 503.
-        let over = self.conns.len() >= self.max_conns || self.draining.is_some();
+        let over = self.conns.len() >= self.max_conns || self.draining();
         self.metrics.accepted();
         if over {
-            let retry = if self.draining.is_some() { 5 } else { 1 };
+            let retry = if self.draining() { 5 } else { 1 };
             proto.reject_overloaded(now, &self.conn_cfg, retry);
             self.metrics.overloaded();
         }
         let key = self.conns.insert(Conn {
             table: t,
-            fixed,
+            file_slot,
             generation,
             proto,
             out: Outbox::default(),
             recv: Recv::Off,
-            sending: false,
+            ops: InFlight::default(),
             send_id: 0,
             flush_queued: false,
             cancelled: false,
-            cancels: 0,
-            shut_pending: false,
-            closing: false,
             shut_wr: false,
             peer_gone: false,
             may_publish: true,
@@ -798,18 +813,19 @@ impl Shard {
         } else if !over {
             c.stall_deadline = None;
         }
-        let open = !(c.cancelled || c.closing || c.proto.is_closed());
+        let open = !(c.cancelled || c.ops.has(Kind::Close) || c.proto.is_closed());
         let resume = !over && c.proto.wants_input(&self.conn_cfg);
         let token = Token::new(Kind::Recv, c.generation, key as u32).encode();
         match c.recv {
             Recv::Off if open && resume => {
                 c.recv = Recv::Armed;
+                c.ops.start(Kind::Recv);
                 // What arrives after the outbox fills up and before the pause takes
                 // effect is bounded by this limit (see "Reading and backpressure").
                 let limit = cap
                     .saturating_sub(c.out.len())
                     .clamp(RECV_BUFFER_SIZE as usize, RECV_LIMIT as usize);
-                let e = op::recv_multi(c.fixed, BGID, limit as u32).user_data(token);
+                let e = op::recv_multi(c.file_slot, BGID, limit as u32).user_data(token);
                 let t = c.table;
                 self.push(t, e);
             }
@@ -817,7 +833,7 @@ impl Shard {
                 // By key: the kernel finds it in its hash of armed polls. A cancel by
                 // descriptor is matched against every armed request of the ring.
                 c.recv = Recv::Cancelling;
-                c.cancels += 1;
+                c.ops.start(Kind::Cancel);
                 let e = op::cancel(token)
                     .user_data(Token::new(Kind::Cancel, c.generation, key as u32).encode());
                 let t = c.table;
@@ -870,6 +886,7 @@ impl Shard {
         }
         if !more {
             let c = &mut self.conns[key];
+            c.ops.end(Kind::Recv);
             if c.recv == Recv::Armed && (res == -libc::ENOBUFS || res > 0) {
                 // Out of buffers, or its byte limit taken: re-armed once this batch's
                 // buffers are back, the starved first (see "Fair reading").
@@ -897,7 +914,7 @@ impl Shard {
             unreachable!("a send's completion brings its buffers back");
         };
         let c = &mut self.conns[key];
-        c.sending = false;
+        c.ops.end(Kind::Send);
         if cqe.result < 0 || c.cancelled {
             // EPIPE / ECONNRESET: the peer is gone; nothing queued can be delivered. Or
             // the connection is being dropped: nothing more will be sent.
@@ -911,16 +928,19 @@ impl Shard {
     }
 
     /// A shutdown or cancel on a connection completed; it may now be closed.
-    fn on_op_done(&mut self, now: Instant, token: Token, done: impl FnOnce(&mut Conn)) {
+    fn on_op_done(&mut self, now: Instant, token: Token, kind: Kind) {
         if let Some(key) = self.conn_for(token) {
-            done(&mut self.conns[key]);
+            self.conns[key].ops.end(kind);
             self.pump(now, key);
         }
     }
 
-    fn on_close(&mut self, token: Token) {
+    /// The connection's descriptor is closed, its last operation: its slab key is free.
+    fn on_descriptor_closed(&mut self, token: Token) {
         if let Some(key) = self.conn_for(token) {
-            let c = self.conns.remove(key);
+            let mut c = self.conns.remove(key);
+            c.ops.end(Kind::Close);
+            debug_assert!(c.ops.is_empty(), "{:?} in flight after the close", c.ops);
             self.tables[c.table].live -= 1;
             self.metrics.moved(c.transport, None);
         }
@@ -980,7 +1000,10 @@ impl Shard {
             }
         }
         let c = &mut self.conns[key];
-        if !c.flush_queued && !c.sending && (c.out.has_waiting() || c.proto.has_control()) {
+        if !c.flush_queued
+            && !c.ops.has(Kind::Send)
+            && (c.out.has_waiting() || c.proto.has_control())
+        {
             c.flush_queued = true;
             self.to_flush.push((key, c.generation));
         }
@@ -988,8 +1011,8 @@ impl Shard {
         let c = &mut self.conns[key];
         if c.proto.is_lingering() && !c.shut_wr && c.out.is_empty() {
             c.shut_wr = true;
-            c.shut_pending = true;
-            let e = op::shutdown(c.fixed, libc::SHUT_WR)
+            c.ops.start(Kind::Shutdown);
+            let e = op::shutdown(c.file_slot, libc::SHUT_WR)
                 .user_data(Token::new(Kind::Shutdown, c.generation, key as u32).encode());
             let t = c.table;
             self.push(t, e);
@@ -1109,11 +1132,13 @@ impl Shard {
                 // The state machine answers these itself.
                 Route::Healthz | Route::Echo | Route::Ws { .. } | Route::Sse { .. } => {}
             },
-            Event::Closed(reason) => self.on_closed(key, reason),
+            Event::Closed(reason) => self.on_conn_ended(key, reason),
         }
     }
 
-    fn on_closed(&mut self, key: usize, reason: CloseReason) {
+    /// The state machine says the connection is over (`Event::Closed`): counted, taken
+    /// out of its topics, and its bytes flushed before `finish` closes the descriptor.
+    fn on_conn_ended(&mut self, key: usize, reason: CloseReason) {
         self.metrics.closed(&reason);
         let c = &mut self.conns[key];
         // A peer that left or stopped answering reads nothing more. Plain HTTP is left
@@ -1146,7 +1171,7 @@ impl Shard {
     /// deadline starts when it leaves) and then the queued data.
     fn start_send(&mut self, now: Instant, key: usize) {
         let c = &mut self.conns[key];
-        if c.sending || c.closing || c.cancelled {
+        if c.ops.has(Kind::Send) || c.ops.has(Kind::Close) || c.cancelled {
             return;
         }
         let control = c.proto.poll_control(now, &self.conn_cfg);
@@ -1154,9 +1179,9 @@ impl Shard {
             return;
         }
         let buf = c.out.take_send(control.map(Chunk::Owned));
-        c.sending = true;
+        c.ops.start(Kind::Send);
         let data = Token::new(Kind::Send, c.generation, key as u32).encode();
-        c.send_id = self.io.send(c.table, c.fixed, buf, data);
+        c.send_id = self.io.send(c.table, c.file_slot, buf, data);
         // Its deadline may have moved (a ping left).
         self.schedule(key);
     }
@@ -1164,47 +1189,49 @@ impl Shard {
     /// The connection is over: once no receive or send is in flight, close its slot.
     fn finish(&mut self, key: usize) {
         let c = &mut self.conns[key];
-        if c.closing {
+        if c.ops.has(Kind::Close) {
             return;
         }
-        if c.shut_pending || c.cancels > 0 || c.recv == Recv::Cancelling {
+        if c.ops.has(Kind::Shutdown) || c.ops.has(Kind::Cancel) || c.recv == Recv::Cancelling {
             // Wait for them: see "Operation lifetimes" in the module docs.
             return;
         }
-        if c.recv == Recv::Armed || c.sending {
+        if !c.ops.is_empty() {
+            // The receive or a send: cancelled, each by its key, never by descriptor
+            // (see `flow`); their completions bring us back here.
             if !c.cancelled {
                 c.cancelled = true;
-                // Each by its key, never by descriptor (see `flow`).
                 let t = c.table;
                 let done = Token::new(Kind::Cancel, c.generation, key as u32).encode();
                 if c.recv == Recv::Armed {
                     c.recv = Recv::Cancelling;
-                    c.cancels += 1;
+                    c.ops.start(Kind::Cancel);
                     let recv = Token::new(Kind::Recv, c.generation, key as u32).encode();
                     self.io.push(t, op::cancel(recv).user_data(done));
                 }
                 let c = &mut self.conns[key];
-                if c.sending {
-                    c.cancels += 1;
+                if c.ops.has(Kind::Send) {
+                    c.ops.start(Kind::Cancel);
                     let id = c.send_id;
                     self.io.cancel_send(t, id, done);
                 }
             }
             return;
         }
-        c.closing = true;
+        c.ops.start(Kind::Close);
         let close_data = Token::new(Kind::Close, c.generation, key as u32).encode();
         let t = c.table;
         if c.peer_gone {
             // See `op::ResetClose`: the peer has gone and reads nothing more.
+            c.ops.start(Kind::SockOpt);
             let close = op::ResetClose {
-                slot: c.fixed,
+                slot: c.file_slot,
                 sockopt_data: Token::new(Kind::SockOpt, c.generation, key as u32).encode(),
                 close_data,
             };
             self.io.close_reset(t, &close);
         } else {
-            let e = op::close(c.fixed).user_data(close_data);
+            let e = op::close(c.file_slot).user_data(close_data);
             self.push(t, e);
         }
     }
@@ -1217,7 +1244,7 @@ impl Shard {
             c.proto.handle_eof(Instant::now());
             while let Some(ev) = self.conns[key].proto.poll_event() {
                 if let Event::Closed(r) = ev {
-                    self.on_closed(key, r);
+                    self.on_conn_ended(key, r);
                 }
             }
         }

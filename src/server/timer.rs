@@ -1,5 +1,5 @@
 //! A hashed timer wheel: O(1) to schedule, and each tick touches only the entries of
-//! its own slot.
+//! its own bucket.
 //!
 //! Connections are scheduled lazily: a connection has at most one entry that counts
 //! (the one whose instant it remembers); when activity pushes its deadline later, the
@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-/// One scheduled wake-up: `key`'s slab slot and generation, and the instant asked for.
+/// One scheduled wake-up: a connection's slab key and generation, and the instant asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entry {
     /// Slab key of the connection.
@@ -20,11 +20,11 @@ pub struct Entry {
     pub when: Instant,
 }
 
-/// The wheel. `slots.len()` ticks make one revolution; entries further out wait in
-/// their slot for later revolutions.
+/// The wheel. `buckets.len()` ticks make one revolution; entries further out wait in
+/// their bucket for later revolutions.
 #[derive(Debug)]
 pub struct TimerWheel {
-    slots: Vec<Vec<Entry>>,
+    buckets: Vec<Vec<Entry>>,
     tick: Duration,
     origin: Instant,
     /// The next tick index to process.
@@ -32,19 +32,14 @@ pub struct TimerWheel {
 }
 
 impl TimerWheel {
-    /// A wheel of `slots` slots of `tick` each, starting at `now`.
-    pub fn new(now: Instant, tick: Duration, slots: usize) -> TimerWheel {
+    /// A wheel of `buckets` buckets of `tick` each, starting at `now`.
+    pub fn new(now: Instant, tick: Duration, buckets: usize) -> TimerWheel {
         TimerWheel {
-            slots: vec![Vec::new(); slots],
+            buckets: vec![Vec::new(); buckets],
             tick,
             origin: now,
             next: 0,
         }
-    }
-
-    /// The tick length.
-    pub fn tick(&self) -> Duration {
-        self.tick
     }
 
     fn tick_of(&self, t: Instant) -> u64 {
@@ -56,23 +51,23 @@ impl TimerWheel {
     /// Schedules an entry.
     pub fn schedule(&mut self, entry: Entry) {
         let t = self.tick_of(entry.when).max(self.next);
-        let n = self.slots.len() as u64;
-        self.slots[(t % n) as usize].push(entry);
+        let n = self.buckets.len() as u64;
+        self.buckets[(t % n) as usize].push(entry);
     }
 
     /// Moves every entry due at `now` into `due`.
     pub fn expire(&mut self, now: Instant, due: &mut Vec<Entry>) {
         let now_tick = now.saturating_duration_since(self.origin).as_nanos() as u64
             / self.tick.as_nanos() as u64;
-        let n = self.slots.len() as u64;
-        // After a long stall, one revolution visits every slot once.
+        let n = self.buckets.len() as u64;
+        // After a long stall, one revolution visits every bucket once.
         let first = self.next.max((now_tick + 1).saturating_sub(n));
         for t in first..=now_tick {
-            let slot = &mut self.slots[(t % n) as usize];
+            let bucket = &mut self.buckets[(t % n) as usize];
             let mut i = 0;
-            while i < slot.len() {
-                if slot[i].when <= now {
-                    due.push(slot.swap_remove(i));
+            while i < bucket.len() {
+                if bucket[i].when <= now {
+                    due.push(bucket.swap_remove(i));
                 } else {
                     i += 1;
                 }

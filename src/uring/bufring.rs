@@ -27,7 +27,6 @@ pub struct BufRing {
     bufs_bytes: usize,
     entries: u16,
     buf_size: u32,
-    bgid: u16,
     /// Our copy of the tail: entries published to the kernel so far (wrapping).
     tail: u16,
 }
@@ -85,7 +84,6 @@ impl BufRing {
             bufs_bytes,
             entries,
             buf_size,
-            bgid,
             tail: 0,
         };
         // SAFETY: the ring memory is a page-aligned mapping of `entries` entries that lives
@@ -97,16 +95,6 @@ impl BufRing {
         }
         br.publish();
         Ok(br)
-    }
-
-    /// The buffer group id to put in receive SQEs.
-    pub fn bgid(&self) -> u16 {
-        self.bgid
-    }
-
-    /// Size of each buffer.
-    pub fn buf_size(&self) -> u32 {
-        self.buf_size
     }
 
     /// The first `len` bytes of buffer `bid`, as filled by a completion.

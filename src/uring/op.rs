@@ -19,11 +19,7 @@ use std::time::Duration;
 use io_uring::{opcode, squeue, types};
 
 use super::net::sockaddr;
-use super::token::SENTINEL_BASE;
-
-/// `user_data` bit the driver uses for operations whose memory it holds (see
-/// [`super::table::Tables`]); tokens and sentinels never use it below the sentinels.
-pub(super) const HELD_BIT: u64 = 1 << 63;
+use super::token::{HELD_BIT, SENTINEL_BASE};
 
 /// An operation naming no memory, ready to be pushed with
 /// [`super::table::Tables::push`].

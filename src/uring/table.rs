@@ -23,11 +23,22 @@ use slab::Slab;
 
 use super::Ring;
 use super::bufring::BufRing;
-use super::op::{self, ConnectChain, HELD_BIT, Held, OtherMem, ResetClose, SendBuf, Sqe};
+use super::op::{self, ConnectChain, Held, OtherMem, ResetClose, SendBuf, Sqe};
+use super::token::{HELD_BIT, SENTINEL_BASE, TABLES_WAKE, TIMER_BIT};
 
-/// With [`HELD_BIT`]: the memory is in `Tables::timers`, not `Tables::held`.
-const TIMER_BIT: u64 = 1 << 62;
-use super::token::SENTINEL_BASE;
+/// The most fixed-file slots one table may have: the kernel's cap on a registered file
+/// table (`IORING_MAX_FIXED_FILES`, 2^20), which is also the default ceiling of
+/// RLIMIT_NOFILE (`fs.nr_open`). Besides, a table has at most RLIMIT_NOFILE slots.
+pub const MAX_SLOTS: u32 = 1 << 20;
+
+/// Completion queue entries for a table of `slots` fixed-file slots: room for a
+/// completion per slot and then some (a broadcast completes a send on every connection
+/// of the table in one batch), twice the slots rounded up to a power of two; at least
+/// 8192, so never below a submission queue of 4096 (the kernel requires that); at most
+/// 2^19. Past it the kernel keeps overflowed completions (`Ring::new`).
+pub fn cq_entries(slots: u32) -> u32 {
+    (slots.max(4096) * 2).next_power_of_two().min(1 << 19)
+}
 
 /// How to build one table.
 #[derive(Debug, Clone, Copy)]
@@ -95,9 +106,6 @@ impl Table {
         self.slots
     }
 }
-
-/// The `user_data` of the first ring's poll on the shared eventfd.
-pub const TABLES_WAKE: u64 = super::token::SENTINEL_BASE + 1;
 
 /// Several tables driven by one thread, as the module docs describe.
 #[derive(Debug)]
