@@ -21,6 +21,8 @@ use crate::pubsub::local::{Delivery, Member, PollAnswer, Synced};
 use crate::pubsub::{BusMsg, ConnRef, Published};
 use crate::server::feed;
 use crate::server::outbox::{Chunk, Push};
+use crate::uring::op;
+use crate::uring::token::{Kind, Token};
 
 /// How often the owner looks for topics past `--history-ttl`.
 pub(super) const TOPIC_SWEEP: Duration = Duration::from_secs(1);
@@ -404,5 +406,19 @@ impl Shard {
         }
         touched.clear();
         self.touched = touched;
+    }
+}
+
+impl Shard {
+    pub(super) fn send_wakes(&mut self) {
+        let ring_fds = self.ring_fds.clone();
+        let Some(fds) = ring_fds.get() else { return };
+        for (target, &fd) in fds.iter().enumerate() {
+            if std::mem::take(&mut self.wake[target]) {
+                let e = op::msg_ring(fd, Token::new(Kind::Wake, 0, 0).encode())
+                    .user_data(Token::new(Kind::Wake, 0, 1).encode());
+                self.push(0, e);
+            }
+        }
     }
 }

@@ -1,0 +1,353 @@
+//! A connection's input and output: its multishot receive, its sends, and closing it.
+//!
+//! # Operation lifetimes
+//!
+//! Memory is not the concern here: the driver holds what an operation names until it
+//! completes (a send's chunks come back with its completion, see `uring::op`). Slots
+//! are: each connection counts its operations in the kernel (`uring::token::InFlight`),
+//! its close is submitted only when none is left (receive, send, shutdown, cancel) and
+//! its slab entry is removed only once the close completed, so no late operation lands
+//! on its fixed-file slot's next occupant. This is not theoretical: `IORING_OP_SHUTDOWN`
+//! always runs in an io-wq worker, which looks the fixed slot up when it runs; closing
+//! the slot first let a delayed `SHUT_WR` hit the next connection accepted into it (a
+//! bare FIN before its response, seen under load). Completions carry the slab key's
+//! generation: one that arrives for a key since reused is ignored (its receive buffer
+//! still goes back).
+//!
+//! # Reading and backpressure
+//!
+//! Every byte queued for a connection counts against `--max-outbox-bytes` (see
+//! `outbox`). Replies to what a client sends (echoes, HTTP answers) are never refused;
+//! instead, while the outbox is at its cap, the shard stops reading from the connection,
+//! so a client that sends and never reads is pushed back on by TCP instead of growing
+//! our memory:
+//!
+//! - A multishot receive cannot be paused, only cancelled, by its key (a cancel by
+//!   descriptor makes the kernel match every armed request of the ring: quadratic when a
+//!   million connections close at once). Bytes the kernel had already received when the
+//!   cancel lands are kept unprocessed in the state machine (`defer_bytes`); each
+//!   receive is armed with a byte limit ([`RECV_LIMIT`], `IORING_RECV_MSHOT_LIM`), which
+//!   bounds them.
+//! - Reading resumes when the outbox is under its cap again: the deferred input is
+//!   processed step by step (`resume`), each step's output moved to the outbox before the
+//!   next, so the outbox passes its cap by at most one step.
+//! - A connection with a request head's worth of pipelined requests waiting behind one
+//!   being served (a publish waiting for its owner shard) is paused the same way: a
+//!   pipeline is backpressure, never an error.
+//! - An outbox still over its cap `--outbox-timeout` later is cut as a slow consumer
+//!   (WebSocket close 1008).
+//!
+//! # Fair reading
+//!
+//! Receive buffers are shared by every connection of a table (1024 of 4 KiB), and an
+//! armed receive takes them as data arrives, up to its byte limit. Clients that send
+//! without pause would take them all, turn after turn, and a connection whose receive
+//! found none (`ENOBUFS`) could wait behind them for seconds. So a receive that ended,
+//! starved or at its limit, is re-armed only once this turn's buffers are back, and the
+//! starved ones first: an armed receive with data waiting takes its buffers when it is
+//! submitted, so submission order is priority.
+//!
+//! WebSocket pings and pongs do not wait behind queued data: the state machine holds
+//! them (one ping, the pong for the latest ping: a ping flood costs one pong) and the
+//! shard takes them when it starts a send, ahead of the data.
+//!
+//! # Corked sends
+//!
+//! Bytes for a connection are queued in its outbox during a loop turn and sent once, at
+//! the end of the turn: every publish, pong and echo produced by one batch of completions
+//! leaves in one send (a `writev` for several chunks) per connection instead of one
+//! each. A broadcast whose publishes arrive several per turn thus costs the kernel (and
+//! the subscriber) one send and one segment per subscriber, not one per message.
+
+use std::time::Instant;
+
+use super::{Recv, Shard};
+use crate::proto::conn::Event;
+use crate::server::outbox::Chunk;
+use crate::uring::op::{self, Held};
+use crate::uring::table::Completion;
+use crate::uring::token::{Kind, Token};
+
+/// Provided receive buffers per table: 1024 x 4 KiB = 4 MiB of receive memory whatever the
+/// connection count (about 200 bytes per connection at 20,000 per table); only connections
+/// with bytes in flight hold one. Traffic cycles through all of them (the ring is FIFO), so
+/// all become resident: 4096 per table cost 800 bytes per connection at 20,000 idle ones,
+/// and echo at 10,000 connections ran no faster with 4096 or 16384 than with 1024 (a
+/// multishot receive that finds none ends with ENOBUFS and is re-armed once buffers are
+/// back).
+pub(super) const RECV_BUFFERS: u16 = 1024;
+pub(super) const RECV_BUFFER_SIZE: u32 = 4096;
+/// Input one armed receive may take before it ends by itself and is re-armed: 64 KiB.
+/// It bounds the input held unprocessed for a connection whose outbox is full (see
+/// "Reading and backpressure"); a client sending at 1 GB/s costs 16,000 re-arms a
+/// second, a few microseconds each.
+const RECV_LIMIT: u32 = 64 * 1024;
+pub(super) const BGID: u16 = 0;
+
+impl Shard {
+    /// Arms or pauses the connection's receive, as its outbox and its pending input
+    /// allow (see "Reading and backpressure" in the module docs), and keeps the
+    /// deadline of an outbox stuck over its cap.
+    pub(super) fn flow(&mut self, now: Instant, key: usize) {
+        let cap = self.config.max_outbox_bytes;
+        let c = &mut self.conns[key];
+        // Reading stops at the cap and resumes below it; the receive's byte limit
+        // (the room left, at least one buffer) keeps a slow reader near its cap from
+        // costing a cancel per send.
+        let over = c.out.len() >= cap;
+        // The stall clock runs while reading is stopped by the outbox.
+        let stalled = over && c.stall_deadline.is_none();
+        if stalled {
+            c.stall_deadline = Some(now + self.config.outbox_timeout);
+            self.metrics.input_paused();
+        } else if !over {
+            c.stall_deadline = None;
+        }
+        let open = !(c.cancelled || c.ops.has(Kind::Close) || c.proto.is_closed());
+        let resume = !over && c.proto.wants_input(&self.conn_cfg);
+        let token = Token::new(Kind::Recv, c.generation, key as u32).encode();
+        match c.recv {
+            Recv::Off if open && resume => {
+                c.recv = Recv::Armed;
+                c.ops.start(Kind::Recv);
+                // What arrives after the outbox fills up and before the pause takes
+                // effect is bounded by this limit (see "Reading and backpressure").
+                let limit = cap
+                    .saturating_sub(c.out.len())
+                    .clamp(RECV_BUFFER_SIZE as usize, RECV_LIMIT as usize);
+                let e = op::recv_multi(c.file_slot, BGID, limit as u32).user_data(token);
+                let t = c.table;
+                self.push(t, e);
+            }
+            Recv::Armed if open && (over || !c.proto.wants_input(&self.conn_cfg)) => {
+                // By key: the kernel finds it in its hash of armed polls. A cancel by
+                // descriptor is matched against every armed request of the ring.
+                c.recv = Recv::Cancelling;
+                c.ops.start(Kind::Cancel);
+                let e = op::cancel(token)
+                    .user_data(Token::new(Kind::Cancel, c.generation, key as u32).encode());
+                let t = c.table;
+                self.push(t, e);
+                if !over {
+                    // A pipeline's worth of requests waiting (counted above otherwise).
+                    self.metrics.input_paused();
+                }
+            }
+            _ => {}
+        }
+        if stalled {
+            // `flow` also runs outside `pump` (re-arming after a batch).
+            self.schedule(key);
+        }
+    }
+
+    pub(super) fn on_recv(&mut self, now: Instant, t: usize, token: Token, cqe: &Completion) {
+        let res = cqe.result;
+        let bid = cqe.buffer();
+        let more = cqe.more();
+        let Some(key) = self.conn_for(token) else {
+            if let Some(bid) = bid {
+                self.io.get_mut(t).bufs.recycle(bid);
+            }
+            return;
+        };
+        if let Some(bid) = bid {
+            let bufs = &mut self.io.get_mut(t).bufs;
+            let data = bufs.get(bid, res.max(0) as usize);
+            let c = &mut self.conns[key];
+            if c.out.len() >= self.config.max_outbox_bytes {
+                // Received before the pause took effect: kept, not processed, so no
+                // more replies are queued (see "Reading and backpressure").
+                c.proto.defer_bytes(data);
+            } else {
+                c.proto.handle_bytes(now, &self.conn_cfg, data);
+            }
+            bufs.recycle(bid);
+        } else if res == 0 || (res < 0 && res != -libc::ENOBUFS && res != -libc::ECANCELED) {
+            self.conns[key].proto.handle_eof(now);
+        }
+        if !more {
+            let c = &mut self.conns[key];
+            c.ops.end(Kind::Recv);
+            if c.recv == Recv::Armed && (res == -libc::ENOBUFS || res > 0) {
+                // Out of buffers, or its byte limit taken: re-armed once this batch's
+                // buffers are back, the starved first (see "Fair reading").
+                c.recv = Recv::Waiting;
+                let list = if res > 0 {
+                    &mut self.rearm_busy
+                } else {
+                    &mut self.rearm_starved
+                };
+                list.push((key, c.generation));
+            } else {
+                // Ended by EOF or an error (the connection is closed), or by our cancel
+                // (paused): `pump` re-arms it if it should be.
+                c.recv = Recv::Off;
+            }
+        }
+        self.pump(now, key);
+    }
+
+    pub(super) fn on_send(&mut self, now: Instant, token: Token, cqe: Completion) {
+        let Some(key) = self.conn_for(token) else {
+            return;
+        };
+        let Some(Held::Send(buf)) = cqe.held else {
+            unreachable!("a send's completion brings its buffers back");
+        };
+        let c = &mut self.conns[key];
+        c.ops.end(Kind::Send);
+        if cqe.result < 0 || c.cancelled {
+            // EPIPE / ECONNRESET: the peer is gone; nothing queued can be delivered. Or
+            // the connection is being dropped: nothing more will be sent.
+            c.out.failed(buf);
+            c.out.clear_unsent();
+            c.proto.handle_eof(now);
+        } else {
+            c.out.sent(buf, cqe.result as usize);
+        }
+        self.pump(now, key);
+    }
+
+    /// A shutdown or cancel on a connection completed; it may now be closed.
+    pub(super) fn on_op_done(&mut self, now: Instant, token: Token, kind: Kind) {
+        if let Some(key) = self.conn_for(token) {
+            self.conns[key].ops.end(kind);
+            self.pump(now, key);
+        }
+    }
+
+    /// The connection's descriptor is closed, its last operation: its slab key is free.
+    pub(super) fn on_descriptor_closed(&mut self, token: Token) {
+        if let Some(key) = self.conn_for(token) {
+            let mut c = self.conns.remove(key);
+            c.ops.end(Kind::Close);
+            debug_assert!(c.ops.is_empty(), "{:?} in flight after the close", c.ops);
+            self.tables[c.table].live -= 1;
+            self.metrics.moved(c.transport, None);
+        }
+    }
+
+    /// Starts the sends queued this turn.
+    pub(super) fn flush_sends(&mut self, now: Instant) {
+        let mut queued = std::mem::take(&mut self.to_flush);
+        for &(key, generation) in &queued {
+            let Some(c) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if c.generation == generation {
+                c.flush_queued = false;
+                self.start_send(now, key);
+            }
+        }
+        queued.clear();
+        self.to_flush = queued;
+    }
+
+    /// Sends the control frames (taken now, so the freshest pong goes and a ping's
+    /// deadline starts when it leaves) and then the queued data.
+    pub(super) fn start_send(&mut self, now: Instant, key: usize) {
+        let c = &mut self.conns[key];
+        if c.ops.has(Kind::Send) || c.ops.has(Kind::Close) || c.cancelled {
+            return;
+        }
+        let control = c.proto.poll_control(now, &self.conn_cfg);
+        if control.is_none() && !c.out.has_waiting() {
+            return;
+        }
+        let buf = c.out.take_send(control.map(Chunk::Owned));
+        c.ops.start(Kind::Send);
+        let data = Token::new(Kind::Send, c.generation, key as u32).encode();
+        c.send_id = self.io.send(c.table, c.file_slot, buf, data);
+        // Its deadline may have moved (a ping left).
+        self.schedule(key);
+    }
+
+    /// The connection is over: once no receive or send is in flight, close its slot.
+    pub(super) fn finish(&mut self, key: usize) {
+        let c = &mut self.conns[key];
+        if c.ops.has(Kind::Close) {
+            return;
+        }
+        if c.ops.has(Kind::Shutdown) || c.ops.has(Kind::Cancel) || c.recv == Recv::Cancelling {
+            // Wait for them: see "Operation lifetimes" in the module docs.
+            return;
+        }
+        if !c.ops.is_empty() {
+            // The receive or a send: cancelled, each by its key, never by descriptor
+            // (see `flow`); their completions bring us back here.
+            if !c.cancelled {
+                c.cancelled = true;
+                let t = c.table;
+                let done = Token::new(Kind::Cancel, c.generation, key as u32).encode();
+                if c.recv == Recv::Armed {
+                    c.recv = Recv::Cancelling;
+                    c.ops.start(Kind::Cancel);
+                    let recv = Token::new(Kind::Recv, c.generation, key as u32).encode();
+                    self.io.push(t, op::cancel(recv).user_data(done));
+                }
+                let c = &mut self.conns[key];
+                if c.ops.has(Kind::Send) {
+                    c.ops.start(Kind::Cancel);
+                    let id = c.send_id;
+                    self.io.cancel_send(t, id, done);
+                }
+            }
+            return;
+        }
+        c.ops.start(Kind::Close);
+        let close_data = Token::new(Kind::Close, c.generation, key as u32).encode();
+        let t = c.table;
+        if c.peer_gone {
+            // See `op::ResetClose`: the peer has gone and reads nothing more.
+            c.ops.start(Kind::SockOpt);
+            let close = op::ResetClose {
+                slot: c.file_slot,
+                sockopt_data: Token::new(Kind::SockOpt, c.generation, key as u32).encode(),
+                close_data,
+            };
+            self.io.close_reset(t, &close);
+        } else {
+            let e = op::close(c.file_slot).user_data(close_data);
+            self.push(t, e);
+        }
+    }
+
+    /// Drops a connection now: queued bytes are discarded.
+    pub(super) fn abort(&mut self, key: usize) {
+        let c = &mut self.conns[key];
+        c.out.clear_unsent();
+        if !c.proto.is_closed() {
+            c.proto.handle_eof(Instant::now());
+            while let Some(ev) = self.conns[key].proto.poll_event() {
+                if let Event::Closed(r) = ev {
+                    self.on_conn_ended(key, r);
+                }
+            }
+        }
+        self.conns[key].out.clear_unsent();
+        self.finish(key);
+    }
+
+    /// Re-arms the receives that ended this batch, the starved first (see "Fair
+    /// reading"), now that the batch's buffers are back.
+    pub(super) fn rearm_receives(&mut self, now: Instant) {
+        let mut busy = std::mem::take(&mut self.rearm_busy);
+        for (key, generation) in std::mem::take(&mut self.rearm_starved)
+            .into_iter()
+            .chain(busy.drain(..))
+        {
+            if let Some(c) = self
+                .conns
+                .get_mut(key)
+                .filter(|c| c.generation == generation)
+            {
+                if c.recv == Recv::Waiting {
+                    c.recv = Recv::Off;
+                    self.flow(now, key);
+                }
+            }
+        }
+        self.rearm_busy = busy;
+    }
+}
