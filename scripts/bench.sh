@@ -5,6 +5,13 @@
 #   scripts/bench.sh                 echo 100, broadcast 10k, idle 30k; 3 runs each
 #   RUNS=5 DURATION=10s scripts/bench.sh
 #   SHARDS=2 THREADS=2 scripts/bench.sh
+#   BIN=/tmp/old/target/release/ringpush scripts/bench.sh     another build (not rebuilt)
+#   ROWS=handshake AUTH=es256 scripts/bench.sh                 10,000 handshakes with tokens
+#
+# ROWS picks rows (default "echo broadcast idle"; also "handshake": 10,000 clients
+# connect at once to /ws/hs and hold, the connect rate and handshake latency). AUTH
+# (none, hs256, es256) starts the server with --jwt-secret or --jwt-public-key and gives
+# every client a token (`?token=`, minted by tests/interop/jwt_tool.py: PyJWT).
 #
 # Every run is bounded (--duration plus connect time); the server is stopped by PID.
 set -euo pipefail
@@ -14,14 +21,40 @@ RUNS=${RUNS:-3}
 DURATION=${DURATION:-10s}
 SHARDS=${SHARDS:-2}
 THREADS=${THREADS:-2}
-BIN=target/release/ringpush
+ROWS=${ROWS:-"echo broadcast idle"}
+AUTH=${AUTH:-none}
 
-cargo build --release --quiet
+if [ -z "${BIN:-}" ]; then
+    cargo build --release --quiet
+    BIN=target/release/ringpush
+fi
 srv_err=$(mktemp -t ringpush-bench.XXXXXX)
-trap 'rm -f "$srv_err"; [ -n "${SRV:-}" ] && kill "$SRV" 2>/dev/null; true' EXIT
+keydir=$(mktemp -d -t ringpush-bench-keys.XXXXXX)
+trap 'rm -rf "$srv_err" "$keydir"; [ -n "${SRV:-}" ] && kill "$SRV" 2>/dev/null; true' EXIT
+
+# Authorization: server flags and the query every client adds to its URL.
+auth_flags=()
+query=""
+if [ "$AUTH" != none ]; then
+    jwt() { python3 tests/interop/jwt_tool.py "$@"; }
+    claims='{"exp": {"in": 3600}, "sub": "bench", "subscribe": ["*"], "publish": ["*"]}'
+    case $AUTH in
+        hs256)
+            secret=bench-secret-0123456789abcdef0123456789
+            export RINGPUSH_JWT_SECRET=$secret
+            query="?token=$(jwt mint HS256 "$secret" "$claims")"
+            ;;
+        es256)
+            jwt keys "$keydir"
+            auth_flags=(--jwt-public-key "$keydir/ec_public.pem")
+            query="?token=$(jwt mint ES256 "$keydir/ec_private.pem" "$claims")"
+            ;;
+        *) echo "bench.sh: AUTH must be none, hs256 or es256, got $AUTH" >&2; exit 2 ;;
+    esac
+fi
 
 start_server() {
-    "$BIN" serve --listen 127.0.0.1:0 --shards "$SHARDS" 2>"$srv_err" &
+    "$BIN" serve --listen 127.0.0.1:0 --shards "$SHARDS" "${auth_flags[@]}" 2>"$srv_err" &
     SRV=$!
     for _ in $(seq 1 50); do
         grep -q "listening on" "$srv_err" && break
@@ -55,7 +88,7 @@ run() {
         start_server
         local out
         out=$(mktemp -t ringpush-bench-run.XXXXXX)
-        "$BIN" load --url "ws://127.0.0.1:$PORT$path" --scenario "$scenario" \
+        "$BIN" load --url "ws://127.0.0.1:$PORT$path$query" --scenario "$scenario" \
             --connections "$conns" --duration "$DURATION" --threads "$THREADS" --json "$@" \
             >"$out" 2>/dev/null
         stop_server
@@ -71,12 +104,29 @@ run() {
 
 echo "| scenario | result (median of $RUNS) | latency p50 / p99 (run with the median p50) |"
 echo "|---|---:|---:|"
-run "echo, 100 connections, 32 B" /echo echo 100 \
-    "f\"{r['received_per_sec']:.0f} msg/s\"" \
-    "f\"{r['latency_us']['p50']} / {r['latency_us']['p99']} us\""
-run "broadcast to 10,000 subscribers, 32 B" /ws/bench broadcast 10000 \
-    "f\"{r['received_per_sec']:.0f} deliveries/s\"" \
-    "f\"{r['latency_us']['p50']} / {r['latency_us']['p99']} us\"" --rate 50000
-run "idle 30,000: server RSS per connection" /ws/idle idle 30000 \
-    "f\"{r['server_rss_per_conn']:.0f} B\"" \
-    "f\"{r['handshake_us']['p50']} / {r['handshake_us']['p99']} us (handshake)\"" --rate 50000
+for row in $ROWS; do
+    case $row in
+        echo)
+            run "echo, 100 connections, 32 B" /echo echo 100 \
+                "f\"{r['received_per_sec']:.0f} msg/s\"" \
+                "f\"{r['latency_us']['p50']} / {r['latency_us']['p99']} us\""
+            ;;
+        broadcast)
+            run "broadcast to 10,000 subscribers, 32 B" /ws/bench broadcast 10000 \
+                "f\"{r['received_per_sec']:.0f} deliveries/s\"" \
+                "f\"{r['latency_us']['p50']} / {r['latency_us']['p99']} us\"" --rate 50000
+            ;;
+        idle)
+            run "idle 30,000: server RSS per connection" /ws/idle idle 30000 \
+                "f\"{r['server_rss_per_conn']:.0f} B\"" \
+                "f\"{r['handshake_us']['p50']} / {r['handshake_us']['p99']} us (handshake)\"" --rate 50000
+            ;;
+        handshake)
+            DURATION=1s run "10,000 handshakes at once (auth: $AUTH)" /ws/hs idle 10000 \
+                "f\"{r['connected'] / r['connect_secs']:.0f} handshakes/s\"" \
+                "f\"{r['handshake_us']['p50']} / {r['handshake_us']['p99']} us\"" \
+                --rate 1000000
+            ;;
+        *) echo "bench.sh: unknown row $row (echo, broadcast, idle, handshake)" >&2; exit 2 ;;
+    esac
+done

@@ -6,6 +6,8 @@
 #   sudo SCENARIO=idle scripts/million.sh 1000000
 #   sudo LEAVE=close scripts/million.sh   everyone leaves with a close frame at the end
 #   sudo scripts/million.sh 200000
+#   sudo SCENARIO=storm scripts/million.sh          the reconnect storm: all cut at once
+#   sudo SCENARIO=storm NO_JITTER=1 scripts/million.sh   ... without jitter
 #
 # Applies tuning/99-ringpush.conf with scripts/tune.sh (restored on exit, whatever
 # happens, the server's exit status included), prints the server's memory and fd count
@@ -15,20 +17,34 @@
 # WebSocket with a close frame (LEAVE=close), and the script times until the server's
 # gauge shows no WebSocket, probing /healthz all along. The report is the load
 # generator's JSON, in $OUT (default target/million.json).
+#
+# SCENARIO=storm: once all are open, the load generator cuts every connection at the
+# same moment (CUT_AFTER into the run, default 5s) and each reconnects after its backoff
+# delay (full jitter; NO_JITTER=1 for the herd), for DURATION (default 120s then); the
+# report shows the reconnects per 100 ms, when the last was back and the handshake
+# latency meanwhile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 N=${1:-1000000}
 SCENARIO=${SCENARIO:-broadcast}
-DURATION=${DURATION:-20s}
+if [ "$SCENARIO" = storm ]; then DURATION=${DURATION:-120s}; else DURATION=${DURATION:-20s}; fi
+CUT_AFTER=${CUT_AFTER:-5s}
+storm_flags=()
+if [ "$SCENARIO" = storm ]; then
+    storm_flags=(--cut-after "$CUT_AFTER")
+    [ -n "${NO_JITTER:-}" ] && storm_flags+=(--no-jitter)
+fi
 LEAVE=${LEAVE:-drop}
 MIN_AVAIL_KB=${MIN_AVAIL_KB:-2500000}
 OUT=${OUT:-target/million.json}
-BIN=target/release/ringpush
-# The server under test (another build, to compare); the load generator is always this one.
+# BIN: a build to use as it is (else this checkout's, rebuilt); SERVER_BIN: another
+# build as the server under test, to compare (the load generator is always BIN).
+if [ -z "${BIN:-}" ]; then
+    cargo build --release --quiet
+    BIN=target/release/ringpush
+fi
 SERVER_BIN=${SERVER_BIN:-$BIN}
-
-cargo build --release --quiet
 scripts/tune.sh apply "$N" >/dev/null
 srv_err=$(mktemp -t ringpush-million.XXXXXX)
 SRV=
@@ -56,7 +72,7 @@ PORT=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$srv_err" | cut -d: -f2)
 echo "server pid $SRV on port $PORT; $(grep MemAvailable /proc/meminfo)"
 
 "$BIN" load --url "ws://127.0.0.1:$PORT/ws/all" --scenario "$SCENARIO" --messages 1 \
-    --connections "$N" --rate 50000 --duration "$DURATION" --leave "$LEAVE" --json >"$OUT" 2>/dev/null &
+    --connections "$N" --rate 50000 --duration "$DURATION" --leave "$LEAVE" "${storm_flags[@]}" --json >"$OUT" 2>/dev/null &
 LOAD=$!
 while kill -0 "$LOAD" 2>/dev/null; do
     avail=$(awk '/MemAvailable/ {print $2}' /proc/meminfo)
@@ -73,22 +89,42 @@ wait "$LOAD" && status=0 || status=$?
 LOAD=
 echo "load exit $status; report in $OUT"
 # The way down: how long until the server's gauge shows no WebSocket, and its slowest
-# /healthz answer meanwhile (bounded: 120 s).
-python3 - "$PORT" <<'PY' || echo "million.sh: could not follow the way down" >&2
-import sys, time, urllib.request
-port = sys.argv[1]
+# /healthz answer meanwhile (bounded: 120 s). Every 5 s a line with the system's TCP
+# sockets (/proc/net/sockstat: both ends of every connection, and orphans: client
+# sockets the exiting load generator's kernel teardown has closed) and the server's CPU
+# share, to tell whether the server or the kernel's teardown sets the pace.
+python3 - "$PORT" "$SRV" <<'PY' || echo "million.sh: could not follow the way down" >&2
+import os, sys, time, urllib.request
+port, pid = sys.argv[1], sys.argv[2]
+tick = os.sysconf("SC_CLK_TCK")
 def get(path):
     t = time.monotonic()
     body = urllib.request.urlopen("http://127.0.0.1:%s%s" % (port, path), timeout=30).read().decode()
     return body, time.monotonic() - t
+def cpu():
+    f = open("/proc/%s/stat" % pid).read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / tick
+def tcp():
+    for line in open("/proc/net/sockstat"):
+        if line.startswith("TCP:"):
+            f = line.split()
+            return int(f[2]), int(f[4])
 start, slowest = time.monotonic(), 0.0
+last_t, last_cpu, next_line = start, cpu(), start
 while True:
     _, took = get("/healthz")
     slowest = max(slowest, took)
     m, _ = get("/metrics")
     ws = sum(int(l.rsplit(" ", 1)[1]) for l in m.splitlines()
              if l.startswith("ringpush_connections{") and 'transport="ws"' in l)
-    if ws == 0 or time.monotonic() - start > 120:
+    now = time.monotonic()
+    if now >= next_line or ws == 0:
+        c = cpu()
+        inuse, orphan = tcp()
+        print("  %5.1f s: %d WebSockets open; TCP sockets %d (orphans %d); server CPU %.0f %% of a core"
+              % (now - start, ws, inuse, orphan, 100 * (c - last_cpu) / max(now - last_t, 1e-9)))
+        last_t, last_cpu, next_line = now, c, now + 5
+    if ws == 0 or now - start > 120:
         break
     time.sleep(0.1)
 print("way down: %d WebSockets open %.1f s after the load generator exited; slowest /healthz %.3f s"
@@ -106,6 +142,14 @@ print("server RSS +%.0f B per connection, kernel slab +%.0f B per connection pai
 if r["scenario"] == "broadcast":
     print("broadcast: %d of %d delivered; p50 %.0f ms, last %.0f ms"
           % (r["received"], r["expected_deliveries"], lat["p50"] / 1e3, lat["max"] / 1e3))
+st = r.get("storm")
+if st and st.get("cut"):
+    hs = st["handshake_us"]
+    b = st["attempts_per_100ms"]
+    print("storm: %d cut (sockets closed in %d ms), %d back, all back within %s ms; peak %d attempts/s; reconnect handshake p50 %.0f ms, p99 %.0f ms, max %.0f ms"
+          % (st["cut"], st["cut_closed_ms"] or 0, st["cut_reconnected"], st["all_back_ms"],
+             st["peak_attempts_per_sec"], hs["p50"] / 1e3, hs["p99"] / 1e3, hs["max"] / 1e3))
+    print("attempts per second, by second since the cut: " + " ".join(str(sum(b[i:i + 10])) for i in range(0, len(b), 10)))
 if r["errors"]:
     print("client errors: " + ", ".join("%s x%d" % (e, n) for e, n in r["errors"]))
 ' "$OUT"
