@@ -770,7 +770,7 @@ pub fn read_system() -> SystemLimits {
         nofile: rlimit(libc::RLIMIT_NOFILE),
         memlock: rlimit(libc::RLIMIT_MEMLOCK).map(|(soft, _)| soft),
         cap_ipc_lock: has_cap_ipc_lock(),
-        cpus: crate::uring::allowed_cpus().len() as u64,
+        cpus: crate::sys::allowed_cpus().len() as u64,
         file_max: sysctl_u64("fs/file-max"),
         files_in_use: sysctl_fields("fs/file-nr").and_then(|v| v.first().copied()),
         nr_open: sysctl_u64("fs/nr_open"),
@@ -809,11 +809,7 @@ fn sysctl_u64(path: &str) -> Option<u64> {
     }
 }
 
-use crate::uring::rlimit;
-
-fn page_size() -> u64 {
-    crate::uring::page_size()
-}
+use crate::sys::{page_size, rlimit};
 
 /// CAP_IPC_LOCK (bit 14) in the effective set, from `/proc/self/status`.
 fn has_cap_ipc_lock() -> bool {

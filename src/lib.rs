@@ -31,9 +31,12 @@
 //!   per-connection state machine). No sockets, no clock reads, no `unsafe`.
 //! - [`config`]: the one `Config` struct, its defaults, TOML loading and validation.
 //! - [`uring`]: the io_uring driver (rings, provided-buffer rings, typed tokens, socket
-//!   setup, and `op`: the only way to build an operation); the only module with
-//!   `unsafe` (the crate denies it everywhere else). It holds the memory an operation
-//!   names until the completion, so nothing outside it can free memory the kernel uses.
+//!   setup, and `op`: the only way to build an operation); the only module with broad
+//!   `unsafe` (the crate denies it everywhere but here and [`sys`]). It holds the memory
+//!   an operation names until the completion, so nothing outside it can free memory the
+//!   kernel uses.
+//! - [`sys`]: OS calls outside io_uring (eventfds, rlimits, the CPU mask, signals) behind
+//!   one errno helper, each `unsafe` one call long.
 //! - [`server`]: shards (one pinned thread + ring + listener per CPU), connection slab,
 //!   outboxes with the slow-consumer policy, the timer wheel.
 //! - [`pubsub`]: topic ownership and the cross-shard bus.
@@ -50,4 +53,5 @@ pub mod metrics;
 pub mod proto;
 pub mod pubsub;
 pub mod server;
+pub mod sys;
 pub mod uring;

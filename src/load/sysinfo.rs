@@ -75,7 +75,7 @@ pub fn cpu_secs(pid: u32) -> Option<f64> {
     let f: Vec<&str> = rest.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
     let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    let hz = crate::uring::clock_ticks_per_sec()?;
+    let hz = crate::sys::clock_ticks_per_sec()?;
     Some(ticks as f64 / hz as f64)
 }
 

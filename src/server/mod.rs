@@ -15,7 +15,7 @@ use std::sync::{Arc, OnceLock, mpsc};
 
 use crate::config::Config;
 use crate::proto::auth::Authorizer;
-use crate::uring;
+use crate::{sys, uring};
 
 use shard::{BACKLOG, RESERVE};
 
@@ -78,7 +78,7 @@ fn listen_error(addr: SocketAddr, e: &io::Error) -> RunError {
 /// Starts the shards, waits for SIGINT or SIGTERM, drains, returns.
 pub fn run(config: Config) -> Result<(), RunError> {
     let config = Arc::new(config);
-    let nofile = uring::raise_nofile_limit();
+    let nofile = sys::raise_nofile_limit();
     // A registered file table may hold at most RLIMIT_NOFILE slots (kernel rule).
     let table_size = nofile.min(1 << 20) as u32;
     if table_size <= RESERVE {
@@ -115,9 +115,9 @@ pub fn run(config: Config) -> Result<(), RunError> {
     }
 
     // Signals go to this thread only: block them before the shards inherit the mask.
-    let signals = uring::Signals::block(&[libc::SIGINT, libc::SIGTERM])
+    let signals = sys::Signals::block(&[libc::SIGINT, libc::SIGTERM])
         .map_err(|e| format!("cannot block SIGINT/SIGTERM: {e}"))?;
-    let shutdown = Arc::new(uring::eventfd().map_err(|e| format!("eventfd: {e}"))?);
+    let shutdown = Arc::new(sys::eventfd().map_err(|e| format!("eventfd: {e}"))?);
 
     // `--admin-listen`: a listener per shard there too, the same way.
     let mut admin_listeners: Vec<Option<OwnedFd>> = (0..shards).map(|_| None).collect();
@@ -135,7 +135,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         admin_addr = Some(a);
     }
 
-    let cpus = uring::allowed_cpus();
+    let cpus = sys::allowed_cpus();
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..shards).map(|_| mpsc::channel()).unzip();
     let ring_fds = Arc::new(OnceLock::new());
     let epoch = new_epoch();
@@ -197,7 +197,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         "ringpush: signal {sig}: shutting down (draining for up to {:?})",
         config.drain_timeout
     );
-    uring::eventfd_signal(&shutdown).map_err(|e| format!("eventfd: {e}"))?;
+    sys::eventfd_signal(&shutdown).map_err(|e| format!("eventfd: {e}"))?;
     for t in threads {
         let _ = t.join();
     }

@@ -5,13 +5,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
-}
+use crate::sys::cvt;
 
 /// A `sockaddr_storage` holding `addr`, and its length.
 pub fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
@@ -58,7 +52,7 @@ pub fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
 pub fn reuseport_listener(addr: SocketAddr, backlog: i32) -> io::Result<OwnedFd> {
     let fd = bound_socket(addr, &[libc::SO_REUSEADDR, libc::SO_REUSEPORT])?;
     // SAFETY: listen on a bound socket we own.
-    check(unsafe { libc::listen(fd.as_raw_fd(), backlog) })?;
+    cvt(unsafe { libc::listen(fd.as_raw_fd(), backlog) })?;
     Ok(fd)
 }
 
@@ -81,7 +75,7 @@ fn bound_socket(addr: SocketAddr, options: &[libc::c_int]) -> io::Result<OwnedFd
         libc::AF_INET6
     };
     // SAFETY: socket() has no memory preconditions; the result is checked.
-    let fd = check(unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) })?;
+    let fd = cvt(unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) })?;
     // SAFETY: fd is a fresh socket we own; OwnedFd closes it on every error path below.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     let one: libc::c_int = 1;
@@ -91,11 +85,11 @@ fn bound_socket(addr: SocketAddr, options: &[libc::c_int]) -> io::Result<OwnedFd
     );
     for &opt in options {
         // SAFETY: `value` points to a c_int of `value_len` bytes, alive for the call.
-        check(unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, opt, value, value_len) })?;
+        cvt(unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, opt, value, value_len) })?;
     }
     let (storage, len) = sockaddr(addr);
     // SAFETY: storage holds a sockaddr of `len` bytes for this family.
-    check(unsafe { libc::bind(fd, (&raw const storage).cast(), len) })?;
+    cvt(unsafe { libc::bind(fd, (&raw const storage).cast(), len) })?;
     Ok(owned)
 }
 
@@ -105,7 +99,7 @@ pub fn local_addr(fd: &OwnedFd) -> io::Result<SocketAddr> {
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     // SAFETY: as above.
-    check(unsafe { libc::getsockname(fd.as_raw_fd(), (&raw mut storage).cast(), &mut len) })?;
+    cvt(unsafe { libc::getsockname(fd.as_raw_fd(), (&raw mut storage).cast(), &mut len) })?;
     match i32::from(storage.ss_family) {
         libc::AF_INET => {
             // SAFETY: the kernel wrote a sockaddr_in for AF_INET.
@@ -125,11 +119,6 @@ pub fn local_addr(fd: &OwnedFd) -> io::Result<SocketAddr> {
         }
         f => Err(io::Error::other(format!("unexpected address family {f}"))),
     }
-}
-
-/// Open file descriptors of this process (for tests and `/metrics`).
-pub fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
 }
 
 #[cfg(test)]
