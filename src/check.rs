@@ -770,23 +770,18 @@ pub fn read_system() -> SystemLimits {
         nofile: rlimit(libc::RLIMIT_NOFILE),
         memlock: rlimit(libc::RLIMIT_MEMLOCK).map(|(soft, _)| soft),
         cap_ipc_lock: has_cap_ipc_lock(),
-        cpus: crate::sys::allowed_cpus().len() as u64,
+        cpus: crate::config::available_cpus() as u64,
         file_max: sysctl_u64("fs/file-max"),
         files_in_use: sysctl_fields("fs/file-nr").and_then(|v| v.first().copied()),
         nr_open: sysctl_u64("fs/nr_open"),
         somaxconn: sysctl_u64("net/core/somaxconn"),
         tcp_max_syn_backlog: sysctl_u64("net/ipv4/tcp_max_syn_backlog"),
         netdev_max_backlog: sysctl_u64("net/core/netdev_max_backlog"),
-        ip_local_port_range: sysctl_fields("net/ipv4/ip_local_port_range").and_then(|v| {
-            match v[..] {
-                [lo, hi] => Some((lo, hi)),
-                _ => None,
-            }
-        }),
+        ip_local_port_range: proc::port_range(),
         tcp_mem: sysctl_fields("net/ipv4/tcp_mem").and_then(|v| v.try_into().ok()),
         page_size: page_size(),
-        mem_available_kib: crate::server::meminfo_kib("MemAvailable"),
-        io_uring_disabled: sysctl_u64("kernel/io_uring_disabled"),
+        mem_available_kib: proc::meminfo_kib("MemAvailable"),
+        io_uring_disabled: proc::io_uring_disabled(),
         // The same setup, flags and opcode probe as a shard's ring, so "ok" means the
         // server will start; the ring is dropped (closed) right away.
         io_uring: crate::uring::Ring::new(8, 16)
@@ -797,30 +792,13 @@ pub fn read_system() -> SystemLimits {
     }
 }
 
-fn sysctl_fields(path: &str) -> Option<Vec<u64>> {
-    let text = std::fs::read_to_string(format!("/proc/sys/{path}")).ok()?;
-    text.split_whitespace().map(|f| f.parse().ok()).collect()
-}
-
-fn sysctl_u64(path: &str) -> Option<u64> {
-    match sysctl_fields(path)?[..] {
-        [v] => Some(v),
-        _ => None,
-    }
-}
-
+use crate::sys::proc::{self, sysctl_fields, sysctl_u64};
 use crate::sys::{page_size, rlimit};
 
 /// CAP_IPC_LOCK (bit 14) in the effective set, from `/proc/self/status`.
 fn has_cap_ipc_lock() -> bool {
     const CAP_IPC_LOCK: u32 = 14;
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            let hex = s.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
-            u64::from_str_radix(hex.trim(), 16).ok()
-        })
-        .is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0)
+    proc::cap_effective(std::process::id()).is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0)
 }
 
 #[cfg(test)]

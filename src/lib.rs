@@ -36,7 +36,7 @@
 //!   an operation names until the completion, so nothing outside it can free memory the
 //!   kernel uses.
 //! - [`sys`]: OS calls outside io_uring (eventfds, rlimits, the CPU mask, signals) behind
-//!   one errno helper, each `unsafe` one call long.
+//!   one errno helper, each `unsafe` one call long; `sys::proc` reads `/proc`.
 //! - [`server`]: shards (one pinned thread + ring + listener per CPU), connection slab,
 //!   outboxes with the slow-consumer policy, the timer wheel.
 //! - [`pubsub`]: topic ownership and the cross-shard bus.

@@ -248,21 +248,10 @@ fn authorizer(config: &Config) -> Result<Option<Arc<Authorizer>>, RunError> {
 /// [`BYTES_PER_CONNECTION`] each, and no more than half of `fs.file-max` (every socket
 /// is a kernel file, direct descriptor or not).
 pub fn default_max_connections() -> usize {
-    let mem = meminfo_kib("MemTotal").map_or(1 << 30, |k| k * 1024) / BYTES_PER_CONNECTION;
-    let file_max = std::fs::read_to_string("/proc/sys/fs/file-max")
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .unwrap_or(u64::MAX);
+    let mem =
+        sys::proc::meminfo_kib("MemTotal").map_or(1 << 30, |k| k * 1024) / BYTES_PER_CONNECTION;
+    let file_max = sys::proc::sysctl_u64("fs/file-max").unwrap_or(u64::MAX);
     mem.min(file_max / 2).max(1) as usize
-}
-
-/// A `/proc/meminfo` field in KiB.
-pub fn meminfo_kib(field: &str) -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    text.lines().find_map(|l| {
-        let rest = l.strip_prefix(field)?.strip_prefix(':')?;
-        rest.trim().trim_end_matches("kB").trim().parse().ok()
-    })
 }
 
 /// A server epoch for event ids: different at every start (clock and PID mixed), so an

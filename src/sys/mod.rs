@@ -1,5 +1,5 @@
 //! OS calls outside io_uring: eventfds, resource limits, the CPU affinity mask, `sysconf`
-//! values and blocked signals.
+//! values, blocked signals, and ([`proc`]) every `/proc` reader.
 //!
 //! Kept apart from [`crate::uring`] because the rules differ. The driver hands the
 //! kernel memory that must outlive a call (an SQE's buffers live until its completion),
@@ -10,6 +10,8 @@
 //! check in each place.
 
 #![allow(unsafe_code)]
+
+pub mod proc;
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

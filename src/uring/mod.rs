@@ -215,20 +215,17 @@ impl std::fmt::Display for SetupError {
 impl std::error::Error for SetupError {}
 
 fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map_or_else(|_| "unknown".into(), |s| s.trim().to_owned())
+    crate::sys::proc::kernel_release().unwrap_or_else(|| "unknown".into())
 }
 
 /// One line saying why `io_uring_setup` failed and how to fix it.
 pub fn explain_create_error(e: &io::Error) -> String {
-    let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
-        .map(|s| s.trim().to_owned())
-        .ok();
-    match (e.raw_os_error(), disabled.as_deref()) {
-        (Some(libc::EPERM | libc::EACCES), Some("2")) => {
+    let disabled = crate::sys::proc::io_uring_disabled();
+    match (e.raw_os_error(), disabled) {
+        (Some(libc::EPERM | libc::EACCES), Some(2)) => {
             "io_uring is disabled by the kernel (kernel.io_uring_disabled=2); enable it with: sysctl -w kernel.io_uring_disabled=0".into()
         }
-        (Some(libc::EPERM | libc::EACCES), Some("1")) => {
+        (Some(libc::EPERM | libc::EACCES), Some(1)) => {
             "io_uring is restricted to the io_uring_group (kernel.io_uring_disabled=1); run as root or a member of that group, or: sysctl -w kernel.io_uring_disabled=0".into()
         }
         (Some(libc::EPERM | libc::EACCES), _) => {
