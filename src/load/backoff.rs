@@ -39,29 +39,10 @@ impl Backoff {
     }
 }
 
-/// A small fast PRNG (xorshift64*), seeded per worker and connection; statistical
-/// quality is all a jitter needs.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator from any seed (0 is remapped).
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed ^ 0x9e37_79b9_7f4a_7c15 | 1)
-    }
-
-    /// The next value.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::rand::Rng;
 
     const POLICY: Backoff = Backoff {
         base: Duration::from_millis(100),

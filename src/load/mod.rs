@@ -13,7 +13,6 @@
 //! every subscriber at the same moment.
 
 pub mod backoff;
-pub mod client;
 pub mod sequence;
 mod sysinfo;
 mod worker;
@@ -27,8 +26,8 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+pub use crate::proto::client::Transport;
 pub use backoff::Backoff;
-pub use client::Transport;
 pub use sequence::{Ends, Tally};
 pub use worker::Scenario;
 use worker::{PHASE_DRAIN, PHASE_LEAVE, PHASE_RUN, PHASE_STOP, Plan, Shared, Stats};

@@ -28,9 +28,10 @@ use crate::uring::table::Completion;
 use hdrhistogram::Histogram;
 use slab::Slab;
 
-use super::backoff::{Backoff, Rng};
-use super::client::{Client, ClientEvent, CloseKind, Transport};
+use super::backoff::Backoff;
 use super::sequence::{End, Sequence, Tally};
+use crate::proto::client::{Client, ClientEvent, CloseKind, Transport};
+use crate::proto::rand::Rng;
 use crate::proto::sse::ParsedEvent;
 use crate::uring::table::{TableSpec, Tables};
 use crate::uring::token::{Kind, Token};

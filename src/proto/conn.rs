@@ -1043,7 +1043,8 @@ impl Connection {
 mod tests {
     use super::*;
     use crate::proto::frame::write_masked_frame;
-    use crate::proto::message::tests::{session, xorshift};
+    use crate::proto::message::tests::session;
+    use crate::proto::rand::Rng;
 
     const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
     const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
@@ -1378,12 +1379,12 @@ mod tests {
         assert!(last_pong(&whole.sent).is_some());
         let bytes: Vec<&[u8]> = input.chunks(1).collect();
         same(feed(now, &cfg, &bytes).1);
-        let mut rng = 42u64;
+        let mut rng = Rng::new(42);
         for _ in 0..100 {
             let mut pieces = Vec::new();
             let mut rest = &input[..];
             while !rest.is_empty() {
-                let n = ((xorshift(&mut rng) % 300) as usize + 1).min(rest.len());
+                let n = ((rng.next_u64() % 300) as usize + 1).min(rest.len());
                 pieces.push(&rest[..n]);
                 rest = &rest[n..];
             }

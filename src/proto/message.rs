@@ -292,6 +292,7 @@ pub(crate) mod tests {
 
     use super::*;
     use crate::proto::frame::write_masked_frame;
+    use crate::proto::rand::Rng;
 
     const MAX: usize = 1 << 20;
 
@@ -509,14 +510,6 @@ pub(crate) mod tests {
         ])
     }
 
-    /// Tiny deterministic generator for split points.
-    pub(crate) fn xorshift(state: &mut u64) -> u64 {
-        *state ^= *state << 13;
-        *state ^= *state >> 7;
-        *state ^= *state << 17;
-        *state
-    }
-
     /// Chunking: one byte at a time, and at random split points, equals one shot.
     #[test]
     fn chunking_equals_one_shot() {
@@ -526,12 +519,12 @@ pub(crate) mod tests {
         assert_eq!(whole.0.len(), 8);
         let bytes: Vec<&[u8]> = input.chunks(1).collect();
         assert_eq!(decode_pieces(&bytes, MAX), whole, "1 byte at a time");
-        let mut rng = 0x9e37_79b9_7f4a_7c15;
+        let mut rng = Rng::new(0);
         for _ in 0..200 {
             let mut pieces = Vec::new();
             let mut rest = &input[..];
             while !rest.is_empty() {
-                let n = (xorshift(&mut rng) % 40) as usize + 1;
+                let n = (rng.next_u64() % 40) as usize + 1;
                 let n = n.min(rest.len());
                 pieces.push(&rest[..n]);
                 rest = &rest[n..];

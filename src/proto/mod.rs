@@ -15,9 +15,12 @@
 //! | `close`     | close codes and the close handshake payload                   | RFC 6455 §7.4   |
 //! | `sse`       | event-stream encoding and event ids                           | WHATWG HTML §9.2|
 //! | `conn`      | the per-connection state machine tying the above together     |                 |
+//! | `client`    | the client side, as the load generator speaks it              | RFC 6455 §4.1   |
+//! | `rand`      | the one PRNG (masks, keys, jitter) and the one bit mixer      |                 |
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod client;
 pub mod close;
 pub mod conn;
 pub mod frame;
@@ -26,6 +29,7 @@ pub mod http;
 pub mod limits;
 pub mod mask;
 pub mod message;
+pub mod rand;
 pub mod sse;
 
 /// The outcome of an incremental parser.

@@ -112,7 +112,7 @@ pub fn encode_event_body(out: &mut Vec<u8>, event: Option<&str>, data: &[u8]) {
 /// than in the same millisecond (the thundering herd `ringpush load --scenario storm`
 /// measures).
 ///
-/// `rand` is the caller's per-client randomness (proto reads no RNG). It is mixed
+/// `rand` is the caller's per-client randomness (proto reads no entropy source). It is mixed
 /// first, so a small or sequential value (a `u32` seed, a connection counter) spreads
 /// as well as a full random `u64`.
 pub fn jittered_retry_ms(base: Duration, rand: u64) -> u64 {
@@ -120,15 +120,7 @@ pub fn jittered_retry_ms(base: Duration, rand: u64) -> u64 {
     let base = u64::try_from(base.as_millis())
         .unwrap_or(u64::MAX)
         .clamp(1, u64::MAX / 2);
-    base / 2 + mix(rand) % base
-}
-
-/// The splitmix64 finaliser: a bijection on `u64` whose every output bit depends on
-/// every input bit.
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+    base / 2 + super::rand::mix(rand) % base
 }
 
 /// Appends `text` minus any `\r` or `\n`, which would end the line early and turn the

@@ -1,5 +1,6 @@
-//! The client side of one load-generator connection, sans-IO like `proto::conn`: bytes in
-//! ([`Client::handle_bytes`]), bytes to send and events out. No sockets, no clock.
+//! The client side of a connection, sans-IO like [`conn`](super::conn): bytes in
+//! ([`Client::handle_bytes`]), bytes to send and events out. No sockets, no clock. The
+//! load generator (`crate::load`) drives one per connection.
 //!
 //! WebSocket: sends the RFC 6455 §4.1 opening handshake, checks the 101 and its
 //! `Sec-WebSocket-Accept`, decodes the server's (unmasked) frames with the same
@@ -7,13 +8,13 @@
 //! SSE: sends `GET` with `Accept: text/event-stream` (and `Last-Event-ID` when resuming),
 //! checks the 200 and content type, de-chunks the body if the server chunked it, and parses
 //! events with the spec-exact [`EventParser`].
-#![forbid(unsafe_code)]
 
-use crate::proto::close::{CloseCode, close_payload};
-use crate::proto::frame::{OpCode, Role, write_masked_frame};
-use crate::proto::handshake::accept_key;
-use crate::proto::message::{Decoder, Message};
-use crate::proto::sse::{EventParser, ParsedEvent};
+use super::close::{CloseCode, close_payload};
+use super::frame::{OpCode, Role, write_masked_frame};
+use super::handshake::accept_key;
+use super::message::{Decoder, Message};
+use super::rand::Rng;
+use super::sse::{EventParser, ParsedEvent};
 
 /// Largest response head we accept; a server sending more is broken.
 const MAX_HEAD: usize = 16 * 1024;
@@ -98,7 +99,8 @@ pub struct Client {
     state: State,
     decoder: Decoder,
     sse: Option<Box<EventParser>>,
-    rng: u64,
+    /// Masks and the handshake key.
+    rng: Rng,
     /// Polling: the request path without `since`, the `Host` value, and the position.
     poll: Option<Box<PollState>>,
 }
@@ -128,7 +130,7 @@ impl Client {
             state: State::Head(Vec::new()),
             decoder: Decoder::new(Role::Client),
             sse: None,
-            rng: seed | 1,
+            rng: Rng::new(seed),
             poll: None,
         };
         if transport == Transport::Poll {
@@ -148,7 +150,11 @@ impl Client {
         match transport {
             Transport::Ws => {
                 use base64::Engine as _;
-                let raw = [c.next_u64().to_le_bytes(), c.next_u64().to_le_bytes()].concat();
+                let raw = [
+                    c.rng.next_u64().to_le_bytes(),
+                    c.rng.next_u64().to_le_bytes(),
+                ]
+                .concat();
                 let n = base64::engine::general_purpose::STANDARD
                     .encode_slice(&raw, &mut c.key)
                     .expect("16 bytes encode to 24");
@@ -187,12 +193,9 @@ impl Client {
         self.state = State::Head(Vec::new());
     }
 
-    fn next_u64(&mut self) -> u64 {
-        // xorshift64: masks need to be unpredictable to intermediaries, not secret.
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        self.rng
+    /// A fresh mask for one frame sent (RFC 6455 §5.3).
+    fn mask(&mut self) -> [u8; 4] {
+        (self.rng.next_u64() as u32).to_ne_bytes()
     }
 
     /// Whether the handshake has completed and the connection is not over.
@@ -208,14 +211,14 @@ impl Client {
 
     /// Appends a masked WebSocket message to `out`.
     pub fn send_message(&mut self, text: bool, payload: &[u8], out: &mut Vec<u8>) {
-        let mask = (self.next_u64() as u32).to_ne_bytes();
+        let mask = self.mask();
         let op = if text { OpCode::Text } else { OpCode::Binary };
         write_masked_frame(out, true, op, payload, mask);
     }
 
     /// Appends a WebSocket close frame with `code` to `out`.
     pub fn send_close(&mut self, code: u16, out: &mut Vec<u8>) {
-        let mask = (self.next_u64() as u32).to_ne_bytes();
+        let mask = self.mask();
         let payload = close_payload(Some(CloseCode(code)), "");
         write_masked_frame(out, true, OpCode::Close, &payload, mask);
     }
@@ -386,14 +389,14 @@ impl Client {
                     payload,
                 }),
                 Some(Message::Ping(p)) => {
-                    let mask = (self.next_u64() as u32).to_ne_bytes();
+                    let mask = self.mask();
                     write_masked_frame(out, true, OpCode::Pong, &p, mask);
                 }
                 Some(Message::Pong(_)) => {}
                 Some(Message::Close(c)) => {
                     let code = c.as_ref().map_or(1005, |(code, _)| code.0);
                     // Echo the code (§5.5.1), then the server closes TCP.
-                    let mask = (self.next_u64() as u32).to_ne_bytes();
+                    let mask = self.mask();
                     let payload = match &c {
                         Some((code, _)) => close_payload(Some(*code), ""),
                         None => Vec::new(),
