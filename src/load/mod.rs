@@ -9,25 +9,24 @@
 //! The coordinating thread (the caller of [`run`]) moves the workers through phases:
 //! connect (at `--rate` per second, at most 2048 handshakes in flight per worker), run
 //! (the scenario's traffic, for `--duration`), stop; then it merges their statistics into
-//! a [`Report`]. In a storm with `--cut-after` it also tells the workers, once, to cut
+//! a [`Report`] (`report.rs`). In a storm with `--cut-after` it also tells the workers, once, to cut
 //! every subscriber at the same moment.
 
 pub mod backoff;
+mod report;
 pub mod sequence;
 mod sysinfo;
 mod worker;
 
-use std::fmt::Write as _;
 use std::io::IsTerminal as _;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
-
 pub use crate::proto::client::Transport;
 pub use backoff::Backoff;
+pub use report::{Exactness, Percentiles, Report, Storm};
 pub use sequence::{Ends, Tally};
 pub use worker::Scenario;
 use worker::{PHASE_DRAIN, PHASE_LEAVE, PHASE_RUN, PHASE_STOP, Plan, Shared, Stats};
@@ -70,137 +69,6 @@ pub struct LoadConfig {
     /// At the end, leave together with close frames (`true`), or just exit (the kernel
     /// closes the sockets as the process ends).
     pub leave: bool,
-}
-
-/// Latency percentiles in microseconds.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
-pub struct Percentiles {
-    /// Samples.
-    pub count: u64,
-    /// Median.
-    pub p50: u64,
-    /// 99th percentile.
-    pub p99: u64,
-    /// 99.9th percentile.
-    pub p999: u64,
-    /// Largest sample.
-    pub max: u64,
-}
-
-impl Percentiles {
-    fn of(h: &Histogram<u64>) -> Percentiles {
-        Percentiles {
-            count: h.len(),
-            p50: h.value_at_quantile(0.5),
-            p99: h.value_at_quantile(0.99),
-            p999: h.value_at_quantile(0.999),
-            max: h.max(),
-        }
-    }
-}
-
-/// Reconnect timing after a server restart or the load generator's own cut (`storm`).
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct Storm {
-    /// Connections the load generator cut itself (`--cut-after`).
-    pub cut: u64,
-    /// Of those, back open before the run ended.
-    pub cut_reconnected: u64,
-    /// The cut to the last of its sockets closed, in milliseconds: the load generator's
-    /// own share of the storm.
-    pub cut_closed_ms: Option<u64>,
-    /// Connections dropped by the server or the network (not by the cut).
-    pub disconnected: u64,
-    /// Successful reconnects, whatever ended the connection before.
-    pub reconnected: u64,
-    /// Connection attempts after the cut (or the first disconnect without one), per
-    /// 100 ms bucket since it.
-    pub attempts_per_100ms: Vec<u64>,
-    /// The busiest bucket, as attempts per second.
-    pub peak_attempts_per_sec: u64,
-    /// The cut (or the first disconnect) to the last successful reconnect, in
-    /// milliseconds.
-    pub all_back_ms: Option<u64>,
-    /// Socket creation to handshake completion, reconnects only: the server's
-    /// handshake latency during the storm.
-    pub handshake_us: Percentiles,
-}
-
-/// Event streams: did every subscriber get every event exactly once, across its
-/// reconnects (`Last-Event-ID`)? See [`sequence`].
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
-pub struct Exactness {
-    /// What the checks counted over all subscribers.
-    #[serde(flatten)]
-    pub tally: Tally,
-    /// Where the subscribers stood at the end.
-    #[serde(flatten)]
-    pub ends: Ends,
-}
-
-/// Everything a run measured.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Report {
-    /// Scenario name.
-    pub scenario: &'static str,
-    /// The target URL.
-    pub url: String,
-    /// Connections asked for.
-    pub connections: usize,
-    /// A publisher connection ran besides them (broadcast; a storm with a publish rate).
-    pub publisher: bool,
-    /// Worker threads.
-    pub threads: usize,
-    /// Source addresses used.
-    pub source_addrs: usize,
-    /// Connections open when the connect phase ended.
-    pub connected: u64,
-    /// Length of the connect phase, in seconds.
-    pub connect_secs: f64,
-    /// Socket creation to handshake completion.
-    pub handshake_us: Percentiles,
-    /// Failed attempts and disconnects, by reason.
-    pub errors: Vec<(String, u64)>,
-    /// Length of the run phase, in seconds.
-    pub run_secs: f64,
-    /// Messages sent during the run.
-    pub sent: u64,
-    /// Messages received during the run.
-    pub received: u64,
-    /// Received messages per second.
-    pub received_per_sec: f64,
-    /// Received payload, MiB per second.
-    pub received_mib_per_sec: f64,
-    /// Socket bytes (both directions, all framing) per received message, run phase.
-    pub wire_bytes_per_message: f64,
-    /// The server process's CPU time (user + system) during the run phase, seconds.
-    pub server_cpu_secs: Option<f64>,
-    /// Server CPU per received message, microseconds.
-    pub server_cpu_us_per_message: Option<f64>,
-    /// Echo round trip, or publish-to-delivery for broadcast.
-    pub latency_us: Percentiles,
-    /// Broadcast: messages published, and deliveries expected (published x subscribers).
-    pub published: u64,
-    /// Broadcast: deliveries expected.
-    pub expected_deliveries: u64,
-    /// The server's PID, if it runs on this host and was found by its listening port.
-    pub server_pid: Option<u32>,
-    /// Server resident memory growth per open connection, in bytes.
-    pub server_rss_per_conn: Option<f64>,
-    /// Kernel slab growth per open connection (both ends when the server is local).
-    pub kernel_slab_per_conn: Option<f64>,
-    /// Connections still open at the end of the run.
-    pub open_at_end: u64,
-    /// Reconnect timing (storm, or any run with disconnects).
-    pub storm: Option<Storm>,
-    /// Event streams (an `http://.../sse/...` URL): the exactness of every subscriber's
-    /// sequence of events over its whole life.
-    pub sse: Option<Exactness>,
-    /// `--leave close`: from the close frames to the last connection closed by the
-    /// server, in seconds.
-    pub leave_secs: Option<f64>,
-    /// `--leave close`: connections the server had not closed after 30 s.
-    pub leave_left: Option<u64>,
 }
 
 /// The publisher's WebSocket path for a broadcast to subscribers on `path`:
@@ -291,8 +159,110 @@ pub fn source_count(connections: usize, requested: Option<usize>) -> Result<usiz
     }
 }
 
-/// Runs the load and returns what it measured.
+/// Runs the load and returns what it measured: plan, start the workers, then the phases
+/// (connect, run, drain, leave), then the report.
 pub fn run(cfg: &LoadConfig) -> Result<Report, String> {
+    let plan = Arc::new(plan(cfg)?);
+    let shared = Arc::new(Shared::new());
+    let loopback = plan.target.ip().is_loopback();
+    let server_pid = if loopback {
+        sysinfo::listener_pid(plan.target.port())
+    } else {
+        None
+    };
+    let before = Footprint::of(server_pid);
+    let handles = start_workers(&plan, &shared)?;
+    let mut progress = Progress::new(cfg.progress);
+    let connect = connect_phase(cfg, &plan, &shared, &mut progress);
+    if connect.unreachable {
+        progress.finish();
+        let stats = join_all(handles)?;
+        let (reason, n) = stats
+            .errors
+            .iter()
+            .max_by_key(|(_, n)| **n)
+            .map_or(("unknown".into(), 0), |(k, n)| (k.clone(), *n));
+        return Err(format!(
+            "no connection to {} could be opened: {reason} ({n} of {} attempts)",
+            cfg.url,
+            shared.failed.load(Ordering::Relaxed)
+        ));
+    }
+    shared.phase.store(PHASE_RUN, Ordering::Release);
+    let t1 = Instant::now();
+    let cpu_before = server_pid.and_then(sysinfo::cpu_secs);
+    run_phase(cfg, &shared, t1, &mut progress);
+    drain_phase(cfg, &shared);
+    let run_secs = t1.elapsed().as_secs_f64();
+    // Memory while every connection is still open.
+    let after = Footprint::of(server_pid);
+    let server_cpu_secs = match (cpu_before, server_pid.and_then(sysinfo::cpu_secs)) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
+    let open_at_end = shared.open.load(Ordering::Relaxed);
+    let (leave_secs, leave_left) = if cfg.leave {
+        let (secs, left) = leave_phase(&shared, &mut progress);
+        (Some(secs), Some(left))
+    } else {
+        (None, None)
+    };
+    shared.phase.store(PHASE_STOP, Ordering::Release);
+    progress.finish();
+
+    let stats = join_all(handles)?;
+    let per_conn = |before: Option<u64>, after: Option<u64>| match (before, after) {
+        (Some(b), Some(a)) if open_at_end > 0 => Some((a as f64 - b as f64) / open_at_end as f64),
+        _ => None,
+    };
+    let mut errors: Vec<(String, u64)> =
+        stats.errors.iter().map(|(k, v)| (k.clone(), *v)).collect();
+    errors.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let published = shared.published.load(Ordering::Relaxed);
+    let storm = report::storm_report(&stats);
+    let sse = (plan.transport == Transport::Sse).then(|| Exactness {
+        tally: stats.sse,
+        ends: Ends::of(&stats.sse_ends),
+    });
+    Ok(Report {
+        scenario: report::scenario_name(cfg.scenario),
+        url: cfg.url.clone(),
+        connections: cfg.connections,
+        publisher: plan.publisher,
+        threads: plan.threads,
+        source_addrs: plan.sources.len(),
+        connected: connect.open,
+        connect_secs: connect.secs,
+        handshake_us: Percentiles::of(&stats.handshake_us),
+        errors,
+        run_secs,
+        sent: stats.sent,
+        received: stats.received,
+        received_per_sec: stats.received as f64 / run_secs,
+        received_mib_per_sec: stats.received_bytes as f64 / run_secs / (1 << 20) as f64,
+        wire_bytes_per_message: (stats.wire_in + stats.wire_out) as f64
+            / stats.received.max(1) as f64,
+        server_cpu_secs,
+        server_cpu_us_per_message: server_cpu_secs
+            .filter(|_| stats.received > 0)
+            .map(|c| c * 1e6 / stats.received as f64),
+        latency_us: Percentiles::of(&stats.latency_us),
+        published,
+        expected_deliveries: published * cfg.connections as u64,
+        server_pid,
+        server_rss_per_conn: per_conn(before.rss, after.rss),
+        kernel_slab_per_conn: per_conn(before.slab, after.slab),
+        open_at_end,
+        storm,
+        sse,
+        leave_secs,
+        leave_left,
+    })
+}
+
+/// Checks the configuration against the URL and the host, and sizes the run: what
+/// every worker reads.
+fn plan(cfg: &LoadConfig) -> Result<Plan, String> {
     let (transport, host, target, path) = parse_target(&cfg.url)?;
     if cfg.scenario == Scenario::Broadcast && publish_path(&path).is_empty() {
         return Err(format!(
@@ -344,7 +314,7 @@ pub fn run(cfg: &LoadConfig) -> Result<Report, String> {
             "RLIMIT_NOFILE is {table_slots}; the load generator needs at least 64 (ulimit -n)"
         ));
     }
-    let plan = Arc::new(Plan {
+    Ok(Plan {
         scenario: cfg.scenario,
         transport,
         target,
@@ -362,19 +332,33 @@ pub fn run(cfg: &LoadConfig) -> Result<Report, String> {
         backoff: cfg.backoff,
         threads,
         table_slots,
-    });
-    let shared = Arc::new(Shared::new());
-    let server_pid = if loopback {
-        sysinfo::listener_pid(target.port())
-    } else {
-        None
-    };
-    let rss_before = server_pid.and_then(sysinfo::rss_bytes);
-    let slab_before = sysinfo::slab_bytes();
+    })
+}
 
-    let mut handles = Vec::with_capacity(threads);
-    for id in 0..threads {
-        let (plan, shared) = (plan.clone(), shared.clone());
+/// Memory the run is charged for: the server's resident set and the kernel's slab.
+#[derive(Debug, Clone, Copy)]
+struct Footprint {
+    rss: Option<u64>,
+    slab: Option<u64>,
+}
+
+impl Footprint {
+    fn of(server_pid: Option<u32>) -> Footprint {
+        Footprint {
+            rss: server_pid.and_then(sysinfo::rss_bytes),
+            slab: sysinfo::slab_bytes(),
+        }
+    }
+}
+
+/// One thread per worker; a worker that fails stops the others and the coordinator.
+fn start_workers(
+    plan: &Arc<Plan>,
+    shared: &Arc<Shared>,
+) -> Result<Vec<std::thread::JoinHandle<Result<Stats, String>>>, String> {
+    let mut handles = Vec::with_capacity(plan.threads);
+    for id in 0..plan.threads {
+        let (plan, shared) = (Arc::clone(plan), Arc::clone(shared));
         let h = std::thread::Builder::new()
             .name(format!("load-{id}"))
             .spawn(move || {
@@ -388,11 +372,28 @@ pub fn run(cfg: &LoadConfig) -> Result<Report, String> {
             .map_err(|e| format!("cannot start a worker thread: {e}"))?;
         handles.push(h);
     }
+    Ok(handles)
+}
 
-    let total = cfg.connections as u64 + u64::from(publisher);
-    let mut progress = Progress::new(cfg.progress);
-    // Connect phase: until all are open, or no progress for 15 s (a server at capacity),
-    // or nothing opens at all while every connection has failed once (a wrong address).
+/// How the connect phase ended.
+struct Connected {
+    /// Its length, in seconds.
+    secs: f64,
+    /// Connections open at its end.
+    open: u64,
+    /// Nothing opened while every connection failed once: a wrong address.
+    unreachable: bool,
+}
+
+/// Connect phase: until all are open, or no progress for 15 s (a server at capacity),
+/// or nothing opens at all while every connection has failed once (a wrong address).
+fn connect_phase(
+    cfg: &LoadConfig,
+    plan: &Plan,
+    shared: &Shared,
+    progress: &mut Progress,
+) -> Connected {
+    let total = cfg.connections as u64 + u64::from(plan.publisher);
     let t0 = Instant::now();
     let mut last = (0, t0);
     let mut unreachable = false;
@@ -425,26 +426,16 @@ pub fn run(cfg: &LoadConfig) -> Result<Report, String> {
             break;
         }
     }
-    let connect_secs = t0.elapsed().as_secs_f64();
-    let connected = shared.open.load(Ordering::Relaxed);
-    if unreachable {
-        progress.finish();
-        let stats = join_all(handles)?;
-        let (reason, n) = stats
-            .errors
-            .iter()
-            .max_by_key(|(_, n)| **n)
-            .map_or(("unknown".into(), 0), |(k, n)| (k.clone(), *n));
-        return Err(format!(
-            "no connection to {} could be opened: {reason} ({n} of {} attempts)",
-            cfg.url,
-            shared.failed.load(Ordering::Relaxed)
-        ));
+    Connected {
+        secs: t0.elapsed().as_secs_f64(),
+        open: shared.open.load(Ordering::Relaxed),
+        unreachable,
     }
+}
 
-    shared.phase.store(PHASE_RUN, Ordering::Release);
-    let t1 = Instant::now();
-    let cpu_before = server_pid.and_then(sysinfo::cpu_secs);
+/// Run phase: the scenario's traffic for `--duration` (or until a worker fails); with
+/// `--cut-after`, the cut is raised once, on time.
+fn run_phase(cfg: &LoadConfig, shared: &Shared, t1: Instant, progress: &mut Progress) {
     let mut cut_pending = cfg.cut_after;
     while t1.elapsed() < cfg.duration && shared.phase.load(Ordering::Acquire) == PHASE_RUN {
         let mut nap = Duration::from_millis(20).min(cfg.duration);
@@ -468,8 +459,11 @@ pub fn run(cfg: &LoadConfig) -> Result<Report, String> {
             )
         });
     }
-    // Drain: no new messages; wait for those in flight (echo replies, broadcast
-    // deliveries to every subscriber), at most 60 s or 1 s without progress.
+}
+
+/// Drain: no new messages; wait for those in flight (echo replies, broadcast
+/// deliveries to every subscriber), at most 60 s or 1 s without progress.
+fn drain_phase(cfg: &LoadConfig, shared: &Shared) {
     shared.phase.store(PHASE_DRAIN, Ordering::Release);
     let drain_start = Instant::now();
     let mut last = (u64::MAX, drain_start);
@@ -494,81 +488,21 @@ pub fn run(cfg: &LoadConfig) -> Result<Report, String> {
         }
         std::thread::sleep(Duration::from_millis(1));
     }
-    let run_secs = t1.elapsed().as_secs_f64();
-    // Memory while every connection is still open.
-    let rss_after = server_pid.and_then(sysinfo::rss_bytes);
-    let server_cpu_secs = match (cpu_before, server_pid.and_then(sysinfo::cpu_secs)) {
-        (Some(a), Some(b)) => Some(b - a),
-        _ => None,
-    };
-    let slab_after = sysinfo::slab_bytes();
-    let open_at_end = shared.open.load(Ordering::Relaxed);
-    // Everyone leaves at once (the scale test's way down), if asked.
-    let (leave_secs, leave_left) = if cfg.leave {
-        shared.phase.store(PHASE_LEAVE, Ordering::Release);
-        let t = Instant::now();
-        while shared.open.load(Ordering::Relaxed) > 0 && t.elapsed() < Duration::from_secs(30) {
-            std::thread::sleep(Duration::from_millis(1));
-            progress.line(|| format!("leaving: {} open", shared.open.load(Ordering::Relaxed)));
-        }
-        (
-            Some(t.elapsed().as_secs_f64()),
-            Some(shared.open.load(Ordering::Relaxed)),
-        )
-    } else {
-        (None, None)
-    };
-    shared.phase.store(PHASE_STOP, Ordering::Release);
-    progress.finish();
+}
 
-    let stats = join_all(handles)?;
-    let per_conn = |before: Option<u64>, after: Option<u64>| match (before, after) {
-        (Some(b), Some(a)) if open_at_end > 0 => Some((a as f64 - b as f64) / open_at_end as f64),
-        _ => None,
-    };
-    let mut errors: Vec<(String, u64)> =
-        stats.errors.iter().map(|(k, v)| (k.clone(), *v)).collect();
-    errors.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    let published = shared.published.load(Ordering::Relaxed);
-    let storm = storm_report(&stats);
-    let sse = (transport == Transport::Sse).then(|| Exactness {
-        tally: stats.sse,
-        ends: Ends::of(&stats.sse_ends),
-    });
-    Ok(Report {
-        scenario: scenario_name(cfg.scenario),
-        url: cfg.url.clone(),
-        connections: cfg.connections,
-        publisher,
-        threads,
-        source_addrs: plan.sources.len(),
-        connected,
-        connect_secs,
-        handshake_us: Percentiles::of(&stats.handshake_us),
-        errors,
-        run_secs,
-        sent: stats.sent,
-        received: stats.received,
-        received_per_sec: stats.received as f64 / run_secs,
-        received_mib_per_sec: stats.received_bytes as f64 / run_secs / (1 << 20) as f64,
-        wire_bytes_per_message: (stats.wire_in + stats.wire_out) as f64
-            / stats.received.max(1) as f64,
-        server_cpu_secs,
-        server_cpu_us_per_message: server_cpu_secs
-            .filter(|_| stats.received > 0)
-            .map(|c| c * 1e6 / stats.received as f64),
-        latency_us: Percentiles::of(&stats.latency_us),
-        published,
-        expected_deliveries: published * cfg.connections as u64,
-        server_pid,
-        server_rss_per_conn: per_conn(rss_before, rss_after),
-        kernel_slab_per_conn: per_conn(slab_before, slab_after),
-        open_at_end,
-        storm,
-        sse,
-        leave_secs,
-        leave_left,
-    })
+/// Everyone leaves at once (the scale test's way down): how long until the server had
+/// closed every connection (at most 30 s), and how many it had not.
+fn leave_phase(shared: &Shared, progress: &mut Progress) -> (f64, u64) {
+    shared.phase.store(PHASE_LEAVE, Ordering::Release);
+    let t = Instant::now();
+    while shared.open.load(Ordering::Relaxed) > 0 && t.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(1));
+        progress.line(|| format!("leaving: {} open", shared.open.load(Ordering::Relaxed)));
+    }
+    (
+        t.elapsed().as_secs_f64(),
+        shared.open.load(Ordering::Relaxed),
+    )
 }
 
 /// Waits for every worker and merges their statistics; the first failure wins.
@@ -590,49 +524,6 @@ fn join_all(handles: Vec<std::thread::JoinHandle<Result<Stats, String>>>) -> Res
         Some(e) => Err(e),
         None => Ok(stats),
     }
-}
-
-fn scenario_name(s: Scenario) -> &'static str {
-    match s {
-        Scenario::Idle => "idle",
-        Scenario::Echo => "echo",
-        Scenario::Broadcast => "broadcast",
-        Scenario::Storm => "storm",
-    }
-}
-
-fn storm_report(stats: &Stats) -> Option<Storm> {
-    // From the cut if there was one: a stray disconnect before it is not the storm.
-    let first = stats
-        .cut_at
-        .or_else(|| stats.disconnect_times.iter().min().copied())?;
-    let bucket = Duration::from_millis(100);
-    let mut buckets: Vec<u64> = Vec::new();
-    for t in &stats.retry_times {
-        if *t < first {
-            continue;
-        }
-        let i = ((*t - first).as_nanos() / bucket.as_nanos()) as usize;
-        if buckets.len() <= i {
-            buckets.resize(i + 1, 0);
-        }
-        buckets[i] += 1;
-    }
-    let last_back = stats.reconnect_times.iter().filter(|t| **t >= first).max();
-    Some(Storm {
-        cut: stats.cuts,
-        cut_reconnected: stats.cut_back,
-        cut_closed_ms: stats
-            .cut_at
-            .zip(stats.cut_closed_at)
-            .map(|(a, b)| b.saturating_sub(a).as_millis() as u64),
-        disconnected: stats.disconnects,
-        reconnected: stats.reconnects,
-        peak_attempts_per_sec: buckets.iter().max().copied().unwrap_or(0) * 10,
-        attempts_per_100ms: buckets,
-        all_back_ms: last_back.map(|t| (*t - first).as_millis() as u64),
-        handshake_us: Percentiles::of(&stats.reconnect_handshake_us),
-    })
 }
 
 /// A progress line on stderr, at most once a second: rewritten in place on a terminal,
@@ -679,200 +570,6 @@ impl Progress {
         if self.tty && self.wrote {
             eprintln!();
         }
-    }
-}
-
-impl Report {
-    /// The human-readable table.
-    pub fn human(&self) -> String {
-        let mut s = String::new();
-        let p = |p: &Percentiles| {
-            format!(
-                "p50 {}  p99 {}  p99.9 {}  max {}  (n={})",
-                us(p.p50),
-                us(p.p99),
-                us(p.p999),
-                us(p.max),
-                p.count
-            )
-        };
-        let _ = writeln!(s, "ringpush load: {} against {}", self.scenario, self.url);
-        let _ = writeln!(
-            s,
-            "  workers {}, source addresses {}",
-            self.threads, self.source_addrs
-        );
-        let _ = writeln!(
-            s,
-            "  connected       {} of {} in {:.2}s ({:.0}/s)",
-            self.connected,
-            self.connections + usize::from(self.publisher),
-            self.connect_secs,
-            self.connected as f64 / self.connect_secs.max(1e-9)
-        );
-        let _ = writeln!(s, "  handshake       {}", p(&self.handshake_us));
-        if self.scenario == "echo" || self.scenario == "broadcast" {
-            let _ = writeln!(
-                s,
-                "  run             {:.2}s: {} sent, {} received, {:.0} msg/s, {:.1} MiB/s",
-                self.run_secs,
-                self.sent,
-                self.received,
-                self.received_per_sec,
-                self.received_mib_per_sec
-            );
-            let what = if self.scenario == "echo" {
-                "round trip"
-            } else {
-                "delivery"
-            };
-            let _ = writeln!(s, "  {what:<15} {}", p(&self.latency_us));
-        }
-        if self.received > 0 {
-            let _ = write!(
-                s,
-                "  cost            {:.0} wire bytes per message",
-                self.wire_bytes_per_message
-            );
-            if let (Some(cpu), Some(per)) = (self.server_cpu_secs, self.server_cpu_us_per_message) {
-                let _ = write!(s, "; server CPU {cpu:.2}s, {per:.2} us per message");
-            }
-            s.push('\n');
-        }
-        if self.scenario == "broadcast" {
-            let _ = writeln!(
-                s,
-                "  broadcast       {} published x {} subscribers = {} expected, {} delivered ({:.2}%)",
-                self.published,
-                self.connections,
-                self.expected_deliveries,
-                self.received,
-                100.0 * self.received as f64 / self.expected_deliveries.max(1) as f64
-            );
-        }
-        if let Some(pid) = self.server_pid {
-            let _ = write!(s, "  server pid {pid}");
-            if let Some(b) = self.server_rss_per_conn {
-                let _ = write!(s, ": RSS +{b:.0} B per connection");
-            }
-            if let Some(b) = self.kernel_slab_per_conn {
-                let _ = write!(s, "; kernel slab +{b:.0} B per connection (both ends)");
-            }
-            s.push('\n');
-        }
-        let _ = writeln!(s, "  open at end     {}", self.open_at_end);
-        if let (Some(secs), Some(left)) = (self.leave_secs, self.leave_left) {
-            let _ = writeln!(
-                s,
-                "  leave           all closed by the server in {secs:.2} s ({left} still open)"
-            );
-        }
-        if self.scenario == "storm" && self.publisher {
-            let _ = writeln!(
-                s,
-                "  published       {} messages through the storm",
-                self.published
-            );
-        }
-        if let Some(st) = &self.storm {
-            if st.cut > 0 {
-                let _ = writeln!(
-                    s,
-                    "  cut             {} connections cut at once (all closed within {} ms), {} back",
-                    st.cut,
-                    st.cut_closed_ms.unwrap_or(0),
-                    st.cut_reconnected
-                );
-            }
-            let _ = writeln!(
-                s,
-                "  reconnects      {} dropped by the server, {} back{}; peak {} attempts/s (100 ms buckets)",
-                st.disconnected,
-                st.reconnected,
-                st.all_back_ms
-                    .map_or_else(String::new, |ms| format!(", all within {ms} ms")),
-                st.peak_attempts_per_sec
-            );
-            let _ = writeln!(s, "  handshake again {}", p(&st.handshake_us));
-            let since = if st.cut > 0 {
-                "the cut"
-            } else {
-                "the first disconnect"
-            };
-            s.push_str(&spread_chart(&st.attempts_per_100ms, since));
-        }
-        if let Some(x) = &self.sse {
-            let (t, e) = (&x.tally, &x.ends);
-            let _ = writeln!(
-                s,
-                "  sse resume      {} events to {} streams: {} gaps ({} events missed), {} duplicates, {} resets, {} epoch changes{}",
-                t.events,
-                e.clients,
-                t.gaps,
-                t.missed,
-                t.duplicates,
-                t.resets,
-                t.epoch_changes,
-                if t.unparsed > 0 {
-                    format!(", {} ids not EPOCH-SEQ (unchecked)", t.unparsed)
-                } else {
-                    String::new()
-                }
-            );
-            let _ = writeln!(
-                s,
-                "                  {} of {} exact up to the last event{}; {} behind, {} without events",
-                e.exact,
-                e.clients,
-                e.last_seq
-                    .map_or_else(String::new, |q| format!(" (sequence number {q})")),
-                e.behind,
-                e.silent
-            );
-        }
-        if !self.errors.is_empty() {
-            let _ = writeln!(s, "  errors:");
-            for (k, v) in self.errors.iter().take(8) {
-                let _ = writeln!(s, "    {v:>10}  {k}");
-            }
-        }
-        s
-    }
-
-    /// The report as one JSON object.
-    pub fn json(&self) -> String {
-        serde_json::to_string_pretty(self).expect("plain data serialises")
-    }
-}
-
-/// Reconnect attempts over time after the cut or first disconnect (`since`), as text
-/// bars: the herd without jitter is one tall bar, the jittered schedule a low, wide
-/// block. Buckets are merged in pairs until at most 40 rows remain.
-fn spread_chart(buckets: &[u64], since: &str) -> String {
-    let mut rows: Vec<u64> = buckets.to_vec();
-    let mut width_ms = 100;
-    while rows.len() > 40 {
-        rows = rows.chunks(2).map(|c| c.iter().sum()).collect();
-        width_ms *= 2;
-    }
-    let peak = rows.iter().copied().max().unwrap_or(0).max(1);
-    let mut s = format!("  reconnect attempts per {width_ms} ms after {since}:\n");
-    for (i, n) in rows.iter().enumerate() {
-        let bar = "#".repeat(((n * 50).div_ceil(peak)) as usize);
-        let _ = writeln!(
-            s,
-            "    {:>6.1}s {n:>8} {bar}",
-            (i * width_ms) as f64 / 1000.0
-        );
-    }
-    s
-}
-
-fn us(v: u64) -> String {
-    if v >= 10_000 {
-        format!("{:.1}ms", v as f64 / 1000.0)
-    } else {
-        format!("{v}us")
     }
 }
 
