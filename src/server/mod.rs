@@ -19,10 +19,13 @@ use crate::{sys, uring};
 
 use shard::{BACKLOG, RESERVE};
 
-/// Memory budgeted per connection when no `--max-connections` is given: about 9 KB of
-/// kernel memory per idle socket pair (measured, benches/RESULTS.md) plus user space,
-/// rounded up so that the default cap cannot exhaust the machine.
-const BYTES_PER_CONNECTION: u64 = 16 * 1024;
+/// Memory budgeted per connection when no `--max-connections` is given, and by
+/// `ringpush check` (client and server on one host): ~9 KB of kernel slab per idle
+/// socket pair (8.7 KB measured, benches/RESULTS.md), at most 1 KiB of server user space
+/// (389 B measured), about as much for the load generator, and room for one 4 KiB
+/// socket-buffer page while a message is in flight; rounded up so that the default cap
+/// cannot exhaust the machine.
+pub const BYTES_PER_CONNECTION: u64 = 16 * 1024;
 
 /// Why [`run`] failed; one line for the user either way.
 #[derive(Debug, Clone, PartialEq, Eq)]
