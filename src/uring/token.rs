@@ -29,6 +29,11 @@ pub const TABLES_WAKE: u64 = SENTINEL_BASE + 1;
 /// A shard's poll on the server's shutdown eventfd (`server::shard`).
 pub const SHUTDOWN_POLL: u64 = u64::MAX - 1;
 
+/// The key in tokens of operations that belong to no connection (cancelling a listener's
+/// accepts): a slab key, one per connection, never reaches it, so no connection's lookup
+/// matches it.
+pub const NO_KEY: u32 = u32::MAX;
+
 /// `user_data` bit the driver uses for operations whose memory it holds (see
 /// `uring::table::Tables`); tokens never set it, sentinels are above every held key.
 pub(super) const HELD_BIT: u64 = 1 << 63;

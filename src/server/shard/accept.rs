@@ -25,7 +25,7 @@ use crate::proto::conn::Connection;
 use crate::server::outbox::Outbox;
 use crate::uring::op;
 use crate::uring::table::Completion;
-use crate::uring::token::{InFlight, Kind, Token};
+use crate::uring::token::{InFlight, Kind, NO_KEY, Token};
 
 /// Single-shot accepts kept in flight on a nearly full table.
 const SINGLE_ACCEPTS: u32 = 16;
@@ -75,7 +75,7 @@ impl Shard {
     pub(super) fn cancel_multishot_accept(&mut self, t: usize) {
         self.tables[t].multishot = Multishot::Cancelling;
         let e = op::cancel(Token::new(Kind::Accept, 0, t as u32).encode())
-            .user_data(Token::new(Kind::Cancel, 0, u32::MAX).encode());
+            .user_data(Token::new(Kind::Cancel, 0, NO_KEY).encode());
         self.push(t, e);
     }
 

@@ -15,7 +15,7 @@ use super::{Multishot, Phase, Shard};
 use crate::proto::close::CloseCode;
 use crate::server::timer::Entry;
 use crate::uring::op;
-use crate::uring::token::{Kind, SHUTDOWN_POLL, Token};
+use crate::uring::token::{Kind, NO_KEY, SHUTDOWN_POLL, Token};
 
 /// Timer resolution: pings, pong and handshake timeouts fire within 50 ms of their due time.
 pub(super) const TICK: Duration = Duration::from_millis(50);
@@ -48,7 +48,7 @@ impl Shard {
             for t in 0..self.tables.len() {
                 if self.tables[t].multishot != Multishot::Off || self.tables[t].singles > 0 {
                     let e =
-                        op::cancel_fd(fd).user_data(Token::new(Kind::Cancel, 0, u32::MAX).encode());
+                        op::cancel_fd(fd).user_data(Token::new(Kind::Cancel, 0, NO_KEY).encode());
                     self.push(t, e);
                 }
             }
@@ -56,7 +56,7 @@ impl Shard {
         if let Some(l) = &self.admin_listener {
             if self.admin_armed {
                 let e = op::cancel_fd(l.as_raw_fd())
-                    .user_data(Token::new(Kind::Cancel, 0, u32::MAX).encode());
+                    .user_data(Token::new(Kind::Cancel, 0, NO_KEY).encode());
                 self.push(self.accept_on, e);
             }
         }
