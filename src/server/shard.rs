@@ -107,8 +107,8 @@ struct Conn {
     out: Outbox,
     /// The multishot receive (see "Reading and backpressure" in `io`).
     recv: Recv,
-    /// Operations in the kernel (see "Operation lifetimes" in `io`): a send (the driver holds its
-    /// chunks), the receive, cancels, the shutdown, the close.
+    /// Operations in the kernel (see "Operation lifetimes" in `io`): a send (the driver
+    /// holds its chunks), the receive, cancels, the shutdown, the close.
     ops: InFlight,
     /// The driver's id of the send in flight, to cancel it by key.
     send_id: u32,
@@ -260,7 +260,8 @@ struct Shard {
     rearm_busy: Vec<(usize, u32)>,
     /// Timer entries due and not handled yet (see `timers::TIMERS_PER_TURN`).
     due: VecDeque<Entry>,
-    /// Connections with bytes queued this turn (slab key, generation); see "Corked sends" in `io`.
+    /// Connections with bytes queued this turn (slab key, generation); see "Corked
+    /// sends" in `io`.
     to_flush: Vec<(usize, u32)>,
 }
 
