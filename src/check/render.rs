@@ -124,27 +124,10 @@ pub fn render_json(findings: &[Finding]) -> String {
 }
 
 /// A JSON string literal (RFC 8259 §7): quotes, backslashes and control characters
-/// escaped; everything else, non-ASCII included, passes through as UTF-8.
+/// escaped; everything else, non-ASCII included, passes through as UTF-8. serde_json
+/// writes it, the crate's one JSON writer.
 fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    serde_json::to_string(s).expect("a str always serialises")
 }
 
 #[cfg(test)]
