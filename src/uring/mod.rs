@@ -1,11 +1,12 @@
 //! The io_uring driver: rings, provided-buffer rings, fixed-file tables, op tokens.
 //!
-//! This is the only module with `unsafe`: an SQE handed to the kernel may name memory
-//! (buffers, iovecs, addresses) that must stay valid until its completion arrives. The
-//! rule that keeps that sound is ownership: the program outside builds operations only
-//! through `op`, whose operations name no memory or give theirs to the driver, which
-//! keeps it until the completion and hands a send's buffers back with it
-//! (`table::Tables::send`, `table::Completion`).
+//! This is the only module with broad `unsafe` (`crate::sys` has one-call blocks for
+//! ordinary syscalls): an SQE handed to the kernel may name memory (buffers, iovecs,
+//! addresses) that must stay valid until its completion arrives. The rule that keeps
+//! that sound is ownership: the program outside builds operations only through `op`,
+//! whose operations name no memory or give theirs to the driver, which keeps it until
+//! the completion and hands a send's buffers back with it (`table::Tables::send`,
+//! `table::Completion`).
 //!
 //! Kernel requirements: Linux 6.1+ (multishot accept into a sparse fixed-file table,
 //! multishot receive from a provided-buffer ring, `SINGLE_ISSUER` + `DEFER_TASKRUN`).
