@@ -507,7 +507,7 @@ fn leave_phase(shared: &Shared, progress: &mut Progress) -> (f64, u64) {
 
 /// Waits for every worker and merges their statistics; the first failure wins.
 fn join_all(handles: Vec<std::thread::JoinHandle<Result<Stats, String>>>) -> Result<Stats, String> {
-    let mut stats = Stats::empty();
+    let mut stats = Stats::new();
     let mut first_error = None;
     for h in handles {
         match h.join() {

@@ -1,0 +1,182 @@
+//! Completions: each CQE routed to its connection by its token, sends resubmitted until
+//! their buffer is written, received bytes fed to the connection's
+//! [`Client`](crate::proto::client::Client).
+
+use std::time::Instant;
+
+use super::conn::Stage;
+use super::{BGID, PHASE_DRAIN, PHASE_RUN, Worker, errno_name};
+use crate::uring::op::{self, Chunk, Held, SendBuf};
+use crate::uring::table::Completion;
+use crate::uring::token::{Kind, Token};
+
+impl Worker<'_> {
+    pub(super) fn conn_for(&self, token: Token) -> Option<usize> {
+        let key = token.slot as usize;
+        self.conns
+            .get(key)
+            .filter(|c| c.generation == token.generation && c.stage != Stage::Waiting)
+            .map(|_| key)
+    }
+
+    pub(super) fn complete(&mut self, now: Instant, cqe: Completion) {
+        let Some(token) = Token::decode(cqe.user_data) else {
+            return;
+        };
+        if token.kind == Kind::Tick {
+            return self.arm_tick();
+        }
+        let res = cqe.result;
+        if token.kind == Kind::Recv {
+            return self.on_recv(now, cqe.table, token, &cqe);
+        }
+        let Some(key) = self.conn_for(token) else {
+            return;
+        };
+        let c = &mut self.conns[key];
+        match token.kind {
+            Kind::Socket => {
+                c.ops -= 1;
+                if res >= 0 {
+                    c.has_socket = true;
+                } else {
+                    c.error.get_or_insert_with(|| errno_name("socket", res));
+                }
+            }
+            Kind::SockOpt | Kind::Bind => {
+                c.ops -= 1;
+                if res < 0 && res != -libc::ECANCELED {
+                    let op = if token.kind == Kind::Bind {
+                        "bind"
+                    } else {
+                        "setsockopt"
+                    };
+                    c.error.get_or_insert_with(|| errno_name(op, res));
+                }
+            }
+            Kind::Connect => {
+                c.ops -= 1;
+                self.connecting -= 1;
+                if res < 0 {
+                    // ECANCELED: the socket or bind before it failed and said why.
+                    c.error.get_or_insert_with(|| errno_name("connect", res));
+                } else if c.error.is_none() {
+                    self.on_connected(key);
+                    return;
+                }
+            }
+            Kind::Send => {
+                c.ops -= 1;
+                c.send_busy = false;
+                if let Some(Held::Send(buf)) = cqe.held {
+                    if let Some(Chunk::Owned(v)) = buf.chunks.into_iter().next() {
+                        c.sending = v;
+                    }
+                }
+                if res < 0 {
+                    c.sending.clear();
+                    c.error.get_or_insert_with(|| errno_name("send", res));
+                } else {
+                    c.sending.drain(..res as usize);
+                    if self.phase == PHASE_RUN || self.phase == PHASE_DRAIN {
+                        self.stats.wire_out += res as u64;
+                    }
+                    if c.stage != Stage::Closing {
+                        if c.sending.is_empty() {
+                            self.flush(key);
+                        } else {
+                            self.submit_send(key);
+                        }
+                        return;
+                    }
+                }
+            }
+            Kind::Cancel => c.ops -= 1,
+            Kind::Close => {
+                c.ops -= 1;
+                c.has_socket = false;
+                let (table, slot) = (c.table, c.slot);
+                self.slots[table].free.push(slot);
+                return self.after_close(now, key);
+            }
+            _ => return,
+        }
+        self.check_over(now, key);
+    }
+
+    /// Sends what is queued if no send is in flight.
+    pub(super) fn flush(&mut self, key: usize) {
+        let c = &mut self.conns[key];
+        if c.send_busy || c.out.is_empty() || c.error.is_some() {
+            return;
+        }
+        if c.stage == Stage::Closing {
+            return;
+        }
+        std::mem::swap(&mut c.sending, &mut c.out);
+        self.submit_send(key);
+    }
+
+    /// Submits a send of `sending` (all of it, or the rest after a short send).
+    pub(super) fn submit_send(&mut self, key: usize) {
+        let c = &mut self.conns[key];
+        c.ops += 1;
+        c.send_busy = true;
+        let buf = SendBuf::new(vec![Chunk::Owned(std::mem::take(&mut c.sending))], 0);
+        let data = Token::new(Kind::Send, c.generation, key as u32).encode();
+        self.io.send(c.table, c.slot, buf, data);
+    }
+
+    pub(super) fn on_recv(&mut self, now: Instant, t: usize, token: Token, cqe: &Completion) {
+        let res = cqe.result;
+        let bid = cqe.buffer();
+        let more = cqe.more();
+        let Some(key) = self.conn_for(token) else {
+            if let Some(bid) = bid {
+                self.io.get_mut(t).bufs.recycle(bid);
+            }
+            return;
+        };
+        let mut events = std::mem::take(&mut self.events);
+        if let Some(bid) = bid {
+            if self.phase == PHASE_RUN || self.phase == PHASE_DRAIN {
+                self.stats.wire_in += res.max(0) as u64;
+            }
+            let bufs = &mut self.io.get_mut(t).bufs;
+            let data = bufs.get(bid, res.max(0) as usize);
+            let c = &mut self.conns[key];
+            if let Some(client) = &mut c.client {
+                client.handle_bytes(data, &mut c.out, &mut events);
+            }
+            bufs.recycle(bid);
+        } else if res == 0 || (res < 0 && res != -libc::ENOBUFS && res != -libc::ECANCELED) {
+            let c = &mut self.conns[key];
+            if let Some(client) = &mut c.client {
+                client.handle_eof(&mut events);
+            }
+        }
+        if !more {
+            let c = &mut self.conns[key];
+            c.recv = false;
+            c.ops -= 1;
+            // A multishot receive also ends when the buffers ran out (ENOBUFS) or the
+            // completion queue overflowed (any result, without the MORE flag): re-arm
+            // unless the stream ended. Not re-arming left connections deaf (no pongs,
+            // no 101) at 970,000 connections.
+            let ended = res == 0 || res == -libc::ECANCELED || (res < 0 && res != -libc::ENOBUFS);
+            if !ended && c.stage != Stage::Closing && c.error.is_none() {
+                c.recv = true;
+                c.ops += 1;
+                let e = op::recv_multi(c.slot, BGID, 0)
+                    .user_data(Token::new(Kind::Recv, c.generation, key as u32).encode());
+                self.io.push(t, e);
+            }
+        }
+        for ev in events.drain(..) {
+            self.on_event(now, key, ev);
+        }
+        self.events = events;
+        self.flush(key);
+        self.check_over(now, key);
+    }
+}

@@ -1,0 +1,245 @@
+//! Connecting and ending: the rate-limited launch of attempts, the linked connect chain,
+//! cancelling and closing a connection that is over, the backoff before its retry, and
+//! the two mass endings (the cut, the leave).
+
+use std::cmp::Reverse;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use super::conn::{Cut, Role, Stage};
+use super::{BGID, MAX_CONNECTING, PHASE_LEAVE, PHASE_STOP, Worker};
+use crate::proto::client::{Client, Transport};
+use crate::uring::op;
+use crate::uring::token::{Kind, Token};
+
+impl Worker<'_> {
+    /// Starts connection attempts, as the rate and the in-flight cap allow.
+    pub(super) fn launch(&mut self, now: Instant) {
+        let allowed =
+            (now.duration_since(self.rate_start).as_secs_f64() * self.rate_per_sec) as u64 + 1;
+        while self.launched < allowed && self.connecting < MAX_CONNECTING {
+            let Some(key) = self.ready.pop_front() else {
+                // Idle time must not bank attempts for a later burst.
+                if self.launched < allowed {
+                    self.rate_start = now;
+                    self.launched = 0;
+                }
+                return;
+            };
+            if let Err(e) = self.start_connect(now, key) {
+                eprintln!("ringpush load: worker {}: {e}", self.id);
+                self.ready.push_front(key);
+                return;
+            }
+            self.launched += 1;
+        }
+    }
+
+    pub(super) fn start_connect(&mut self, now: Instant, key: usize) -> Result<(), String> {
+        let (table, slot) = self.alloc_slot()?;
+        let generation = self.next_generation;
+        self.next_generation = (self.next_generation + 1) & 0x00ff_ffff;
+        let bind = !self.srcs.is_empty();
+        let c = &mut self.conns[key];
+        if c.was_open || c.attempt > 0 {
+            self.stats
+                .retry_times
+                .push(now.duration_since(self.shared.epoch));
+        }
+        c.stage = Stage::Connecting;
+        c.generation = generation;
+        c.table = table;
+        c.slot = slot;
+        c.has_socket = false;
+        c.recv = false;
+        c.cancelled = false;
+        c.ops = if bind { 4 } else { 2 };
+        c.started = now;
+        c.error = None;
+        c.out.clear();
+        c.client = None;
+        c.opened = false;
+        let token = |kind| Token::new(kind, generation, key as u32).encode();
+        // The source address comes with IP_BIND_ADDRESS_NO_PORT: without it, bind(ip, 0)
+        // picks the port at bind time, unique per address whatever the destination,
+        // from a scan that slows to seconds past half the port range (bind prefers even
+        // ports): measured at 16,000 connections from one address. With it, connect
+        // picks the port per 4-tuple.
+        let chain = op::ConnectChain {
+            slot,
+            source: bind.then(|| self.srcs[c.source]),
+            dest: self.dst,
+            socket_data: token(Kind::Socket),
+            sockopt_data: token(Kind::SockOpt),
+            bind_data: token(Kind::Bind),
+            connect_data: token(Kind::Connect),
+        };
+        self.io.connect(table, &chain);
+        self.connecting += 1;
+        Ok(())
+    }
+
+    pub(super) fn on_connected(&mut self, key: usize) {
+        let plan = self.plan;
+        let seed = self.rng.next_u64();
+        let c = &mut self.conns[key];
+        c.stage = Stage::Handshake;
+        let (transport, path) = match c.role {
+            Role::Publisher => (Transport::Ws, &plan.publish_path),
+            Role::Plain => (plan.transport, &plan.path),
+        };
+        let last_event_id = c.stream.as_ref().and_then(|s| s.last_event_id.as_deref());
+        let client = Client::new(transport, &plan.host, path, seed, last_event_id, &mut c.out);
+        c.client = Some(client);
+        c.recv = true;
+        c.ops += 1;
+        let e = op::recv_multi(c.slot, BGID, 0)
+            .user_data(Token::new(Kind::Recv, c.generation, key as u32).encode());
+        let t = c.table;
+        self.io.push(t, e);
+        self.flush(key);
+    }
+
+    /// If the connection failed or ended, cancels what is in flight; once nothing is,
+    /// closes its slot.
+    pub(super) fn check_over(&mut self, now: Instant, key: usize) {
+        let c = &mut self.conns[key];
+        if c.error.is_none() && c.stage != Stage::Closing {
+            return;
+        }
+        if c.stage != Stage::Closing {
+            if c.stage == Stage::Open {
+                self.shared.open.fetch_sub(1, Ordering::Relaxed);
+                if c.cut != Cut::Closing {
+                    self.stats.disconnects += 1;
+                    self.stats
+                        .disconnect_times
+                        .push(now.duration_since(self.shared.epoch));
+                }
+            }
+            c.stage = Stage::Closing;
+        }
+        if c.ops > 0 {
+            if c.recv && !c.cancelled {
+                // By key, as the server does: a cancel by descriptor is matched against
+                // every armed request of the ring (quadratic when everyone leaves).
+                c.cancelled = true;
+                c.ops += 1;
+                let recv = Token::new(Kind::Recv, c.generation, key as u32).encode();
+                let e = op::cancel(recv)
+                    .user_data(Token::new(Kind::Cancel, c.generation, key as u32).encode());
+                let t = c.table;
+                self.io.push(t, e);
+            }
+            return;
+        }
+        if c.has_socket {
+            let close_data = Token::new(Kind::Close, c.generation, key as u32).encode();
+            let t = c.table;
+            if c.cut == Cut::Closing {
+                // An abortive close (`op::ResetClose`): the server gets a reset, as from a
+                // link that died, and no port is left in TIME_WAIT to slow the
+                // reconnects' connects from the same source addresses.
+                c.ops += 2;
+                let close = op::ResetClose {
+                    slot: c.slot,
+                    sockopt_data: Token::new(Kind::SockOpt, c.generation, key as u32).encode(),
+                    close_data,
+                };
+                self.io.close_reset(t, &close);
+            } else {
+                c.ops += 1;
+                let e = op::close(c.slot).user_data(close_data);
+                self.io.push(t, e);
+            }
+            return;
+        }
+        let (table, slot) = (c.table, c.slot);
+        self.slots[table].free.push(slot);
+        self.after_close(now, key);
+    }
+
+    /// The slot is free again: count the failure and schedule the retry.
+    pub(super) fn after_close(&mut self, now: Instant, key: usize) {
+        let c = &mut self.conns[key];
+        let reason = c.error.take().unwrap_or_else(|| "closed".into());
+        c.stage = Stage::Waiting;
+        c.client = None;
+        c.sent_at = None;
+        c.sending = Vec::new();
+        c.out = Vec::new();
+        if c.cut == Cut::Closing {
+            // Our own doing: not an error.
+            c.cut = Cut::Away;
+            self.stats.cut_closed_at = Some(now.duration_since(self.shared.epoch));
+        } else if c.opened {
+            *self
+                .stats
+                .errors
+                .entry(format!("disconnected: {reason}"))
+                .or_default() += 1;
+        } else {
+            *self.stats.errors.entry(reason).or_default() += 1;
+            self.shared.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        if self.phase == PHASE_STOP || self.phase == PHASE_LEAVE {
+            return;
+        }
+        let delay = self.plan.backoff.delay(c.attempt, self.rng.next_u64());
+        c.attempt = c.attempt.saturating_add(1);
+        self.retries.push(Reverse((now + delay, key)));
+    }
+
+    /// Everyone leaves: a close frame from each WebSocket (the server answers and closes),
+    /// a plain close for the others, and nothing is reconnected.
+    pub(super) fn leave_all(&mut self, now: Instant) {
+        self.ready.clear();
+        self.retries.clear();
+        self.polls.clear();
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            let c = &mut self.conns[key];
+            if c.stage != Stage::Open {
+                // Not open: whatever it is doing ends, without a retry.
+                if matches!(c.stage, Stage::Connecting | Stage::Handshake) {
+                    c.error.get_or_insert_with(|| "left".into());
+                    self.check_over(now, key);
+                }
+                continue;
+            }
+            let ws = c.role == Role::Publisher || self.plan.transport == Transport::Ws;
+            match &mut c.client {
+                Some(client) if ws => {
+                    client.send_close(1001, &mut c.out);
+                    self.flush(key);
+                }
+                _ => {
+                    c.error.get_or_insert_with(|| "left".into());
+                    self.check_over(now, key);
+                }
+            }
+        }
+    }
+
+    /// The cut: every open subscriber ends at once, as in a network blip. Each is closed
+    /// like any other ending connection (receive cancelled by its key, never a cancel by
+    /// descriptor, which the kernel matches against every armed request of the ring),
+    /// but abortively (see [`Worker::check_over`]), and retried after its backoff delay.
+    /// The publisher is spared: it keeps publishing through the storm.
+    pub(super) fn cut_all(&mut self, now: Instant) {
+        self.stats.cut_at = Some(now.duration_since(self.shared.epoch));
+        let keys: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.role == Role::Plain && c.stage == Stage::Open)
+            .map(|(k, _)| k)
+            .collect();
+        for key in keys {
+            let c = &mut self.conns[key];
+            c.cut = Cut::Closing;
+            c.error.get_or_insert_with(|| "cut".into());
+            self.stats.cuts += 1;
+            self.check_over(now, key);
+        }
+    }
+}

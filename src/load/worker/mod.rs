@@ -1,0 +1,412 @@
+//! One load-generator thread: its own rings and fixed-file tables (client sockets are
+//! direct descriptors created with `IORING_OP_SOCKET`, so a worker holds far more than
+//! RLIMIT_NOFILE connections), its share of the connections, and its statistics.
+//!
+//! A connection's life (`lifecycle.rs`): `Socket` into a slot we chose, then (with a
+//! source address) a `setsockopt` of `IP_BIND_ADDRESS_NO_PORT` and a `Bind` to its
+//! 127.0.0.x address, then `Connect`, all linked; then the request is sent and a
+//! multishot receive armed; bytes go through [`Client`](crate::proto::client::Client)
+//! (`completion.rs`). When it ends, its operations are cancelled, the slot is closed
+//! once none is in flight, and the connection is retried after a backoff delay (if the
+//! run is still going). An event stream resumes with `Last-Event-ID` (the last id it
+//! received, as a browser's `EventSource` does), and what it receives over its whole
+//! life goes through a [`Sequence`](super::sequence::Sequence) check. What flows once
+//! open (echo, the publisher, deliveries, polls) is in `traffic.rs`; the per-connection
+//! state in `conn.rs`; the measurements in `stats.rs`.
+//!
+//! The cut (`--cut-after`): when the coordinator raises [`Shared::cut`], every open
+//! subscriber ends at once (its receive cancelled by key, its slot closed with a reset),
+//! as if the network had dropped them all, and comes back after its backoff delay.
+//!
+//! Buffer ownership: the memory an operation names (the send buffer, the connect
+//! chain's socket addresses, the reset-close's linger option, the tick's timespec) is
+//! handed to the driver ([`Tables`]), which keeps it until the operation's completion;
+//! a send's buffer comes back in [`Completion::held`](crate::uring::table::Completion)
+//! and the connection keeps it between sends for its capacity. Nothing the kernel reads
+//! lives in a `Conn`.
+
+mod completion;
+mod conn;
+mod lifecycle;
+mod stats;
+mod traffic;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use slab::Slab;
+
+use super::backoff::Backoff;
+use crate::proto::client::{ClientEvent, Transport};
+use crate::proto::rand::Rng;
+use crate::uring::table::{TableSpec, Tables};
+use crate::uring::token::{Kind, Token};
+use conn::{Conn, Cut, Role, Slots, Stage};
+pub use stats::Stats;
+use traffic::TS_DIGITS;
+
+/// Run phases, set by the coordinating thread.
+pub const PHASE_CONNECT: u8 = 0;
+/// Measuring: echo and broadcast traffic flows.
+pub const PHASE_RUN: u8 = 1;
+/// Stop sending; keep counting what is still in flight.
+pub const PHASE_DRAIN: u8 = 2;
+/// Return the statistics.
+pub const PHASE_STOP: u8 = 3;
+/// Everyone leaves at once: each WebSocket sends a close frame (1001, going away) and
+/// waits for the server to close; event streams and polls close their socket. No
+/// connection is retried.
+pub const PHASE_LEAVE: u8 = 4;
+
+/// Handshakes in flight per worker: beyond this, new connects wait. Keeps the listen
+/// queue and SYN backlog of the server from overflowing (a dropped SYN costs the client a
+/// one-second retransmit and spoils the connect-time figure).
+const MAX_CONNECTING: usize = 2048;
+/// Broadcast messages in flight (published, not yet seen by every subscriber).
+const BROADCAST_WINDOW: u64 = 8;
+const BGID: u16 = 0;
+const TICK: Duration = Duration::from_millis(1);
+
+/// What the load generator does once connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// Hold connections open.
+    Idle,
+    /// Each connection sends a message and waits for its echo, repeatedly.
+    Echo,
+    /// Subscribers only receive; one publisher connection sends.
+    Broadcast,
+    /// Hold connections; when the server goes away (or the load generator cuts them all,
+    /// `--cut-after`), reconnect with backoff and record when each reconnect happens.
+    Storm,
+}
+
+/// What every worker needs to know, read-only.
+#[derive(Debug)]
+pub struct Plan {
+    /// The scenario.
+    pub scenario: Scenario,
+    /// WebSocket or SSE.
+    pub transport: Transport,
+    /// The server.
+    pub target: SocketAddrV4,
+    /// `Host` header value.
+    pub host: String,
+    /// Request path (with query).
+    pub path: String,
+    /// Source addresses to bind (empty: let the kernel choose).
+    pub sources: Vec<Ipv4Addr>,
+    /// Connections in total (subscribers for broadcast, not counting the publisher).
+    pub connections: usize,
+    /// Connection attempts per second, all workers together.
+    pub rate: usize,
+    /// Payload bytes per message.
+    pub message_bytes: usize,
+    /// Broadcast: stop publishing after this many messages.
+    pub messages: Option<u64>,
+    /// Short polling: the pause between a poll's answer and the next request.
+    pub poll_interval: Duration,
+    /// Broadcast: publish at most this many messages per second.
+    pub publish_rate: Option<f64>,
+    /// Broadcast: the publisher's WebSocket path (`/ws/{topic}`), whatever the
+    /// subscribers' transport.
+    pub publish_path: String,
+    /// Worker 0 runs a publisher on `publish_path` (broadcast; a storm with a publish
+    /// rate).
+    pub publisher: bool,
+    /// Reconnect policy.
+    pub backoff: Backoff,
+    /// Worker threads.
+    pub threads: usize,
+    /// Fixed-file slots per table (RLIMIT_NOFILE).
+    pub table_slots: u32,
+}
+
+/// Counters every worker updates and the coordinator reads.
+#[derive(Debug)]
+pub struct Shared {
+    /// Time zero of the run (message timestamps are nanoseconds since it).
+    pub epoch: Instant,
+    /// One of the `PHASE_*` values.
+    pub phase: AtomicU8,
+    /// Connections currently open (handshake done).
+    pub open: AtomicU64,
+    /// Connection attempts that failed (any reason).
+    pub failed: AtomicU64,
+    /// Broadcast messages published.
+    pub published: AtomicU64,
+    /// Broadcast messages received, over all subscribers.
+    pub delivered: AtomicU64,
+    /// Messages received by all workers.
+    pub received: AtomicU64,
+    /// Messages sent by all workers (echo and publish).
+    pub sent: AtomicU64,
+    /// Raised once by the coordinator (`--cut-after`): every worker cuts its open
+    /// subscribers.
+    pub cut: AtomicBool,
+}
+
+impl Shared {
+    /// Counters at zero, phase connect.
+    pub fn new() -> Shared {
+        Shared {
+            epoch: Instant::now(),
+            phase: AtomicU8::new(PHASE_CONNECT),
+            open: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            published: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            cut: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Default for Shared {
+    fn default() -> Shared {
+        Shared::new()
+    }
+}
+
+struct Worker<'a> {
+    io: Tables,
+    slots: Vec<Slots>,
+    table_slots: u32,
+    plan: &'a Plan,
+    shared: &'a Shared,
+    id: usize,
+    conns: Slab<Conn>,
+    next_generation: u32,
+    /// Connections ready to (re)connect, in order.
+    ready: VecDeque<usize>,
+    /// Backoff timers: (due, key).
+    retries: BinaryHeap<Reverse<(Instant, usize)>>,
+    /// Short polling: when each connection sends its next request.
+    polls: BinaryHeap<Reverse<(Instant, usize)>>,
+    connecting: usize,
+    /// Connection attempts started so far (rate limit).
+    launched: u64,
+    rate_start: Instant,
+    rate_per_sec: f64,
+    srcs: Box<[SocketAddrV4]>,
+    dst: SocketAddrV4,
+    rng: Rng,
+    stats: Stats,
+    events: Vec<ClientEvent>,
+    phase: u8,
+    /// Echo started on every open connection.
+    echo_started: bool,
+    payload: Vec<u8>,
+    /// Locally counted deliveries and sends not yet added to the shared counters.
+    delivered_local: u64,
+    sent_local: u64,
+    publisher: Option<usize>,
+    last_progress: (u64, Instant),
+    /// When this worker saw the run phase begin.
+    run_started: Option<Instant>,
+}
+
+/// Runs worker `id` until the phase becomes [`PHASE_STOP`]; returns its statistics.
+pub fn run(id: usize, plan: &Plan, shared: &Shared) -> Result<Stats, String> {
+    let spec = TableSpec {
+        slots: plan.table_slots,
+        sq_entries: 4096,
+        cq_entries: (plan.table_slots.max(4096) * 2)
+            .next_power_of_two()
+            .min(1 << 19),
+        recv_buffers: 2048,
+        recv_buffer_size: 4096,
+        bgid: BGID,
+    };
+    let io = Tables::new(
+        &spec,
+        TableSpec {
+            recv_buffers: 512,
+            sq_entries: 1024,
+            ..spec
+        },
+    )?;
+    let mine = (plan.connections + plan.threads - 1 - id) / plan.threads;
+    let now = Instant::now();
+    let mut w = Worker {
+        io,
+        slots: vec![Slots::default()],
+        table_slots: plan.table_slots,
+        plan,
+        shared,
+        id,
+        conns: Slab::with_capacity(mine + 1),
+        next_generation: 1,
+        ready: VecDeque::with_capacity(mine + 1),
+        retries: BinaryHeap::new(),
+        polls: BinaryHeap::new(),
+        connecting: 0,
+        launched: 0,
+        rate_start: now,
+        rate_per_sec: plan.rate as f64 / plan.threads as f64,
+        srcs: plan
+            .sources
+            .iter()
+            .map(|ip| SocketAddrV4::new(*ip, 0))
+            .collect(),
+        dst: plan.target,
+        rng: Rng::new(0x5eed ^ (id as u64) << 32),
+        stats: Stats::new(),
+        events: Vec::new(),
+        phase: PHASE_CONNECT,
+        echo_started: false,
+        payload: vec![b'x'; plan.message_bytes.max(TS_DIGITS)],
+        delivered_local: 0,
+        sent_local: 0,
+        publisher: None,
+        last_progress: (0, now),
+        run_started: None,
+    };
+    for i in 0..mine {
+        let key = w.add_conn(Role::Plain, id + i * plan.threads);
+        w.ready.push_back(key);
+    }
+    if id == 0 && plan.publisher {
+        let key = w.add_conn(Role::Publisher, plan.connections);
+        w.publisher = Some(key);
+        w.ready.push_front(key);
+    }
+    w.run()?;
+    w.stats.sse_ends = w
+        .conns
+        .iter()
+        .filter_map(|(_, c)| c.stream.as_ref().map(|s| s.seq.end()))
+        .collect();
+    Ok(w.stats)
+}
+
+impl Worker<'_> {
+    fn add_conn(&mut self, role: Role, index: usize) -> usize {
+        let source = if self.srcs.is_empty() {
+            0
+        } else {
+            index % self.srcs.len()
+        };
+        let stream =
+            (role == Role::Plain && self.plan.transport == Transport::Sse).then(Box::default);
+        self.conns.insert(Conn {
+            role,
+            stage: Stage::Waiting,
+            generation: 0,
+            table: 0,
+            slot: 0,
+            has_socket: false,
+            ops: 0,
+            recv: false,
+            cancelled: false,
+            client: None,
+            out: Vec::new(),
+            sending: Vec::new(),
+            send_busy: false,
+            started: Instant::now(),
+            sent_at: None,
+            attempt: 0,
+            was_open: false,
+            opened: false,
+            source,
+            error: None,
+            cut: Cut::No,
+            stream,
+        })
+    }
+
+    fn arm_tick(&mut self) {
+        self.io
+            .timeout(0, TICK, Token::new(Kind::Tick, 0, 0).encode());
+    }
+
+    fn run(&mut self) -> Result<(), String> {
+        self.arm_tick();
+        let mut cqes = Vec::with_capacity(4096);
+        loop {
+            self.io
+                .submit_and_reap(&mut cqes, true)
+                .map_err(|e| format!("io_uring_enter: {e}"))?;
+            let now = Instant::now();
+            for cqe in cqes.drain(..) {
+                self.complete(now, cqe);
+            }
+            self.io.publish_buffers();
+            let phase = self.shared.phase.load(Ordering::Acquire);
+            if phase != self.phase {
+                self.phase = phase;
+                if phase == PHASE_RUN {
+                    self.run_started = Some(now);
+                }
+                if phase == PHASE_LEAVE {
+                    self.leave_all(now);
+                }
+                if phase == PHASE_STOP {
+                    return Ok(());
+                }
+            }
+            if self.stats.cut_at.is_none() && self.shared.cut.load(Ordering::Acquire) {
+                self.cut_all(now);
+            }
+            while let Some(Reverse((due, key))) = self.retries.peek().copied() {
+                if due > now {
+                    break;
+                }
+                self.retries.pop();
+                self.ready.push_back(key);
+            }
+            while let Some(Reverse((due, key))) = self.polls.peek().copied() {
+                if due > now {
+                    break;
+                }
+                self.polls.pop();
+                self.poll_again(key);
+            }
+            self.launch(now);
+            if self.phase == PHASE_RUN {
+                self.drive(now);
+            }
+            if self.delivered_local > 0 {
+                self.shared
+                    .delivered
+                    .fetch_add(self.delivered_local, Ordering::Relaxed);
+                self.shared
+                    .received
+                    .fetch_add(self.delivered_local, Ordering::Relaxed);
+                self.delivered_local = 0;
+            }
+            if self.sent_local > 0 {
+                self.shared
+                    .sent
+                    .fetch_add(self.sent_local, Ordering::Relaxed);
+                self.sent_local = 0;
+            }
+        }
+    }
+
+    fn alloc_slot(&mut self) -> Result<(usize, u32), String> {
+        for (t, s) in self.slots.iter_mut().enumerate() {
+            if let Some(slot) = s.free.pop() {
+                return Ok((t, slot));
+            }
+            if s.next < self.table_slots {
+                s.next += 1;
+                return Ok((t, s.next - 1));
+            }
+        }
+        let t = self.io.add()?;
+        self.slots.push(Slots {
+            next: 1,
+            free: Vec::new(),
+        });
+        Ok((t, 0))
+    }
+}
+
+fn errno_name(op: &str, res: i32) -> String {
+    format!("{op}: {}", std::io::Error::from_raw_os_error(-res))
+}
