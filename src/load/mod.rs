@@ -2,15 +2,18 @@
 //!
 //! Client connections run on the same io_uring driver as the server: each worker thread
 //! has its own rings and fixed-file tables, and creates sockets as direct descriptors
-//! (`IORING_OP_SOCKET` → `BIND` → `CONNECT`, linked), so one process holds far more
-//! connections than RLIMIT_NOFILE. Sources are spread over 127.0.0.x addresses: each
-//! address has its own ephemeral port range toward the server's one port.
+//! (`IORING_OP_SOCKET` → `SETSOCKOPT` → `BIND` → `CONNECT`, linked), so one process
+//! holds far more connections than RLIMIT_NOFILE. Sources are spread over 127.0.0.x
+//! addresses: each address has its own ephemeral port range toward the server's one
+//! port. The WebSocket, SSE and polling clients themselves are sans-IO, in
+//! [`crate::proto::client`].
 //!
-//! The coordinating thread (the caller of [`run`]) moves the workers through phases:
-//! connect (at `--rate` per second, at most 2048 handshakes in flight per worker), run
-//! (the scenario's traffic, for `--duration`), stop; then it merges their statistics into
-//! a [`Report`] (`report.rs`). In a storm with `--cut-after` it also tells the workers, once, to cut
-//! every subscriber at the same moment.
+//! The coordinating thread (the caller of [`run`]) moves the workers through phases, one
+//! function each: connect (at `--rate` per second, at most 2048 handshakes in flight per
+//! worker), run (the scenario's traffic, for `--duration`), drain (what is in flight
+//! arrives), leave (`--leave close` only), stop; then it merges their statistics into a
+//! [`Report`] (`report.rs`). In a storm with `--cut-after` it also tells the workers,
+//! once, to cut every subscriber at the same moment.
 
 pub mod backoff;
 mod report;

@@ -64,7 +64,7 @@ pub struct Storm {
 }
 
 /// Event streams: did every subscriber get every event exactly once, across its
-/// reconnects (`Last-Event-ID`)? See [`sequence`].
+/// reconnects (`Last-Event-ID`)? See [`sequence`](super::sequence).
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct Exactness {
     /// What the checks counted over all subscribers.
