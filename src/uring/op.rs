@@ -69,11 +69,6 @@ pub fn cancel_fd(fd: RawFd) -> Sqe {
     Sqe(opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all()).build())
 }
 
-/// Cancels every operation on a fixed slot.
-pub fn cancel_fixed(slot: u32) -> Sqe {
-    Sqe(opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fixed(slot)).all()).build())
-}
-
 /// Polls a descriptor for input; `multi`: until cancelled.
 pub fn poll_in(fd: RawFd, multi: bool) -> Sqe {
     Sqe(opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
