@@ -21,6 +21,7 @@ pub(super) enum Stage {
     Connecting,
     /// Connected, request sent, waiting for the response head.
     Handshake,
+    /// Handshake done: counted in [`Shared::open`](super::Shared::open).
     Open,
     /// Over: cancelling and closing.
     Closing,

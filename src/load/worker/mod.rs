@@ -89,7 +89,7 @@ pub enum Scenario {
 pub struct Plan {
     /// The scenario.
     pub scenario: Scenario,
-    /// WebSocket or SSE.
+    /// WebSocket, SSE or polling (the subscribers'; the publisher speaks WebSocket).
     pub transport: Transport,
     /// The server.
     pub target: SocketAddrV4,
@@ -109,9 +109,9 @@ pub struct Plan {
     pub messages: Option<u64>,
     /// Short polling: the pause between a poll's answer and the next request.
     pub poll_interval: Duration,
-    /// Broadcast: publish at most this many messages per second.
+    /// Broadcast: publish at most this many messages per second; storm: publish at it.
     pub publish_rate: Option<f64>,
-    /// Broadcast: the publisher's WebSocket path (`/ws/{topic}`), whatever the
+    /// The publisher's WebSocket path (`/ws/{topic}`), whatever the
     /// subscribers' transport.
     pub publish_path: String,
     /// Worker 0 runs a publisher on `publish_path` (broadcast; a storm with a publish

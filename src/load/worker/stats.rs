@@ -20,8 +20,8 @@ pub struct Stats {
     pub received: u64,
     /// Payload bytes received during the run phase.
     pub received_bytes: u64,
-    /// Bytes read from and written to sockets during the run phase (headers, framing,
-    /// payloads: what polling costs on the wire compared with a stream).
+    /// Bytes read from sockets during the run phase (headers, framing, payloads: what
+    /// polling costs on the wire compared with a stream).
     pub wire_in: u64,
     /// Bytes written to sockets during the run phase.
     pub wire_out: u64,
