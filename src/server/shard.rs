@@ -431,7 +431,7 @@ impl Shard {
     }
 
     fn conn_for(&mut self, token: Token) -> Option<usize> {
-        let key = token.slot as usize;
+        let key = token.key() as usize;
         self.conns
             .get(key)
             .filter(|c| c.generation == token.generation)

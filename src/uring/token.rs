@@ -107,8 +107,9 @@ pub struct Token {
     pub kind: Kind,
     /// Generation of the key when the operation was submitted (24 bits).
     pub generation: u32,
-    /// The key in the owner's slab (see the module docs). Named `slot` for the load
-    /// generator's sake until it is renamed there too; it is never a fixed-file slot.
+    /// The key in the owner's slab (see the module docs; read it with [`Token::key`]).
+    /// Still named `slot` for the load generator, which reads the field; it is never a
+    /// fixed-file slot.
     pub slot: u32,
 }
 
@@ -123,6 +124,11 @@ impl Token {
             generation: generation & GEN_MASK,
             slot: key,
         }
+    }
+
+    /// The key in the owner's slab: a connection's, or a table's index for accepts.
+    pub fn key(self) -> u32 {
+        self.slot
     }
 
     /// Packs into `user_data`.

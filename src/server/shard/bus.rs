@@ -410,6 +410,9 @@ impl Shard {
 }
 
 impl Shard {
+    /// Wakes every shard sent a bus message this turn, once each: a `MSG_RING` posts a
+    /// completion on its ring (key 0), so a shard blocked in its ring wakes and drains
+    /// its inbox. Our own ring gets the send's completion (key 1); both are ignored.
     pub(super) fn send_wakes(&mut self) {
         let ring_fds = self.ring_fds.clone();
         let Some(fds) = ring_fds.get() else { return };
