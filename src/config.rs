@@ -189,7 +189,7 @@ pub fn available_cpus() -> usize {
 }
 
 fn affinity_cpus() -> Option<usize> {
-    crate::uring::affinity_cpu_count()
+    crate::sys::affinity_cpu_count()
 }
 
 /// A bad configuration value: which flag (TOML keys are the flag names without `--`)

@@ -28,18 +28,24 @@
 //!
 //! - [`proto`]: the sans-IO protocol core (HTTP heads and routing, the WebSocket
 //!   handshake, frames, masking, messages, close codes, SSE encoding and ids, and the
-//!   per-connection state machine). No sockets, no clock reads, no `unsafe`.
+//!   per-connection state machine), the client side the load generator drives
+//!   (`proto::client`) and the crate's one PRNG (`proto::rand`). No sockets, no clock
+//!   reads, no `unsafe`.
 //! - [`config`]: the one `Config` struct, its defaults, TOML loading and validation.
 //! - [`uring`]: the io_uring driver (rings, provided-buffer rings, typed tokens, socket
-//!   setup, and `op`: the only way to build an operation); the only module with broad
+//!   setup, the `InFlight` tracker of a connection's operations shared by the server and
+//!   the load generator, and `op`: the only way to build an operation); the only module
+//!   with broad
 //!   `unsafe` (the crate denies it everywhere but here and [`sys`]). It holds the memory
 //!   an operation names until the completion, so nothing outside it can free memory the
 //!   kernel uses.
 //! - [`sys`]: OS calls outside io_uring (eventfds, rlimits, the CPU mask, signals) behind
 //!   one errno helper, each `unsafe` one call long; `sys::proc` reads `/proc`.
-//! - [`server`]: shards (one pinned thread + ring + listener per CPU), connection slab,
-//!   outboxes with the slow-consumer policy, the timer wheel.
-//! - [`pubsub`]: topic ownership and the cross-shard bus.
+//! - [`server`]: shards (one pinned thread + ring + listener per CPU; `shard/accept.rs`,
+//!   `io.rs`, `timers.rs`, `bus.rs`), connection slab, outboxes with the slow-consumer
+//!   policy, the timer wheel.
+//! - [`pubsub`]: the sans-IO pub/sub core: topic owners (numbering, history within a
+//!   memory budget), the local subscriber index and replay decisions, the bus messages.
 //! - [`metrics`]: per-shard counters and the Prometheus text of `GET /metrics`.
 //! - [`check`]: `ringpush check`, the system's limits against a connection target.
 //! - [`load`]: the load generator (`ringpush load`), the client side of the same driver.

@@ -278,7 +278,7 @@ fn hostile_clients_cannot_grow_memory() {
             continue;
         }
         for s in socks {
-            if let Err(e) = ended(s, Duration::from_secs(5)) {
+            if let Err(e) = ended(s, Duration::from_secs(15)) {
                 panic!("{name}: {e}");
             }
         }

@@ -170,10 +170,11 @@ fn nofile(n: u64, sys: &SystemLimits) -> Finding {
 /// twice its SQ (64 B entries) plus CQ (16 B entries) arrays. Measured on Linux 6.18 as
 /// an unprivileged user: 0.75 MiB for a shard with 4096-slot tables and 2.7 MiB with
 /// 20,000 slots, within 10% of this formula. `sq` is 4096 for a shard's first ring and
-/// 1024 for each further one; the CQ is twice the slots, at least 8192, at most 2^19
-/// (src/server/shard.rs).
+/// 1024 for each further one; the CQ is `uring::table::cq_entries`.
 fn ring_locked_bytes(slots: u64, sq: u64) -> u64 {
-    let cq = (slots.max(4096) * 2).next_power_of_two().min(1 << 19);
+    let cq = u64::from(crate::uring::table::cq_entries(
+        slots.min(u64::from(crate::uring::table::MAX_SLOTS)) as u32,
+    ));
     2 * (sq * 64 + cq * 16)
 }
 

@@ -121,9 +121,9 @@ pub use crate::server::BYTES_PER_CONNECTION;
 /// slots already mean 250 tables (1 GiB of buffers) for a million connections.
 pub const NOFILE_WARN: u64 = 4096;
 
-/// The kernel's largest fixed-file table (`IORING_MAX_FIXED_FILES`, 2^20): a larger
+/// The kernel's largest fixed-file table (`uring::table::MAX_SLOTS`): a larger
 /// RLIMIT_NOFILE buys nothing, and it is what `tuning/` sets.
-pub const NOFILE_BEST: u64 = 1 << 20;
+pub const NOFILE_BEST: u64 = crate::uring::table::MAX_SLOTS as u64;
 
 /// Source addresses the load generator can use: 127.0.0.1 to 127.0.0.254.
 pub const SOURCE_ADDRESSES: u64 = 254;

@@ -309,9 +309,10 @@ fn plan(cfg: &LoadConfig) -> Result<Plan, String> {
     };
     let threads = cfg
         .threads
-        .unwrap_or_else(|| crate::uring::allowed_cpus().len())
+        .unwrap_or_else(crate::config::available_cpus)
         .clamp(1, cfg.connections.max(1));
-    let table_slots = crate::uring::raise_nofile_limit().min(1 << 20) as u32;
+    let table_slots =
+        crate::sys::raise_nofile_limit().min(u64::from(crate::uring::table::MAX_SLOTS)) as u32;
     if table_slots < 64 {
         return Err(format!(
             "RLIMIT_NOFILE is {table_slots}; the load generator needs at least 64 (ulimit -n)"

@@ -83,7 +83,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
     let config = Arc::new(config);
     let nofile = sys::raise_nofile_limit();
     // A registered file table may hold at most RLIMIT_NOFILE slots (kernel rule).
-    let table_size = nofile.min(1 << 20) as u32;
+    let table_size = nofile.min(u64::from(crate::uring::table::MAX_SLOTS)) as u32;
     if table_size <= RESERVE {
         return Err(RunError::Start(format!(
             "RLIMIT_NOFILE is {nofile}; ringpush needs at least {} (ulimit -n)",
@@ -263,9 +263,5 @@ fn new_epoch() -> u32 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
-    let mut x = nanos ^ (u64::from(std::process::id()) << 32);
-    // splitmix64 finaliser: every input bit affects the result.
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    (x ^ (x >> 31)) as u32
+    crate::proto::rand::mix(nanos ^ (u64::from(std::process::id()) << 32)) as u32
 }

@@ -232,7 +232,7 @@ struct Shard {
     next_generation: u32,
     max_conns: usize,
     wheel: TimerWheel,
-    rng: u64,
+    rng: crate::proto::rand::Rng,
     inbox: Receiver<BusMsg>,
     peers: Vec<Sender<BusMsg>>,
     ring_fds: Arc<std::sync::OnceLock<Vec<i32>>>,
@@ -269,7 +269,7 @@ struct Shard {
 pub fn run(init: ShardInit) {
     if let Some(cpu) = init.cpu {
         // Best effort: a cpuset may forbid it; the shard still works unpinned.
-        let _ = crate::uring::pin_to_cpu(cpu);
+        let _ = crate::sys::pin_to_cpu(cpu);
     }
     let ready = init.ready.clone();
     let mut shard = match Shard::new(init) {
@@ -342,7 +342,7 @@ impl Shard {
             next_generation: 1,
             max_conns: init.max_conns,
             wheel: TimerWheel::new(now, TICK, 4096),
-            rng: 0x9e37_79b9_7f4a_7c15 ^ (init.id as u64 + 1).wrapping_mul(0xbf58_476d_1ce4_e5b9),
+            rng: crate::proto::rand::Rng::new(init.id as u64 + 1),
             inbox: init.inbox,
             wake: vec![false; init.peers.len()],
             peers: init.peers,

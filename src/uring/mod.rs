@@ -266,11 +266,3 @@ fn check_features(ring: &IoUring) -> Result<(), SetupError> {
     }
     Ok(())
 }
-
-// OS calls outside io_uring live in `crate::sys`; these old paths stay for callers not
-// moved there yet: `pin_to_cpu` (server/shard.rs), `allowed_cpus` and `raise_nofile_limit`
-// (load/mod.rs), `affinity_cpu_count` (config.rs), and the eventfd helpers (table.rs).
-pub use crate::sys::{
-    affinity_cpu_count, allowed_cpus, eventfd_drain, eventfd_nonblocking, pin_to_cpu,
-    raise_nofile_limit,
-};

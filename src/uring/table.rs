@@ -188,7 +188,7 @@ impl Tables {
     /// eventfd and the first ring's poll on it.
     pub fn add(&mut self) -> Result<usize, String> {
         if self.wake.is_none() {
-            let fd = super::eventfd_nonblocking()
+            let fd = crate::sys::eventfd_nonblocking()
                 .map_err(|e| format!("cannot create an eventfd: {e}"))?;
             self.wake = Some(fd);
             self.arm_wake();
@@ -300,7 +300,7 @@ impl Tables {
                 if data == TABLES_WAKE {
                     // Only a wake-up: every table is reaped each round anyway.
                     if let Some(fd) = &self.wake {
-                        super::eventfd_drain(fd);
+                        crate::sys::eventfd_drain(fd);
                     }
                     rearm |= !cqueue::more(cqe.flags());
                     continue;

@@ -107,10 +107,9 @@ pub struct Token {
     pub kind: Kind,
     /// Generation of the key when the operation was submitted (24 bits).
     pub generation: u32,
-    /// The key in the owner's slab (see the module docs; read it with [`Token::key`]).
-    /// Still named `slot` for the load generator, which reads the field; it is never a
-    /// fixed-file slot.
-    pub slot: u32,
+    /// The key in the owner's slab: a connection's, or a table's index for accepts
+    /// (see the module docs); never a fixed-file slot.
+    key: u32,
 }
 
 const GEN_MASK: u32 = (1 << 24) - 1;
@@ -122,20 +121,20 @@ impl Token {
         Token {
             kind,
             generation: generation & GEN_MASK,
-            slot: key,
+            key,
         }
     }
 
     /// The key in the owner's slab: a connection's, or a table's index for accepts.
     pub fn key(self) -> u32 {
-        self.slot
+        self.key
     }
 
     /// Packs into `user_data`.
     pub fn encode(self) -> u64 {
         (u64::from(self.kind as u8) << 56)
             | (u64::from(self.generation & GEN_MASK) << 32)
-            | u64::from(self.slot)
+            | u64::from(self.key)
     }
 
     /// Unpacks `user_data`; `None` for sentinels and unknown kinds.
@@ -147,7 +146,7 @@ impl Token {
         Some(Token {
             kind,
             generation: ((v >> 32) as u32) & GEN_MASK,
-            slot: v as u32,
+            key: v as u32,
         })
     }
 }

@@ -12,7 +12,7 @@ use crate::uring::token::{Kind, Token};
 
 impl Worker<'_> {
     pub(super) fn conn_for(&self, token: Token) -> Option<usize> {
-        let key = token.slot as usize;
+        let key = token.key() as usize;
         self.conns
             .get(key)
             .filter(|c| c.generation == token.generation && c.stage != Stage::Waiting)
@@ -36,7 +36,7 @@ impl Worker<'_> {
         let c = &mut self.conns[key];
         match token.kind {
             Kind::Socket => {
-                c.ops -= 1;
+                c.ops.end(Kind::Socket);
                 if res >= 0 {
                     c.has_socket = true;
                 } else {
@@ -44,7 +44,7 @@ impl Worker<'_> {
                 }
             }
             Kind::SockOpt | Kind::Bind => {
-                c.ops -= 1;
+                c.ops.end(token.kind);
                 if res < 0 && res != -libc::ECANCELED {
                     let op = if token.kind == Kind::Bind {
                         "bind"
@@ -55,7 +55,7 @@ impl Worker<'_> {
                 }
             }
             Kind::Connect => {
-                c.ops -= 1;
+                c.ops.end(Kind::Connect);
                 self.connecting -= 1;
                 if res < 0 {
                     // ECANCELED: the socket or bind before it failed and said why.
@@ -66,7 +66,7 @@ impl Worker<'_> {
                 }
             }
             Kind::Send => {
-                c.ops -= 1;
+                c.ops.end(Kind::Send);
                 c.send_busy = false;
                 if let Some(Held::Send(buf)) = cqe.held {
                     if let Some(Chunk::Owned(v)) = buf.chunks.into_iter().next() {
@@ -91,9 +91,9 @@ impl Worker<'_> {
                     }
                 }
             }
-            Kind::Cancel => c.ops -= 1,
+            Kind::Cancel => c.ops.end(Kind::Cancel),
             Kind::Close => {
-                c.ops -= 1;
+                c.ops.end(Kind::Close);
                 c.has_socket = false;
                 let (table, slot) = (c.table, c.slot);
                 self.slots[table].free.push(slot);
@@ -120,7 +120,7 @@ impl Worker<'_> {
     /// Submits a send of `sending` (all of it, or the rest after a short send).
     pub(super) fn submit_send(&mut self, key: usize) {
         let c = &mut self.conns[key];
-        c.ops += 1;
+        c.ops.start(Kind::Send);
         c.send_busy = true;
         let buf = SendBuf::new(vec![Chunk::Owned(std::mem::take(&mut c.sending))], 0);
         let data = Token::new(Kind::Send, c.generation, key as u32).encode();
@@ -157,16 +157,14 @@ impl Worker<'_> {
         }
         if !more {
             let c = &mut self.conns[key];
-            c.recv = false;
-            c.ops -= 1;
+            c.ops.end(Kind::Recv);
             // A multishot receive also ends when the buffers ran out (ENOBUFS) or the
             // completion queue overflowed (any result, without the MORE flag): re-arm
             // unless the stream ended. Not re-arming left connections deaf (no pongs,
             // no 101) at 970,000 connections.
             let ended = res == 0 || res == -libc::ECANCELED || (res < 0 && res != -libc::ENOBUFS);
             if !ended && c.stage != Stage::Closing && c.error.is_none() {
-                c.recv = true;
-                c.ops += 1;
+                c.ops.start(Kind::Recv);
                 let e = op::recv_multi(c.slot, BGID, 0)
                     .user_data(Token::new(Kind::Recv, c.generation, key as u32).encode());
                 self.io.push(t, e);

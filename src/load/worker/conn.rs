@@ -4,6 +4,7 @@ use std::time::Instant;
 
 use crate::load::sequence::Sequence;
 use crate::proto::client::Client;
+use crate::uring::token::InFlight;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Role {
@@ -56,9 +57,9 @@ pub(super) struct Conn {
     pub(super) slot: u32,
     /// The socket op succeeded: the slot holds a descriptor to close.
     pub(super) has_socket: bool,
-    /// Operations in flight on the slot.
-    pub(super) ops: u32,
-    pub(super) recv: bool,
+    /// Operations in flight on the slot (the same rule as the server's: the slot and
+    /// the key are reused only once none is).
+    pub(super) ops: InFlight,
     pub(super) cancelled: bool,
     pub(super) client: Option<Client>,
     /// Bytes waiting to be sent.

@@ -10,7 +10,7 @@ use super::conn::{Cut, Role, Stage};
 use super::{BGID, MAX_CONNECTING, PHASE_LEAVE, PHASE_STOP, Worker};
 use crate::proto::client::{Client, Transport};
 use crate::uring::op;
-use crate::uring::token::{Kind, Token};
+use crate::uring::token::{InFlight, Kind, Token};
 
 impl Worker<'_> {
     /// Starts connection attempts, as the rate and the in-flight cap allow.
@@ -51,9 +51,14 @@ impl Worker<'_> {
         c.table = table;
         c.slot = slot;
         c.has_socket = false;
-        c.recv = false;
         c.cancelled = false;
-        c.ops = if bind { 4 } else { 2 };
+        c.ops = InFlight::default();
+        c.ops.start(Kind::Socket);
+        if bind {
+            c.ops.start(Kind::SockOpt);
+            c.ops.start(Kind::Bind);
+        }
+        c.ops.start(Kind::Connect);
         c.started = now;
         c.error = None;
         c.out.clear();
@@ -91,8 +96,7 @@ impl Worker<'_> {
         let last_event_id = c.stream.as_ref().and_then(|s| s.last_event_id.as_deref());
         let client = Client::new(transport, &plan.host, path, seed, last_event_id, &mut c.out);
         c.client = Some(client);
-        c.recv = true;
-        c.ops += 1;
+        c.ops.start(Kind::Recv);
         let e = op::recv_multi(c.slot, BGID, 0)
             .user_data(Token::new(Kind::Recv, c.generation, key as u32).encode());
         let t = c.table;
@@ -119,12 +123,12 @@ impl Worker<'_> {
             }
             c.stage = Stage::Closing;
         }
-        if c.ops > 0 {
-            if c.recv && !c.cancelled {
+        if !c.ops.is_empty() {
+            if c.ops.has(Kind::Recv) && !c.cancelled {
                 // By key, as the server does: a cancel by descriptor is matched against
                 // every armed request of the ring (quadratic when everyone leaves).
                 c.cancelled = true;
-                c.ops += 1;
+                c.ops.start(Kind::Cancel);
                 let recv = Token::new(Kind::Recv, c.generation, key as u32).encode();
                 let e = op::cancel(recv)
                     .user_data(Token::new(Kind::Cancel, c.generation, key as u32).encode());
@@ -140,7 +144,8 @@ impl Worker<'_> {
                 // An abortive close (`op::ResetClose`): the server gets a reset, as from a
                 // link that died, and no port is left in TIME_WAIT to slow the
                 // reconnects' connects from the same source addresses.
-                c.ops += 2;
+                c.ops.start(Kind::SockOpt);
+                c.ops.start(Kind::Close);
                 let close = op::ResetClose {
                     slot: c.slot,
                     sockopt_data: Token::new(Kind::SockOpt, c.generation, key as u32).encode(),
@@ -148,7 +153,7 @@ impl Worker<'_> {
                 };
                 self.io.close_reset(t, &close);
             } else {
-                c.ops += 1;
+                c.ops.start(Kind::Close);
                 let e = op::close(c.slot).user_data(close_data);
                 self.io.push(t, e);
             }

@@ -43,7 +43,7 @@ use super::backoff::Backoff;
 use crate::proto::client::{ClientEvent, Transport};
 use crate::proto::rand::Rng;
 use crate::uring::table::{TableSpec, Tables};
-use crate::uring::token::{Kind, Token};
+use crate::uring::token::{InFlight, Kind, Token};
 use conn::{Conn, Cut, Role, Slots, Stage};
 pub use stats::Stats;
 use traffic::TS_DIGITS;
@@ -215,9 +215,7 @@ pub fn run(id: usize, plan: &Plan, shared: &Shared) -> Result<Stats, String> {
     let spec = TableSpec {
         slots: plan.table_slots,
         sq_entries: 4096,
-        cq_entries: (plan.table_slots.max(4096) * 2)
-            .next_power_of_two()
-            .min(1 << 19),
+        cq_entries: crate::uring::table::cq_entries(plan.table_slots),
         recv_buffers: 2048,
         recv_buffer_size: 4096,
         bgid: BGID,
@@ -300,8 +298,7 @@ impl Worker<'_> {
             table: 0,
             slot: 0,
             has_socket: false,
-            ops: 0,
-            recv: false,
+            ops: InFlight::default(),
             cancelled: false,
             client: None,
             out: Vec::new(),

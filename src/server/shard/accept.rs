@@ -185,10 +185,7 @@ impl Shard {
     pub(super) fn open_conn(&mut self, now: Instant, t: usize, file_slot: u32, admin: bool) {
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1) & 0x00ff_ffff;
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        let mut proto = Connection::new(now, &self.conn_cfg, self.rng as u32);
+        let mut proto = Connection::new(now, &self.conn_cfg, self.rng.next_u64() as u32);
         if admin {
             proto = proto.admin();
         }
