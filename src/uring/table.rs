@@ -24,7 +24,7 @@ use slab::Slab;
 use super::Ring;
 use super::bufring::BufRing;
 use super::op::{self, ConnectChain, Held, OtherMem, ResetClose, SendBuf, Sqe};
-use super::token::{HELD_BIT, SENTINEL_BASE, TABLES_WAKE, TIMER_BIT};
+use super::token::{HELD_BIT, InFlight, Kind, SENTINEL_BASE, TABLES_WAKE, TIMER_BIT, Token};
 
 /// The most fixed-file slots one table may have: the kernel's cap on a registered file
 /// table (`IORING_MAX_FIXED_FILES`, 2^20), which is also the default ceiling of
@@ -266,6 +266,34 @@ impl Tables {
         // address) until the close's completion; the setsockopt before it in the
         // hard-linked chain completes first.
         unsafe { self.tables[t].ring.push_chain(&entries) };
+    }
+
+    /// Closes a connection's fixed-file slot, the last of its operations: abortively
+    /// when `reset` (`op::ResetClose`: `SO_LINGER` 0, so the peer gets a reset and no
+    /// FIN/ACK exchange or TIME_WAIT follows), else with a plain close. The tokens carry
+    /// `generation` and `key`; the operations are counted in `ops`. One path for the
+    /// server (peers that vanished) and the load generator (the storm's cut).
+    pub fn close_slot(
+        &mut self,
+        t: usize,
+        slot: u32,
+        (generation, key): (u32, u32),
+        reset: bool,
+        ops: &mut InFlight,
+    ) {
+        let token = |kind| Token::new(kind, generation, key).encode();
+        ops.start(Kind::Close);
+        if reset {
+            ops.start(Kind::SockOpt);
+            let close = ResetClose {
+                slot,
+                sockopt_data: token(Kind::SockOpt),
+                close_data: token(Kind::Close),
+            };
+            self.close_reset(t, &close);
+        } else {
+            self.push(t, op::close(slot).user_data(token(Kind::Close)));
+        }
     }
 
     /// Queues an entry naming memory just put in `self.held` or `self.timers` under

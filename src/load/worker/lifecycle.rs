@@ -138,25 +138,12 @@ impl Worker<'_> {
             return;
         }
         if c.has_socket {
-            let close_data = Token::new(Kind::Close, c.generation, key as u32).encode();
-            let t = c.table;
-            if c.cut == Cut::Closing {
-                // An abortive close (`op::ResetClose`): the server gets a reset, as from a
-                // link that died, and no port is left in TIME_WAIT to slow the
-                // reconnects' connects from the same source addresses.
-                c.ops.start(Kind::SockOpt);
-                c.ops.start(Kind::Close);
-                let close = op::ResetClose {
-                    slot: c.slot,
-                    sockopt_data: Token::new(Kind::SockOpt, c.generation, key as u32).encode(),
-                    close_data,
-                };
-                self.io.close_reset(t, &close);
-            } else {
-                c.ops.start(Kind::Close);
-                let e = op::close(c.slot).user_data(close_data);
-                self.io.push(t, e);
-            }
+            // A cut closes abortively: the server gets a reset, as from a link that
+            // died, and no port is left in TIME_WAIT to slow the reconnects' connects
+            // from the same source addresses.
+            let (t, slot, reset) = (c.table, c.slot, c.cut == Cut::Closing);
+            self.io
+                .close_slot(t, slot, (c.generation, key as u32), reset, &mut c.ops);
             return;
         }
         let (table, slot) = (c.table, c.slot);

@@ -295,22 +295,10 @@ impl Shard {
             }
             return;
         }
-        c.ops.start(Kind::Close);
-        let close_data = Token::new(Kind::Close, c.generation, key as u32).encode();
-        let t = c.table;
-        if c.peer_gone {
-            // See `op::ResetClose`: the peer has gone and reads nothing more.
-            c.ops.start(Kind::SockOpt);
-            let close = op::ResetClose {
-                slot: c.file_slot,
-                sockopt_data: Token::new(Kind::SockOpt, c.generation, key as u32).encode(),
-                close_data,
-            };
-            self.io.close_reset(t, &close);
-        } else {
-            let e = op::close(c.file_slot).user_data(close_data);
-            self.push(t, e);
-        }
+        // A peer that has gone reads nothing more: closed with a reset.
+        let (t, slot, reset) = (c.table, c.file_slot, c.peer_gone);
+        self.io
+            .close_slot(t, slot, (c.generation, key as u32), reset, &mut c.ops);
     }
 
     /// Drops a connection now: queued bytes are discarded.
