@@ -4,6 +4,7 @@
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use ringpush::proto::auth::Authorizer;
 use ringpush::proto::frame::{OpCode, Role, write_masked_frame};
 use ringpush::proto::limits::Limits;
 use ringpush::proto::mask::{unmask, unmask_reference};
@@ -110,11 +111,49 @@ fn bench_sse(c: &mut Criterion) {
     g.finish();
 }
 
+/// A throwaway P-256 key pair for the ES256 bench (made for it; it guards nothing).
+const EC_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgkUb0vMWxYC2G/Uck\nrdgllBmdLS3DjZHrGmcnWa6aDM2hRANCAAQF/xZ3E9kOIYAG6M9VFeuKD8M4wHZZ\nzzZWFYUV4w8XpdLmnLfwsWwqbi5x/yMzMxS6ycm2fXYCLvSWKrdEZpdZ\n-----END PRIVATE KEY-----";
+const EC_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEBf8WdxPZDiGABujPVRXrig/DOMB2\nWc82VhWFFeMPF6XS5py38LFsKm4ucf8jMzMUusnJtn12Ai70liq3RGaXWQ==\n-----END PUBLIC KEY-----";
+
+/// One token check per handshake (`proto::auth::Authorizer::verify`): HS256 against
+/// ES256, the cost a WebSocket or SSE handshake pays with authorization on.
+fn bench_auth(c: &mut Criterion) {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+    let claims = serde_json::json!({
+        "exp": 4_000_000_000u64, "sub": "alice",
+        "subscribe": ["news", "user:{sub}", "room:*"], "publish": ["room:*"],
+    });
+    let secret = b"bench-secret-0123456789abcdef0123456789";
+    let hs = encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .unwrap();
+    let es = encode(
+        &Header::new(Algorithm::ES256),
+        &claims,
+        &EncodingKey::from_ec_pem(EC_PRIVATE.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let auth = Authorizer::new(Some(secret), Some(EC_PUBLIC.as_bytes()), None, None).unwrap();
+    let mut g = c.benchmark_group("auth_verify");
+    g.throughput(Throughput::Elements(1));
+    for (name, token) in [("HS256", &hs), ("ES256", &es)] {
+        assert!(auth.verify(token, 1_800_000_000).is_ok());
+        g.bench_function(name, |b| {
+            b.iter(|| black_box(auth.verify(black_box(token), 1_800_000_000).is_ok()))
+        });
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
     bench_unmask,
     bench_decode,
     bench_handshake,
-    bench_sse
+    bench_sse,
+    bench_auth
 );
 criterion_main!(benches);
