@@ -140,6 +140,13 @@ pub struct Config {
     /// long to go before they are dropped. Default 10 s, within the grace period
     /// orchestrators give before SIGKILL (Kubernetes: 30 s).
     pub drain_timeout: Duration,
+    /// Cluster mode: `redis://HOST:PORT/DB` of the Redis that numbers, keeps and carries
+    /// every topic's events for all nodes (`crate::cluster`). Default `None`: one node,
+    /// history in this process.
+    pub redis: Option<String>,
+    /// This node's name in logs, metrics and Redis client names. Default: the host name
+    /// and the process id.
+    pub node_id: Option<String>,
 }
 
 impl Default for Config {
@@ -167,6 +174,8 @@ impl Default for Config {
             admin_listen: None,
             allowed_origins: Vec::new(),
             drain_timeout: Duration::from_secs(10),
+            redis: None,
+            node_id: None,
         }
     }
 }
@@ -443,6 +452,30 @@ pub fn format_duration(d: Duration) -> String {
     }
 }
 
+/// `--redis`: `redis://[USER:PASSWORD@]HOST[:PORT][/DB]` (the `redis` crate reads the
+/// rest; this only refuses what is surely not one).
+pub fn parse_redis_url(s: &str) -> Result<String, String> {
+    let expected = "expected redis://[USER:PASSWORD@]HOST[:PORT][/DB]";
+    let rest = s.strip_prefix("redis://").ok_or(expected)?;
+    let host = rest.rsplit('@').next().unwrap_or("");
+    if host.is_empty() || host.starts_with('/') || s.chars().any(char::is_whitespace) {
+        return Err(expected.into());
+    }
+    Ok(s.to_string())
+}
+
+/// `--node-id`: 1 to 64 characters of `A-Z a-z 0-9 . _ - :`.
+pub fn parse_node_id(s: &str) -> Result<String, String> {
+    let ok = (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'));
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err("expected 1 to 64 characters of A-Z a-z 0-9 . _ - :".into())
+    }
+}
+
 /// Values given explicitly by one source (the TOML file or the command line); `None`
 /// keeps what the source below said. Each value has passed its flag's parser.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -493,6 +526,10 @@ pub struct Overrides {
     pub allowed_origins: Option<Vec<String>>,
     /// `--drain-timeout`.
     pub drain_timeout: Option<Duration>,
+    /// `--redis`.
+    pub redis: Option<String>,
+    /// `--node-id`.
+    pub node_id: Option<String>,
 }
 
 /// The TOML file as written, before any value is interpreted: values stay raw so they go
@@ -524,6 +561,8 @@ struct FileKeys {
     admin_listen: Option<Spanned<Value>>,
     allowed_origin: Option<Spanned<Value>>,
     drain_timeout: Option<Spanned<Value>>,
+    redis: Option<Spanned<Value>>,
+    node_id: Option<Spanned<Value>>,
 }
 
 /// Turns TOML values into [`Overrides`], naming the file and line of a bad one.
@@ -668,6 +707,8 @@ impl FileReader<'_> {
             admin_listen: self.value(keys.admin_listen, "--admin-listen", false, parse_listen)?,
             allowed_origins: self.origins(keys.allowed_origin)?,
             drain_timeout: self.duration(keys.drain_timeout, DRAIN_TIMEOUT)?,
+            redis: self.value(keys.redis, "--redis", false, parse_redis_url)?,
+            node_id: self.value(keys.node_id, "--node-id", false, parse_node_id)?,
         })
     }
 }
@@ -737,6 +778,12 @@ impl Overrides {
         if self.admin_listen.is_some() {
             c.admin_listen = self.admin_listen;
         }
+        if self.redis.is_some() {
+            c.redis.clone_from(&self.redis);
+        }
+        if self.node_id.is_some() {
+            c.node_id.clone_from(&self.node_id);
+        }
     }
 }
 
@@ -791,6 +838,18 @@ impl Config {
             })?;
         }
         DRAIN_TIMEOUT.check(self.drain_timeout)?;
+        if let Some(url) = &self.redis {
+            parse_redis_url(url).map_err(|expected| ConfigError {
+                flag: "--redis",
+                message: format!("{expected}, got {url:?}"),
+            })?;
+        }
+        if let Some(id) = &self.node_id {
+            parse_node_id(id).map_err(|expected| ConfigError {
+                flag: "--node-id",
+                message: format!("{expected}, got {id:?}"),
+            })?;
+        }
         Ok(())
     }
 
@@ -877,6 +936,8 @@ impl Config {
             .collect();
         let _ = writeln!(s, "allowed-origin = {}", Value::Array(origins));
         let _ = writeln!(s, "drain-timeout = \"{}\"", d(self.drain_timeout));
+        opt(&mut s, "redis", self.redis.clone());
+        opt(&mut s, "node-id", self.node_id.clone());
         s
     }
 

@@ -53,6 +53,7 @@
 #![deny(unsafe_code)]
 
 pub mod check;
+pub mod cluster;
 pub mod config;
 pub mod load;
 pub mod metrics;

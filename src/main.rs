@@ -128,6 +128,13 @@ struct ServeArgs {
     /// Graceful shutdown budget [default: 10s].
     #[arg(long, value_name = "D", value_parser = |s: &str| config::DRAIN_TIMEOUT.parse(s), allow_hyphen_values = true)]
     drain_timeout: Option<Duration>,
+    /// Cluster mode: the Redis that carries every node's events, redis://HOST:PORT/DB
+    /// [default: one node, history in memory].
+    #[arg(long, value_name = "URL", value_parser = config::parse_redis_url)]
+    redis: Option<String>,
+    /// This node's name in logs and metrics [default: HOSTNAME-PID].
+    #[arg(long, value_name = "NAME", value_parser = config::parse_node_id)]
+    node_id: Option<String>,
     /// Check the configuration (file + flags), print it as TOML and exit, like `nginx -t`.
     #[arg(long)]
     check_config: bool,
@@ -159,6 +166,8 @@ impl ServeArgs {
             allowed_origins: (!self.allowed_origins.is_empty())
                 .then(|| self.allowed_origins.clone()),
             drain_timeout: self.drain_timeout,
+            redis: self.redis.clone(),
+            node_id: self.node_id.clone(),
         }
     }
 }

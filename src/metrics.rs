@@ -235,9 +235,109 @@ fn handshake_label(e: &crate::proto::handshake::HandshakeError) -> &'static str 
     }
 }
 
-/// The Prometheus text for every shard's counters.
-pub fn render(shards: &[ShardMetrics]) -> String {
+/// The cluster link's counters (one writer: the link's thread).
+#[derive(Debug, Default)]
+pub struct ClusterMetrics {
+    /// This node's `--node-id`.
+    pub node: String,
+    up: AtomicU64,
+    reconnects: AtomicU64,
+    published: AtomicU64,
+    refused: AtomicU64,
+    topics: AtomicU64,
+    received: AtomicU64,
+}
+
+impl ClusterMetrics {
+    /// Counters for node `node`, link down.
+    pub fn new(node: &str) -> ClusterMetrics {
+        ClusterMetrics {
+            node: node.to_string(),
+            ..ClusterMetrics::default()
+        }
+    }
+
+    /// The link to Redis is up (or down).
+    pub fn link_up(&self, up: bool) {
+        self.up.store(u64::from(up), Ordering::Relaxed);
+    }
+
+    /// The link connected again after losing Redis.
+    pub fn reconnected(&self) {
+        add(&self.reconnects, 1);
+    }
+
+    /// Publishes Redis numbered (`ok`) or that were refused.
+    pub fn publishes(&self, ok: u64, refused: u64) {
+        add(&self.published, ok);
+        add(&self.refused, refused);
+    }
+
+    /// Topics subscribed in Redis.
+    pub fn topics(&self, n: usize) {
+        self.topics.store(n as u64, Ordering::Relaxed);
+    }
+
+    /// Events announced by Redis and received.
+    pub fn received(&self, n: u64) {
+        add(&self.received, n);
+    }
+
+    fn render(&self, s: &mut String) {
+        let node = &self.node;
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        for (name, kind, help, v) in [
+            (
+                "ringpush_cluster_link_up",
+                "gauge",
+                "1 while the link to Redis is up.",
+                load(&self.up),
+            ),
+            (
+                "ringpush_cluster_link_reconnects_total",
+                "counter",
+                "Times the link to Redis connected again after losing it.",
+                load(&self.reconnects),
+            ),
+            (
+                "ringpush_cluster_publishes_total",
+                "counter",
+                "Publishes from this node that Redis numbered and kept.",
+                load(&self.published),
+            ),
+            (
+                "ringpush_cluster_publishes_refused_total",
+                "counter",
+                "Publishes from this node refused because Redis could not order them (HTTP 503).",
+                load(&self.refused),
+            ),
+            (
+                "ringpush_cluster_topics",
+                "gauge",
+                "Topics this node subscribes to in Redis (it has subscribers of them).",
+                load(&self.topics),
+            ),
+            (
+                "ringpush_cluster_events_received_total",
+                "counter",
+                "Events received from Redis, announced or caught up.",
+                load(&self.received),
+            ),
+        ] {
+            let _ = writeln!(
+                s,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{node=\"{node}\"}} {v}"
+            );
+        }
+    }
+}
+
+/// The Prometheus text for every shard's counters, and the cluster link's if any.
+pub fn render(shards: &[ShardMetrics], cluster: Option<&ClusterMetrics>) -> String {
     let mut s = String::with_capacity(4096);
+    if let Some(c) = cluster {
+        c.render(&mut s);
+    }
     let counter = |s: &mut String, name: &str, help: &str, get: &dyn Fn(&ShardMetrics) -> u64| {
         let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter");
         for (i, m) in shards.iter().enumerate() {
@@ -412,7 +512,7 @@ mod tests {
         shards[1].message_out(5);
         shards[1].closed(&CloseReason::Rejected(Reject::Http(HttpError::BadTopic)));
         shards[1].closed(&CloseReason::Rejected(Reject::Http(HttpError::BadTopic)));
-        let text = render(&shards);
+        let text = render(&shards, None);
         for line in [
             "ringpush_connections{shard=\"0\",transport=\"ws\"} 1",
             "ringpush_connections{shard=\"0\",transport=\"http\"} 0",

@@ -1,6 +1,12 @@
 //! A topic's numbered log, kept by its owner shard: the last `--history` events with
 //! their sequence numbers, for `Last-Event-ID` replay and polling, and what they cost in
 //! memory, for the `--history-memory` budget (`owner.rs`).
+//!
+//! A single node numbers a topic's events itself, 1 apart ([`TopicLog::push`]); a
+//! cluster node mirrors numbers Redis gave, which only increase
+//! ([`TopicLog::insert`]). Either way a position can be replayed exactly when it is
+//! not below the log's floor: the number of the last event it let go (or, before any,
+//! the position its numbering started after).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -35,6 +41,9 @@ struct Retained {
 pub struct TopicLog {
     /// The last sequence number assigned (the topic's first event gets `last + 1`).
     last: u64,
+    /// Positions below this lost events after them: the last dropped event's number, or
+    /// where the numbering started.
+    floor: u64,
     events: VecDeque<Retained>,
     cap: usize,
     /// The [`event_cost`] of the retained events.
@@ -53,6 +62,7 @@ impl TopicLog {
     pub fn starting_after(cap: usize, last: u64) -> TopicLog {
         TopicLog {
             last,
+            floor: last,
             events: VecDeque::new(),
             cap,
             bytes: 0,
@@ -87,9 +97,18 @@ impl TopicLog {
     /// Numbers `msg` (the next sequence number) and keeps it, dropping the oldest past
     /// the cap. Returns the number and the bytes the dropped event had cost (0 if none).
     pub fn push(&mut self, msg: Arc<Published>, order: u64) -> (u64, usize) {
-        self.last += 1;
+        let seq = self.last + 1;
+        (seq, self.insert(seq, msg, order))
+    }
+
+    /// Keeps `msg` as event `seq`, numbered elsewhere (above [`TopicLog::last`]),
+    /// dropping the oldest past the cap. Returns the bytes the dropped event had cost.
+    pub fn insert(&mut self, seq: u64, msg: Arc<Published>, order: u64) -> usize {
+        debug_assert!(seq > self.last, "{seq} after {}", self.last);
+        self.last = seq;
         if self.cap == 0 {
-            return (self.last, 0);
+            self.floor = seq;
+            return 0;
         }
         let freed = if self.events.len() == self.cap {
             self.pop_oldest().unwrap_or(0)
@@ -97,17 +116,14 @@ impl TopicLog {
             0
         };
         self.bytes += event_cost(&msg);
-        self.events.push_back(Retained {
-            seq: self.last,
-            order,
-            msg,
-        });
-        (self.last, freed)
+        self.events.push_back(Retained { seq, order, msg });
+        freed
     }
 
     /// Drops the oldest retained event; returns what it had cost.
     pub fn pop_oldest(&mut self) -> Option<usize> {
         let e = self.events.pop_front()?;
+        self.floor = e.seq;
         let cost = event_cost(&e.msg);
         self.bytes -= cost;
         if self.events.is_empty() {
@@ -128,18 +144,13 @@ impl TopicLog {
         if after > self.last {
             return Err(Gap);
         }
-        if after == self.last {
-            return Ok(Vec::new());
-        }
-        let first = self.events.front().map_or(self.last + 1, |e| e.seq);
-        if after + 1 < first {
+        if after < self.floor {
             return Err(Gap);
         }
-        let skip = (after + 1 - first) as usize;
+        let skip = self.events.partition_point(|e| e.seq <= after);
         Ok(self
             .events
-            .iter()
-            .skip(skip)
+            .range(skip..)
             .map(|e| (e.seq, e.msg.clone()))
             .collect())
     }
@@ -207,6 +218,25 @@ mod tests {
         );
         assert_eq!(seqs(log.since(After::Seq(101))), Err(Gap), "all evicted");
         assert_eq!(seqs(log.since(After::Seq(103))), Ok(vec![]), "up to date");
+    }
+
+    #[test]
+    fn numbered_elsewhere() {
+        // A cluster mirror: numbers with holes, the floor from where Redis stood.
+        let mut log = TopicLog::starting_after(2, 99);
+        assert_eq!(log.insert(120, msg(1), 1), 0);
+        assert_eq!(log.insert(130, msg(2), 2), 0);
+        assert_eq!(seqs(log.since(After::Seq(99))), Ok(vec![120, 130]));
+        assert_eq!(seqs(log.since(After::Seq(125))), Ok(vec![130]));
+        assert_eq!(seqs(log.since(After::Seq(98))), Err(Gap), "below the floor");
+        assert!(log.insert(140, msg(3), 3) > 0, "the cap dropped 120");
+        assert_eq!(seqs(log.since(After::Seq(120))), Ok(vec![130, 140]));
+        assert_eq!(seqs(log.since(After::Seq(119))), Err(Gap), "120 is gone");
+        assert_eq!(
+            seqs(log.since(After::Seq(141))),
+            Err(Gap),
+            "from the future"
+        );
     }
 
     #[test]

@@ -41,6 +41,7 @@
 
 pub mod history;
 pub mod local;
+pub mod mirror;
 pub mod owner;
 #[cfg(test)]
 mod sim;
@@ -149,6 +150,55 @@ pub enum BusMsg {
         /// The sequence number.
         seq: u64,
     },
+    /// Cluster mode, from a topic's mirror to the node's Redis link: the node has
+    /// subscribers of `topic` (`on`), or has had none for a while.
+    Interest {
+        /// The topic.
+        topic: Topic,
+        /// Subscribe (true) or unsubscribe.
+        on: bool,
+    },
+    /// Cluster mode, from a mirror to the Redis link: read the topic's life and
+    /// retained events; answered with `Fetched`.
+    Fetch {
+        /// The topic.
+        topic: Topic,
+    },
+    /// Cluster mode, from the Redis link to the topic's mirror: an event as Redis
+    /// numbered it, in the order Redis announced it.
+    Announced {
+        /// Its number, cluster-wide.
+        seq: u64,
+        /// The event.
+        msg: Arc<Published>,
+    },
+    /// Cluster mode, from the Redis link to the topic's mirror: the topic as Redis
+    /// holds it, read after the link subscribed to it (so every later event arrives as
+    /// `Announced`).
+    Fetched {
+        /// The topic.
+        topic: Topic,
+        /// Its current life in Redis; `None`: Redis holds nothing of it.
+        life: Option<Life>,
+        /// Its retained events, oldest first.
+        events: Vec<(u64, Arc<Published>)>,
+    },
+    /// Cluster mode, from the Redis link to an HTTP publisher's shard: the publish could
+    /// not be ordered (Redis unreachable): 503 + Retry-After.
+    Refused {
+        /// The publisher.
+        waiter: ConnRef,
+    },
+}
+
+/// A topic's life in Redis: from its first event after Redis last held nothing of it.
+/// A position below the floor cannot be replayed exactly (`event: reset`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Life {
+    /// The number of the life's first event.
+    pub born: u64,
+    /// The greater of `born - 1` and the last event Redis trimmed.
+    pub floor: u64,
 }
 
 impl BusMsg {
@@ -161,7 +211,53 @@ impl BusMsg {
                 | BusMsg::Unsubscribe { .. }
                 | BusMsg::Publish(_)
                 | BusMsg::Sync { .. }
+                | BusMsg::Announced { .. }
+                | BusMsg::Fetched { .. }
         )
+    }
+}
+
+/// A shard's owner side: it numbers and keeps its topics itself (one node), or mirrors
+/// what Redis numbers and keeps (cluster mode, `crate::cluster`).
+#[derive(Debug)]
+pub enum OwnerSide {
+    /// One node: [`owner::Owner`].
+    Node(Box<owner::Owner>),
+    /// Cluster mode: [`mirror::Mirror`].
+    Cluster(mirror::Mirror),
+}
+
+impl OwnerSide {
+    /// Acts on a message for a topic's owner ([`BusMsg::is_for_owner`]).
+    pub fn handle(&mut self, now: std::time::Instant, msg: BusMsg, out: &mut Vec<(usize, BusMsg)>) {
+        match self {
+            OwnerSide::Node(o) => o.handle(now, msg, out),
+            OwnerSide::Cluster(m) => m.handle(now, msg, out),
+        }
+    }
+
+    /// Periodic upkeep: topics past `--history-ttl` (one node), or idle mirrors.
+    pub fn sweep(&mut self, now: std::time::Instant, out: &mut Vec<(usize, BusMsg)>) {
+        match self {
+            OwnerSide::Node(o) => o.expire(now),
+            OwnerSide::Cluster(m) => m.sweep(now, out),
+        }
+    }
+
+    /// What is held, in the owner's terms (a mirror evicts and expires nothing itself).
+    pub fn stats(&self) -> owner::OwnerStats {
+        match self {
+            OwnerSide::Node(o) => o.stats(),
+            OwnerSide::Cluster(m) => {
+                let s = m.stats();
+                owner::OwnerStats {
+                    topics: s.topics,
+                    bytes: s.bytes,
+                    events: s.events,
+                    ..owner::OwnerStats::default()
+                }
+            }
+        }
     }
 }
 

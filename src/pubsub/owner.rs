@@ -177,7 +177,15 @@ impl Owner {
                 };
                 out.push((waiter.shard, reply));
             }
-            BusMsg::Deliver { .. } | BusMsg::Synced { .. } | BusMsg::Ack { .. } => {}
+            // The cluster's messages go to a mirror (mirror.rs), never to this owner.
+            BusMsg::Deliver { .. }
+            | BusMsg::Synced { .. }
+            | BusMsg::Ack { .. }
+            | BusMsg::Interest { .. }
+            | BusMsg::Fetch { .. }
+            | BusMsg::Announced { .. }
+            | BusMsg::Fetched { .. }
+            | BusMsg::Refused { .. } => {}
         }
         self.enforce_budget();
     }

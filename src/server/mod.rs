@@ -141,7 +141,43 @@ pub fn run(config: Config) -> Result<(), RunError> {
     let cpus = sys::allowed_cpus();
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..shards).map(|_| mpsc::channel()).unzip();
     let ring_fds = Arc::new(OnceLock::new());
-    let epoch = new_epoch();
+    // Cluster mode: the link to Redis, before the shards (they send to it from the
+    // start; it wakes them once their rings are known).
+    let mut cluster_line = String::new();
+    let (link, cluster_metrics) = match &config.redis {
+        Some(url) => {
+            let node = config.node_id.clone().unwrap_or_else(default_node_id);
+            let metrics = Arc::new(crate::metrics::ClusterMetrics::new(&node));
+            let link = crate::cluster::link::start(
+                crate::cluster::link::LinkConfig {
+                    url: url.clone(),
+                    node,
+                    history: config.history,
+                    ttl: config.history_ttl,
+                },
+                crate::cluster::link::Shards {
+                    peers: senders.clone(),
+                    ring_fds: ring_fds.clone(),
+                    wake_data: crate::uring::token::Token::new(
+                        crate::uring::token::Kind::Wake,
+                        0,
+                        0,
+                    )
+                    .encode(),
+                },
+                metrics.clone(),
+            )
+            .map_err(RunError::Start)?;
+            cluster_line = format!("; cluster node {} over Redis {url}", metrics.node);
+            (Some(link), Some(metrics))
+        }
+        None => (None, None),
+    };
+    let epoch = if link.is_some() {
+        crate::cluster::EPOCH
+    } else {
+        new_epoch()
+    };
     let metrics: Arc<[crate::metrics::ShardMetrics]> =
         (0..shards).map(|_| Default::default()).collect();
     let (ready_tx, ready_rx) = mpsc::channel();
@@ -162,6 +198,8 @@ pub fn run(config: Config) -> Result<(), RunError> {
             peers: senders.clone(),
             ring_fds: ring_fds.clone(),
             epoch,
+            link: link.clone(),
+            cluster_metrics: cluster_metrics.clone(),
             metrics: metrics.clone(),
             ready: ready_tx.clone(),
         };
@@ -191,7 +229,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         "authorization off: any client may subscribe and publish"
     };
     eprintln!(
-        "ringpush: listening on {addr} ({shards} shards, up to {} connections; {authz}{admin})",
+        "ringpush: listening on {addr} ({shards} shards, up to {} connections; {authz}{admin}{cluster_line})",
         per_shard * shards
     );
 
@@ -255,6 +293,24 @@ pub fn default_max_connections() -> usize {
         sys::proc::meminfo_kib("MemTotal").map_or(1 << 30, |k| k * 1024) / BYTES_PER_CONNECTION;
     let file_max = sys::proc::sysctl_u64("fs/file-max").unwrap_or(u64::MAX);
     mem.min(file_max / 2).max(1) as usize
+}
+
+/// `--node-id`'s default: the host name and the process id.
+fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let host: String = host
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        .take(48)
+        .collect();
+    let host = if host.is_empty() {
+        "ringpush".into()
+    } else {
+        host
+    };
+    format!("{host}-{}", std::process::id())
 }
 
 /// A server epoch for event ids: different at every start (clock and PID mixed), so an

@@ -39,7 +39,9 @@ use crate::proto::close::CloseCode;
 use crate::proto::conn::{CloseReason, ConnConfig, Connection, Event, WsKind};
 use crate::proto::http::{Route, Status};
 use crate::pubsub::BusMsg;
+use crate::pubsub::OwnerSide;
 use crate::pubsub::local::Local;
+use crate::pubsub::mirror::Mirror;
 use crate::pubsub::owner::{Owner, OwnerConfig};
 use crate::uring::op;
 use crate::uring::table::{self, Completion, TableSpec, Tables};
@@ -84,6 +86,10 @@ pub struct ShardInit {
     pub ring_fds: Arc<std::sync::OnceLock<Vec<i32>>>,
     /// The server epoch (event ids).
     pub epoch: u32,
+    /// Cluster mode: the node's link to Redis.
+    pub link: Option<crate::cluster::link::Link>,
+    /// Cluster mode: the link's counters.
+    pub cluster_metrics: Option<Arc<crate::metrics::ClusterMetrics>>,
     /// Every shard's counters, by shard index.
     pub metrics: Arc<[ShardMetrics]>,
     /// Reports this shard's ring fd once set up (or the setup error).
@@ -191,6 +197,8 @@ struct TableUse {
 struct Metrics {
     all: Arc<[ShardMetrics]>,
     id: usize,
+    /// The cluster link's counters, in cluster mode.
+    cluster: Option<Arc<crate::metrics::ClusterMetrics>>,
 }
 
 impl std::ops::Deref for Metrics {
@@ -239,8 +247,11 @@ struct Shard {
     wake: Vec<bool>,
     /// The subscribers on this shard (see `crate::pubsub::local`).
     local: Local,
-    /// The topics this shard owns (see `crate::pubsub::owner`).
-    owner: Owner,
+    /// The topics this shard owns (see `crate::pubsub::owner`), or mirrors in cluster
+    /// mode (`crate::pubsub::mirror`).
+    owner: OwnerSide,
+    /// Cluster mode: the node's link to Redis, bus target `peers.len()`.
+    link: Option<crate::cluster::link::Link>,
     /// Bus messages from this shard to itself, handled in `drain_bus` like the others.
     own_queue: VecDeque<BusMsg>,
     /// Scratch for the bus messages `local` and `owner` produce.
@@ -310,14 +321,18 @@ impl Shard {
         conn_cfg.auth = init.auth.clone();
         conn_cfg.admin_split = init.admin_listener.is_some();
         let shards = init.peers.len();
-        let owner = Owner::new(
-            OwnerConfig {
-                history: init.config.history,
-                ttl: init.config.history_ttl,
-                memory: init.config.history_memory / shards,
-            },
-            now,
-        );
+        let owner = if init.link.is_some() {
+            OwnerSide::Cluster(Mirror::new(init.config.history, shards))
+        } else {
+            OwnerSide::Node(Box::new(Owner::new(
+                OwnerConfig {
+                    history: init.config.history,
+                    ttl: init.config.history_ttl,
+                    memory: init.config.history_memory / shards,
+                },
+                now,
+            )))
+        };
         Ok(Shard {
             io,
             tables: vec![TableUse {
@@ -349,6 +364,7 @@ impl Shard {
             ring_fds: init.ring_fds,
             local: Local::new(init.id, shards, init.epoch),
             owner,
+            link: init.link,
             own_queue: VecDeque::new(),
             bus_out: Vec::new(),
             touched: Vec::new(),
@@ -357,6 +373,7 @@ impl Shard {
             metrics: Metrics {
                 all: init.metrics,
                 id: init.id,
+                cluster: init.cluster_metrics,
             },
             rearm_starved: Vec::new(),
             rearm_busy: Vec::new(),
@@ -550,7 +567,8 @@ impl Shard {
                     );
                 }
                 Route::Metrics => {
-                    let text = crate::metrics::render(&self.metrics.all);
+                    let text =
+                        crate::metrics::render(&self.metrics.all, self.metrics.cluster.as_deref());
                     let c = &mut self.conns[key];
                     let ctype = "text/plain; version=0.0.4; charset=utf-8";
                     c.proto

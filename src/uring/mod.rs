@@ -284,3 +284,33 @@ fn check_features(ring: &IoUring) -> Result<(), SetupError> {
     }
     Ok(())
 }
+
+/// Wakes shards from a thread that is not one (the cluster's Redis link): a ring of its
+/// own that only sends `MSG_RING`s, which post a completion on the target ring.
+#[derive(Debug)]
+pub struct Waker {
+    ring: Ring,
+    scratch: Vec<cqueue::Entry>,
+}
+
+impl Waker {
+    /// A small ring on the calling thread (which must be the only one to use it).
+    pub fn new() -> Result<Waker, SetupError> {
+        Ok(Waker {
+            ring: Ring::new(64, 256)?,
+            scratch: Vec::new(),
+        })
+    }
+
+    /// Posts a completion carrying `data` on each ring of `ring_fds`, now.
+    pub fn wake(&mut self, ring_fds: &[std::os::fd::RawFd], data: u64) -> io::Result<()> {
+        for &fd in ring_fds {
+            // SAFETY: a MSG_RING names no memory of ours.
+            unsafe { self.ring.push(op::msg_ring(fd, data).0) };
+        }
+        self.ring.submit_and_wait(0)?;
+        // Our own completions (one per wake) are of no interest.
+        self.ring.reap(&mut self.scratch);
+        Ok(())
+    }
+}

@@ -18,7 +18,7 @@ use crate::proto::close::CloseCode;
 use crate::proto::frame::{OpCode, write_frame};
 use crate::proto::http::{Status, Topic};
 use crate::pubsub::local::{Delivery, Member, PollAnswer, Synced};
-use crate::pubsub::{BusMsg, ConnRef, Published};
+use crate::pubsub::{BusMsg, ConnRef, OwnerSide, Published};
 use crate::server::feed;
 use crate::server::outbox::{Chunk, Push};
 use crate::uring::op;
@@ -63,9 +63,14 @@ impl Shard {
         }
     }
 
-    /// Queues a message for a shard (this one included) and marks it for a wake-up.
+    /// Queues a message for a shard (this one included) and marks it for a wake-up; in
+    /// cluster mode, target `peers.len()` is the node's link to Redis.
     pub(super) fn send_bus(&mut self, target: usize, msg: BusMsg) {
-        if target == self.id {
+        if target == self.peers.len() {
+            if let Some(link) = &self.link {
+                link.send(msg);
+            }
+        } else if target == self.id {
             self.own_queue.push_back(msg);
         } else if self.peers[target].send(msg).is_ok() {
             self.wake[target] = true;
@@ -93,7 +98,10 @@ impl Shard {
             self.owner.handle(now, msg, &mut out);
             self.route(&mut out);
             self.bus_out = out;
-            self.metrics.history(&self.owner.stats());
+            if let OwnerSide::Node(o) = &self.owner {
+                // O(1) here; a cluster mirror's figures are summed once a sweep.
+                self.metrics.history(&o.stats());
+            }
             return;
         }
         match msg {
@@ -114,16 +122,38 @@ impl Shard {
                     self.pump(now, key);
                 }
             }
+            BusMsg::Refused { waiter } => {
+                if let Some(key) = self.referenced(waiter) {
+                    let body = b"Redis is unreachable: the publish was not ordered; retry\n";
+                    let c = &mut self.conns[key];
+                    c.proto.respond(
+                        now,
+                        &self.conn_cfg,
+                        Status::ServiceUnavailable,
+                        "text/plain",
+                        &[("Retry-After", "1")],
+                        body,
+                    );
+                    self.pump(now, key);
+                }
+            }
+            // Only the link takes these.
+            BusMsg::Interest { .. } | BusMsg::Fetch { .. } => {}
             BusMsg::Subscribe { .. }
             | BusMsg::Unsubscribe { .. }
             | BusMsg::Publish(_)
-            | BusMsg::Sync { .. } => unreachable!("handled by the owner above"),
+            | BusMsg::Sync { .. }
+            | BusMsg::Announced { .. }
+            | BusMsg::Fetched { .. } => unreachable!("handled by the owner above"),
         }
     }
 
-    /// Forgets owned topics past `--history-ttl`.
+    /// Forgets owned topics past `--history-ttl` (cluster mode: lets idle mirrors go).
     pub(super) fn expire_topics(&mut self, now: Instant) {
-        self.owner.expire(now);
+        let mut out = std::mem::take(&mut self.bus_out);
+        self.owner.sweep(now, &mut out);
+        self.route(&mut out);
+        self.bus_out = out;
         self.metrics.history(&self.owner.stats());
     }
 
@@ -254,9 +284,14 @@ impl Shard {
         self.publish(Arc::new(msg));
     }
 
+    /// To the topic's owner, or in cluster mode to the link (Redis numbers it).
     fn publish(&mut self, msg: Arc<Published>) {
-        let owner = crate::pubsub::owner(&msg.topic, self.peers.len());
-        self.send_bus(owner, BusMsg::Publish(msg));
+        let target = if self.link.is_some() {
+            self.peers.len()
+        } else {
+            crate::pubsub::owner(&msg.topic, self.peers.len())
+        };
+        self.send_bus(target, BusMsg::Publish(msg));
     }
 
     /// The owner's answer for one topic of a stream or poll.
