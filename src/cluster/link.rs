@@ -48,6 +48,9 @@ pub const BACKOFF: Backoff = Backoff {
     cap: Duration::from_secs(2),
     jitter: true,
 };
+/// A connection that lasted this long was a success: the backoff starts over. One
+/// that failed sooner (a Redis that accepts and then errs) keeps widening it.
+const STABLE: Duration = Duration::from_secs(5);
 /// Publishes per pipeline at most.
 const BATCH: usize = 1024;
 /// Channels per `SUBSCRIBE` command at most.
@@ -206,17 +209,37 @@ enum Conn {
 }
 
 impl Conn {
+    /// One `SUBSCRIBE` for all; on a Redis Cluster one `SSUBSCRIBE` per channel (a
+    /// command may not cross slots), all at once.
     async fn subscribe(&mut self, channels: &[String]) -> RedisResult<()> {
         match self {
             Conn::One(c) => c.subscribe(channels).await,
-            Conn::Cluster(c) => c.ssubscribe(channels).await,
+            Conn::Cluster(c) => {
+                let each = channels.iter().map(|ch| {
+                    let mut c = c.clone();
+                    async move { c.ssubscribe(ch).await }
+                });
+                futures_util::future::join_all(each)
+                    .await
+                    .into_iter()
+                    .collect()
+            }
         }
     }
 
     async fn unsubscribe(&mut self, channels: &[String]) -> RedisResult<()> {
         match self {
             Conn::One(c) => c.unsubscribe(channels).await,
-            Conn::Cluster(c) => c.sunsubscribe(channels).await,
+            Conn::Cluster(c) => {
+                let each = channels.iter().map(|ch| {
+                    let mut c = c.clone();
+                    async move { c.sunsubscribe(ch).await }
+                });
+                futures_util::future::join_all(each)
+                    .await
+                    .into_iter()
+                    .collect()
+            }
         }
     }
 
@@ -288,7 +311,7 @@ impl Backplane {
                         eprintln!("ringpush: redis link: connected again");
                     }
                     ever_connected = true;
-                    attempt = 0;
+                    let since = std::time::Instant::now();
                     self.metrics.link_up(true);
                     // Every topic of interest: subscribe again, and read it to catch up.
                     self.subscribed.clear();
@@ -302,6 +325,9 @@ impl Backplane {
                     self.metrics.link_up(false);
                     self.metrics.topics(0);
                     self.refuse_all();
+                    if since.elapsed() >= STABLE {
+                        attempt = 0;
+                    }
                 }
                 Err(e) if attempt == 0 && !ever_connected => {
                     eprintln!("ringpush: redis link: cannot connect ({e}); retrying");
