@@ -4,7 +4,8 @@
 #   tuning/validate.sh
 #
 #   nginx.conf          nginx -t (on a copy whose log and pid paths point to a temp dir)
-#   haproxy.cfg         haproxy -c
+#   haproxy.cfg         haproxy -c (and cluster/haproxy.cfg)
+#   cluster/ringpush.toml  ringpush serve --check-config
 #   ringpush.service    systemd-analyze verify (on a copy whose ExecStart is /bin/true)
 #   99-ringpush.conf    every key exists under /proc/sys ("-" keys may be absent)
 #
@@ -33,13 +34,28 @@ else
 fi
 
 if command -v haproxy >/dev/null 2>&1; then
-    if out=$(haproxy -c -q -f haproxy.cfg 2>&1); then
-        pass "haproxy.cfg ($(haproxy -v | head -n1 | cut -d' ' -f1-3))"
+    for cfg in haproxy.cfg cluster/haproxy.cfg; do
+        if out=$(haproxy -c -q -f "$cfg" 2>&1); then
+            pass "$cfg ($(haproxy -v | head -n1 | cut -d' ' -f1-3))"
+        else
+            fail "$cfg: $out"
+        fi
+    done
+else
+    echo "SKIP: haproxy.cfg, cluster/haproxy.cfg: haproxy is not installed"
+fi
+
+# The cluster sample's TOML: the real parser, as --check-config reads it.
+if [ -x ../target/release/ringpush ] || [ -x ../target/debug/ringpush ]; then
+    bin=../target/release/ringpush
+    [ -x "$bin" ] || bin=../target/debug/ringpush
+    if out=$("$bin" serve --config cluster/ringpush.toml --check-config 2>&1 >/dev/null); then
+        pass "cluster/ringpush.toml"
     else
-        fail "haproxy.cfg: $out"
+        fail "cluster/ringpush.toml: $out"
     fi
 else
-    echo "SKIP: haproxy.cfg: haproxy is not installed"
+    echo "SKIP: cluster/ringpush.toml: no ringpush build in target/"
 fi
 
 if command -v systemd-analyze >/dev/null 2>&1; then
