@@ -120,6 +120,19 @@ impl TopicLog {
         freed
     }
 
+    /// Cluster mode: everything up to `floor` is gone (Redis trimmed events after our
+    /// last before we read them): positions below it become gaps, and events up to it
+    /// go. Returns the bytes they had cost.
+    pub fn advance_to(&mut self, floor: u64) -> usize {
+        let mut freed = 0;
+        while self.events.front().is_some_and(|e| e.seq <= floor) {
+            freed += self.pop_oldest().unwrap_or(0);
+        }
+        self.floor = self.floor.max(floor);
+        self.last = self.last.max(floor);
+        freed
+    }
+
     /// Drops the oldest retained event; returns what it had cost.
     pub fn pop_oldest(&mut self) -> Option<usize> {
         let e = self.events.pop_front()?;

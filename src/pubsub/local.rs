@@ -445,6 +445,37 @@ impl Local {
         }
     }
 
+    /// Cluster mode: events of `topic` after some live subscribers' positions were lost
+    /// (the link was away longer than the history lasts, or Redis lost the topic).
+    /// Returns the event streams that were live on it, which the caller ends so that
+    /// their clients resume with `Last-Event-ID` and get `event: reset`, and the answers
+    /// for polls waiting on it (a reset; `floor` is where what is retained starts).
+    /// WebSockets carry no position: they go on with what comes.
+    pub fn lost(&mut self, topic: &Topic, floor: u64) -> (Vec<Member>, Vec<(Member, PollAnswer)>) {
+        let (mut streams, mut polls) = (Vec::new(), Vec::new());
+        let Some(&id) = self.ids.get(topic) else {
+            return (streams, polls);
+        };
+        for &m in &self.topics[id as usize].members {
+            match &mut self.clients[m.key as usize] {
+                Client::Sse(s) if s.topics.iter().any(|t| t.topic == id && t.synced) => {
+                    streams.push(m);
+                }
+                Client::Poll(p) if p.synced && p.after.is_some() => {
+                    p.synced = false;
+                    let answer = PollAnswer {
+                        events: Vec::new(),
+                        next: floor,
+                        reset: true,
+                    };
+                    polls.push((m, answer));
+                }
+                _ => {}
+            }
+        }
+        (streams, polls)
+    }
+
     /// A long poll's time is up: its (empty) answer.
     pub fn poll_timed_out(&self, key: Key) -> Option<PollAnswer> {
         match self.clients.get(key as usize) {

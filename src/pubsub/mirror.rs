@@ -169,6 +169,7 @@ impl Mirror {
             | BusMsg::Ack { .. }
             | BusMsg::Interest { .. }
             | BusMsg::Fetch { .. }
+            | BusMsg::Lost { .. }
             | BusMsg::Refused { .. } => {}
         }
     }
@@ -209,15 +210,38 @@ impl Mirror {
         };
         m.fetching = false;
         let had_log = m.log.is_some();
-        if !had_log || m.life != life {
-            // First sight of the topic, or Redis lost it since (restarted empty): the
-            // log mirrors Redis as it is now. Clients in the old life get resets.
-            m.life = life;
+        let born = |l: Option<Life>| l.map(|l| l.born);
+        let new_life = born(m.life) != born(life);
+        if let Some(log) = &mut m.log {
+            // Live subscribers here are at `last` at most. Redis trimmed events after
+            // `last` before we could read them (the link was away longer than the
+            // history lasts), or lost the life we mirrored: their streams must resync.
+            let lost = match (m.life, life) {
+                (_, Some(l)) if !new_life => l.floor > log.last(),
+                (None, Some(l)) => l.floor >= l.born,
+                (None, None) => false,
+                (Some(_), _) => true,
+            };
+            if lost {
+                let floor = life.map_or(0, |l| l.floor);
+                if !new_life {
+                    log.advance_to(floor);
+                }
+                for &shard in &m.shards {
+                    let topic = topic.clone();
+                    out.push((shard, BusMsg::Lost { topic, floor }));
+                }
+            }
+        }
+        if !had_log || new_life {
+            // First sight of the topic, or another life since: the log mirrors Redis as
+            // it is now. Clients in the old life get resets.
             m.log = Some(TopicLog::starting_after(
                 history,
                 life.map_or(0, |l| l.floor),
             ));
         }
+        m.life = life;
         let early = std::mem::take(&mut m.early);
         for (seq, msg) in events.into_iter().chain(early) {
             self.order += 1;

@@ -183,6 +183,15 @@ pub enum BusMsg {
         /// Its retained events, oldest first.
         events: Vec<(u64, Arc<Published>)>,
     },
+    /// Cluster mode, from a topic's mirror to each shard with subscribers: events after
+    /// the live subscribers' positions are lost (see `Local::lost`); what Redis retains
+    /// starts after `floor`.
+    Lost {
+        /// The topic.
+        topic: Topic,
+        /// The position before the first retained event.
+        floor: u64,
+    },
     /// Cluster mode, from the Redis link to an HTTP publisher's shard: the publish could
     /// not be ordered (Redis unreachable): 503 + Retry-After.
     Refused {

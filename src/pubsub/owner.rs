@@ -185,6 +185,7 @@ impl Owner {
             | BusMsg::Fetch { .. }
             | BusMsg::Announced { .. }
             | BusMsg::Fetched { .. }
+            | BusMsg::Lost { .. }
             | BusMsg::Refused { .. } => {}
         }
         self.enforce_budget();

@@ -1,20 +1,29 @@
-//! A simulated cluster of shards, each an [`Owner`] and a [`Local`], wired by a bus of
+//! A simulated server of shards, each an [`Owner`] and a [`Local`], wired by a bus of
 //! first-in-first-out queues (one per pair of shards, as the mpsc channels are), under
 //! random interleavings of publishes, event streams opening, closing and resuming
 //! with their last id, and message deliveries. The property: every stream sees, per
 //! topic, exactly the events after its position, in order, without duplicates, or a
 //! reset followed by a contiguous run again; a stream still open at the end has every
 //! event.
+//!
+//! The same for cluster mode: several nodes, each of shards with a [`Mirror`] and a
+//! [`Local`], and a model of Redis and of each node's link (`crate::cluster::link`):
+//! appends numbered with holes, trimmed to the history, announced to the links
+//! subscribed to the topic; a link's announcements and read replies arrive in one
+//! order (one connection); a link may be cut (what was in flight is lost, publishes
+//! are refused) and come back (it subscribes and reads every topic again). Streams
+//! resume on any node.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 
 use super::local::{Delivery, Local, Member, Synced};
+use super::mirror::Mirror;
 use super::owner::{Owner, OwnerConfig};
-use super::{BusMsg, ConnRef, Published, owner};
+use super::{BusMsg, ConnRef, Life, OwnerSide, Published, owner};
 use crate::proto::http::Topic;
 use crate::proto::sse::Cursor;
 
@@ -57,6 +66,10 @@ enum Op {
     Close { i: usize },
     /// Deliver up to `n` messages, picking queues by `pick`.
     Step { n: usize, pick: usize },
+    /// Cluster mode: node `n`'s link loses Redis.
+    Cut { n: usize },
+    /// Cluster mode: node `n`'s link connects again.
+    Reconnect { n: usize },
 }
 
 fn op(shards: usize, topics: usize) -> impl Strategy<Value = Op> {
@@ -70,9 +83,69 @@ fn op(shards: usize, topics: usize) -> impl Strategy<Value = Op> {
     ]
 }
 
+/// Redis, as the cluster sees it: per topic the retained events, the last trimmed id
+/// and the life's first id.
+#[derive(Debug, Default)]
+struct Redis {
+    streams: HashMap<Topic, VecDeque<(u64, Arc<Published>)>>,
+    trimmed: HashMap<Topic, u64>,
+    born: HashMap<Topic, u64>,
+    last: u64,
+    history: usize,
+}
+
+impl Redis {
+    fn append(&mut self, msg: Arc<Published>) -> u64 {
+        // Ids with holes, as stream ids are (ms << 20 | seq).
+        self.last += 3;
+        let id = self.last;
+        self.born.entry(msg.topic.clone()).or_insert(id);
+        let topic = msg.topic.clone();
+        let s = self.streams.entry(topic.clone()).or_default();
+        s.push_back((id, msg));
+        while s.len() > self.history {
+            let (gone, _) = s.pop_front().unwrap();
+            self.trimmed.insert(topic.clone(), gone);
+        }
+        id
+    }
+
+    fn read(&self, topic: &Topic) -> BusMsg {
+        let life = self.born.get(topic).map(|&born| Life {
+            born,
+            floor: self.trimmed.get(topic).copied().unwrap_or(0).max(born - 1),
+        });
+        let events = self
+            .streams
+            .get(topic)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        BusMsg::Fetched {
+            topic: topic.clone(),
+            life,
+            events,
+        }
+    }
+}
+
+/// A node's link: its subscriptions in Redis and its connection's incoming stream
+/// (announcements and read replies, in one order).
+#[derive(Debug, Default)]
+struct LinkSim {
+    interest: BTreeSet<Topic>,
+    subscribed: BTreeSet<Topic>,
+    incoming: VecDeque<BusMsg>,
+    up: bool,
+}
+
 struct Cluster {
-    owners: Vec<Owner>,
+    owners: Vec<OwnerSide>,
     locals: Vec<Local>,
+    /// Shards per node (all of them when not in cluster mode).
+    per_node: usize,
+    /// Cluster mode: one link per node, and Redis.
+    links: Vec<LinkSim>,
+    redis: Redis,
     /// (from, to) -> messages in flight.
     queues: BTreeMap<(usize, usize), VecDeque<BusMsg>>,
     streams: Vec<Stream>,
@@ -95,8 +168,13 @@ impl Cluster {
             memory,
         };
         Cluster {
-            owners: (0..shards).map(|_| Owner::new(cfg, now)).collect(),
+            owners: (0..shards)
+                .map(|_| OwnerSide::Node(Box::new(Owner::new(cfg, now))))
+                .collect(),
             locals: (0..shards).map(|s| Local::new(s, shards, EPOCH)).collect(),
+            per_node: shards,
+            links: Vec::new(),
+            redis: Redis::default(),
             queues: BTreeMap::new(),
             streams: Vec::new(),
             next_key: vec![0; shards],
@@ -107,9 +185,130 @@ impl Cluster {
         }
     }
 
+    /// `nodes` nodes of `per_node` shards over one Redis keeping `history` events.
+    fn cluster(nodes: usize, per_node: usize, history: usize) -> Cluster {
+        let mut c = Cluster::new(nodes * per_node, history, 1 << 30);
+        c.per_node = per_node;
+        c.owners = (0..nodes * per_node)
+            .map(|_| OwnerSide::Cluster(Mirror::new(history, per_node)))
+            .collect();
+        c.locals = (0..nodes * per_node)
+            .map(|g| Local::new(g % per_node, per_node, EPOCH))
+            .collect();
+        c.links = (0..nodes)
+            .map(|_| LinkSim {
+                up: true,
+                ..LinkSim::default()
+            })
+            .collect();
+        c.redis.history = history;
+        c
+    }
+
+    /// The queue id of node `n`'s link (after every shard's).
+    fn link_id(&self, n: usize) -> usize {
+        self.owners.len() + n
+    }
+
+    /// Queues what shard `from` produced; targets are shard indexes within its node
+    /// (`per_node`: its link).
     fn send(&mut self, from: usize, out: &mut Vec<(usize, BusMsg)>) {
+        let node = from / self.per_node;
         for (to, msg) in out.drain(..) {
+            let to = if to == self.per_node {
+                self.link_id(node)
+            } else {
+                node * self.per_node + to
+            };
             self.queues.entry((from, to)).or_default().push_back(msg);
+        }
+    }
+
+    /// A link's message to shard `local` of its node.
+    fn from_link(&mut self, n: usize, local: usize, msg: BusMsg) {
+        let (from, to) = (self.link_id(n), n * self.per_node + local);
+        self.queues.entry((from, to)).or_default().push_back(msg);
+    }
+
+    /// The link of node `n` takes a shard's request.
+    fn link_request(&mut self, n: usize, msg: BusMsg) {
+        match msg {
+            BusMsg::Publish(msg) => {
+                let w = msg.ack.expect("the sim publishes over HTTP");
+                if !self.links[n].up {
+                    self.from_link(n, w.shard, BusMsg::Refused { waiter: w });
+                    return;
+                }
+                let seq = self.redis.append(msg.clone());
+                for l in &mut self.links {
+                    if l.up && l.subscribed.contains(&msg.topic) {
+                        l.incoming.push_back(BusMsg::Announced {
+                            seq,
+                            msg: msg.clone(),
+                        });
+                    }
+                }
+                self.from_link(n, w.shard, BusMsg::Ack { waiter: w, seq });
+            }
+            BusMsg::Interest { topic, on } => {
+                let l = &mut self.links[n];
+                if on {
+                    l.interest.insert(topic.clone());
+                    if l.up {
+                        l.subscribed.insert(topic.clone());
+                        let read = self.redis.read(&topic);
+                        self.links[n].incoming.push_back(read);
+                    }
+                } else {
+                    l.interest.remove(&topic);
+                    l.subscribed.remove(&topic);
+                }
+            }
+            BusMsg::Fetch { topic } => {
+                if self.links[n].up {
+                    let read = self.redis.read(&topic);
+                    self.links[n].incoming.push_back(read);
+                }
+            }
+            other => unreachable!("a link got {other:?}"),
+        }
+    }
+
+    /// The link of node `n` passes on what its connection brought.
+    fn link_incoming(&mut self, n: usize) -> bool {
+        let Some(msg) = self.links[n].incoming.pop_front() else {
+            return false;
+        };
+        let topic = match &msg {
+            BusMsg::Announced { msg, .. } => msg.topic.clone(),
+            BusMsg::Fetched { topic, .. } => topic.clone(),
+            other => unreachable!("incoming {other:?}"),
+        };
+        let local = owner(&topic, self.per_node);
+        self.from_link(n, local, msg);
+        true
+    }
+
+    /// Node `n`'s link loses Redis: subscriptions and whatever was in flight go.
+    fn cut(&mut self, n: usize) {
+        let l = &mut self.links[n];
+        l.up = false;
+        l.subscribed.clear();
+        l.incoming.clear();
+    }
+
+    /// Node `n`'s link is back: it subscribes to every topic of interest and reads it.
+    fn reconnect(&mut self, n: usize) {
+        if self.links[n].up {
+            return;
+        }
+        let l = &mut self.links[n];
+        l.up = true;
+        l.subscribed = l.interest.clone();
+        let topics: Vec<Topic> = l.interest.iter().cloned().collect();
+        for t in topics {
+            let read = self.redis.read(&t);
+            self.links[n].incoming.push_back(read);
         }
     }
 
@@ -136,8 +335,16 @@ impl Cluster {
                 generation: 0,
             }),
         };
-        let shards = self.owners.len();
-        let mut out = vec![(owner(&topic, shards), BusMsg::Publish(Arc::new(msg)))];
+        let target = if self.links.is_empty() {
+            owner(&topic, self.per_node)
+        } else {
+            self.per_node // the node's link
+        };
+        let mut msg = msg;
+        if let Some(a) = &mut msg.ack {
+            a.shard = s % self.per_node;
+        }
+        let mut out = vec![(target, BusMsg::Publish(Arc::new(msg)))];
         self.send(s, &mut out);
     }
 
@@ -146,6 +353,7 @@ impl Cluster {
         let key = self.next_key[s];
         self.next_key[s] += 1;
         let m = Member { key, generation: 7 };
+        // Local addresses its node's shards by their index in the node.
         let id_text = last_id.as_ref().map(Cursor::to_string);
         let mut out = Vec::new();
         self.locals[s].open_sse(m, topics.clone(), id_text.as_deref(), &mut out);
@@ -175,18 +383,27 @@ impl Cluster {
         self.send(s, &mut out);
     }
 
-    /// Delivers one message of the `pick`-th non-empty queue; false if none.
+    /// Delivers one message of the `pick`-th non-empty queue (a link's connection is
+    /// one of them); false if none.
     fn step(&mut self, pick: usize) -> bool {
-        let busy: Vec<(usize, usize)> = self
+        let mut busy: Vec<(usize, usize)> = self
             .queues
             .iter()
             .filter(|(_, q)| !q.is_empty())
             .map(|(k, _)| *k)
             .collect();
+        for (n, l) in self.links.iter().enumerate() {
+            if !l.incoming.is_empty() {
+                busy.push((usize::MAX, n));
+            }
+        }
         if busy.is_empty() {
             return false;
         }
         let (from, to) = busy[pick % busy.len()];
+        if from == usize::MAX {
+            return self.link_incoming(to);
+        }
         let msg = self
             .queues
             .get_mut(&(from, to))
@@ -195,6 +412,10 @@ impl Cluster {
             .unwrap();
         let _ = from;
         self.tick();
+        if to >= self.owners.len() {
+            self.link_request(to - self.owners.len(), msg);
+            return true;
+        }
         if msg.is_for_owner() {
             let mut out = Vec::new();
             self.owners[to].handle(self.now, msg, &mut out);
@@ -206,6 +427,23 @@ impl Cluster {
                 let (topic, payload) = self.pending.remove(&(to, waiter.key)).unwrap();
                 let prev = self.truth.entry(topic).or_default().insert(seq, payload);
                 assert!(prev.is_none(), "seq {seq} numbered twice");
+            }
+            BusMsg::Lost { topic, floor } => {
+                // The shard ends the live streams of the topic; their clients resume.
+                let (streams, polls) = self.locals[to].lost(&topic, floor);
+                assert!(polls.is_empty(), "the sim has no polls");
+                for m in streams {
+                    let i = self
+                        .streams
+                        .iter()
+                        .position(|st| st.shard == to && st.key == m.key && st.open)
+                        .expect("a live stream");
+                    self.close(i);
+                }
+            }
+            BusMsg::Refused { waiter } => {
+                // Never numbered: not part of any topic.
+                self.pending.remove(&(to, waiter.key)).unwrap();
             }
             BusMsg::Deliver { seq, msg } => {
                 let streams = &mut self.streams;
@@ -264,6 +502,9 @@ impl Cluster {
     }
 
     fn drain(&mut self) {
+        for n in 0..self.links.len() {
+            self.reconnect(n);
+        }
         while self.step(0) {}
     }
 
@@ -324,11 +565,23 @@ impl Cluster {
     }
 }
 
+/// Ops for `nodes` nodes of `per_node` shards: shard numbers are global.
+fn op_cluster(nodes: usize, per_node: usize, topics: usize) -> impl Strategy<Value = Op> {
+    prop_oneof![
+        10 => op(nodes * per_node, topics),
+        1 => (0..nodes).prop_map(|n| Op::Cut { n }),
+        1 => (0..nodes).prop_map(|n| Op::Reconnect { n }),
+    ]
+}
+
 fn run(shards: usize, topics: usize, history: usize, memory: usize, ops: Vec<Op>) {
+    run_on(Cluster::new(shards, history, memory), topics, ops);
+}
+
+fn run_on(mut c: Cluster, topics: usize, ops: Vec<Op>) {
     let names: Vec<Topic> = (0..topics)
         .map(|t| Topic::new(&format!("t{t}")).unwrap())
         .collect();
-    let mut c = Cluster::new(shards, history, memory);
     for op in ops {
         match op {
             Op::Publish { s, t } => c.publish(s, names[t].clone()),
@@ -366,6 +619,8 @@ fn run(shards: usize, topics: usize, history: usize, memory: usize, ops: Vec<Op>
                     }
                 }
             }
+            Op::Cut { n } => c.cut(n),
+            Op::Reconnect { n } => c.reconnect(n),
         }
     }
     c.drain();
@@ -395,6 +650,28 @@ proptest! {
     ) {
         let ops = ops.into_iter().map(|o| clamp(o, shards)).collect();
         run(shards, 3, history, 2_000, ops);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    /// Cluster mode, 3 nodes of 2 shards: streams resume on any node, links get cut
+    /// and come back; every resume is exact.
+    #[test]
+    fn cluster_streams_see_every_event_once_in_order(
+        ops in proptest::collection::vec(op_cluster(3, 2, 3), 1..100),
+    ) {
+        run_on(Cluster::cluster(3, 2, 1024), 3, ops);
+    }
+
+    /// Cluster mode with little history: lost positions reset, never replay wrong.
+    #[test]
+    fn cluster_lost_positions_reset_never_replay_wrong(
+        history in 0usize..4,
+        ops in proptest::collection::vec(op_cluster(2, 2, 2), 1..100),
+    ) {
+        run_on(Cluster::cluster(2, 2, history), 2, ops);
     }
 }
 

@@ -137,6 +137,7 @@ impl Shard {
                     self.pump(now, key);
                 }
             }
+            BusMsg::Lost { topic, floor } => self.lost(now, &topic, floor),
             // Only the link takes these.
             BusMsg::Interest { .. } | BusMsg::Fetch { .. } => {}
             BusMsg::Subscribe { .. }
@@ -238,6 +239,32 @@ impl Shard {
             &body,
         );
         self.pump(now, key);
+    }
+
+    /// Cluster mode: live positions in `topic` are lost (see `Local::lost`). Event
+    /// streams end, and their clients resume with `Last-Event-ID`, which gets them
+    /// `event: reset` and what is retained; waiting polls are answered with a reset.
+    fn lost(&mut self, now: Instant, topic: &Topic, floor: u64) {
+        let (streams, polls) = self.local.lost(topic, floor);
+        for m in streams {
+            if let Some(c) = self
+                .conns
+                .get_mut(m.key as usize)
+                .filter(|c| c.generation == m.generation)
+            {
+                c.proto.close(now, &self.conn_cfg, CloseCode::NORMAL, "");
+                self.pump(now, m.key as usize);
+            }
+        }
+        for (m, answer) in polls {
+            if self
+                .conns
+                .get(m.key as usize)
+                .is_some_and(|c| c.generation == m.generation)
+            {
+                self.answer_poll(now, m.key as usize, &answer);
+            }
+        }
     }
 
     /// A long poll's time is up: answer with no events.
