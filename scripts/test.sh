@@ -2,8 +2,8 @@
 # Installs everything the tests need (idempotently) and runs every test.
 #
 #   scripts/test.sh            everything: fmt, clippy, unit + integration tests (peer
-#                              clients and Chromium installed first), Autobahn|TestSuite,
-#                              fuzz smoke
+#                              clients, Chromium and redis-server installed first),
+#                              Autobahn|TestSuite, fuzz smoke
 #   FUZZ_SECONDS=0 scripts/test.sh   skip the fuzz smoke runs
 #   AUTOBAHN=0 scripts/test.sh       skip the Autobahn|TestSuite run (scripts/autobahn.sh)
 #
@@ -77,9 +77,30 @@ ensure_chromium() {
     [ -x /usr/bin/chromium ]
 }
 
+# Debian's redis-server (7.0; it brings redis-cli with redis-tools) for tests/cluster.rs,
+# which starts its own servers on free loopback ports and never uses one it did not start.
+ensure_redis() {
+    command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 && return 0
+    local sudo="" policy=/usr/sbin/policy-rc.d added_policy=0 rc=0
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
+    echo "== installing redis-server from Debian"
+    if ! apt-cache policy redis-server 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+        $sudo apt-get update -qq || return 1
+    fi
+    # The package's own service on port 6379 is not wanted: keep it from starting, as
+    # container images do (policy-rc.d exit 101), unless the machine already says.
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null && $sudo chmod +x "$policy" && added_policy=1
+    fi
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends redis-server >/dev/null || rc=1
+    [ "$added_policy" = 0 ] || $sudo rm -f "$policy"
+    [ "$rc" = 0 ] && command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1
+}
+
 # --- stages ------------------------------------------------------------------------
 stage peer-clients ensure_peer_clients
 stage chromium ensure_chromium
+stage redis ensure_redis
 stage fmt cargo fmt --all -- --check
 stage clippy cargo clippy --all-targets --locked -- -D warnings
 # --all-targets also runs each criterion bench once in test mode, so benches stay working.

@@ -2,6 +2,8 @@
 //! that sends exact bytes.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -363,6 +365,36 @@ impl Ws {
                     return None;
                 }
                 Err(e) => panic!("read: {e}"),
+            }
+        }
+    }
+
+    /// The next frame within `within`: `Ok(None)` when none came in time, an
+    /// `UnexpectedEof` (or the read's) error when the server went away.
+    pub fn recv_within(&mut self, within: Duration) -> std::io::Result<Option<Frame>> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(f) = self.take_frame() {
+                return Ok(Some(f));
+            }
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return Ok(None);
+            };
+            self.s
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .unwrap();
+            match self.fill() {
+                Ok(true) => {}
+                Ok(false) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
             }
         }
     }
