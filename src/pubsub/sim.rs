@@ -186,7 +186,7 @@ impl Cluster {
     }
 
     /// `nodes` nodes of `per_node` shards over one Redis keeping `history` events.
-    fn cluster(nodes: usize, per_node: usize, history: usize) -> Cluster {
+    fn over_redis(nodes: usize, per_node: usize, history: usize) -> Cluster {
         let mut c = Cluster::new(nodes * per_node, history, 1 << 30);
         c.per_node = per_node;
         c.owners = (0..nodes * per_node)
@@ -225,7 +225,7 @@ impl Cluster {
     }
 
     /// A link's message to shard `local` of its node.
-    fn from_link(&mut self, n: usize, local: usize, msg: BusMsg) {
+    fn link_to_shard(&mut self, n: usize, local: usize, msg: BusMsg) {
         let (from, to) = (self.link_id(n), n * self.per_node + local);
         self.queues.entry((from, to)).or_default().push_back(msg);
     }
@@ -236,7 +236,7 @@ impl Cluster {
             BusMsg::Publish(msg) => {
                 let w = msg.ack.expect("the sim publishes over HTTP");
                 if !self.links[n].up {
-                    self.from_link(n, w.shard, BusMsg::Refused { waiter: w });
+                    self.link_to_shard(n, w.shard, BusMsg::Refused { waiter: w });
                     return;
                 }
                 let seq = self.redis.append(msg.clone());
@@ -248,7 +248,7 @@ impl Cluster {
                         });
                     }
                 }
-                self.from_link(n, w.shard, BusMsg::Ack { waiter: w, seq });
+                self.link_to_shard(n, w.shard, BusMsg::Ack { waiter: w, seq });
             }
             BusMsg::Interest { topic, on } => {
                 let l = &mut self.links[n];
@@ -285,7 +285,7 @@ impl Cluster {
             other => unreachable!("incoming {other:?}"),
         };
         let local = owner(&topic, self.per_node);
-        self.from_link(n, local, msg);
+        self.link_to_shard(n, local, msg);
         true
     }
 
@@ -662,7 +662,7 @@ proptest! {
     fn cluster_streams_see_every_event_once_in_order(
         ops in proptest::collection::vec(op_cluster(3, 2, 3), 1..100),
     ) {
-        run_on(Cluster::cluster(3, 2, 1024), 3, ops);
+        run_on(Cluster::over_redis(3, 2, 1024), 3, ops);
     }
 
     /// Cluster mode with little history: lost positions reset, never replay wrong.
@@ -671,7 +671,7 @@ proptest! {
         history in 0usize..4,
         ops in proptest::collection::vec(op_cluster(2, 2, 2), 1..100),
     ) {
-        run_on(Cluster::cluster(2, 2, history), 2, ops);
+        run_on(Cluster::over_redis(2, 2, history), 2, ops);
     }
 }
 
