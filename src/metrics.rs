@@ -278,8 +278,8 @@ impl ClusterMetrics {
         self.topics.store(n as u64, Ordering::Relaxed);
     }
 
-    /// Events announced by Redis and received.
-    pub fn received(&self, n: u64) {
+    /// Events Redis announced on channels this node subscribes to.
+    pub fn announced(&self, n: u64) {
         add(&self.received, n);
     }
 
@@ -320,7 +320,7 @@ impl ClusterMetrics {
             (
                 "ringpush_cluster_events_received_total",
                 "counter",
-                "Events received from Redis, announced or caught up.",
+                "Events Redis announced on the channels this node subscribes to (topics it has subscribers of).",
                 load(&self.received),
             ),
         ] {

@@ -534,9 +534,14 @@ fn redis_paused_publishes_refused_clients_kept() {
         subs.push(Sub::sse(addr, topic, None));
     }
     warm_up(addrs[0], topic, &mut subs.iter_mut().collect::<Vec<_>>()).assert_no_strays();
-    let mut acked: Vec<Pub> = (0..6)
+    let before: Vec<Pub> = (0..6)
         .map(|i| publish_pub(addrs[i % 3], topic, &format!("p{i}")))
         .collect();
+    for (k, s) in subs.iter_mut().enumerate() {
+        let who = format!("subscriber {k} before the pause");
+        assert_delivery(&who, &take(s, before.len(), &who), &before, &[]);
+    }
+    let mut acked: Vec<Pub> = Vec::new();
 
     redis.pause();
     let paused_at = Instant::now();

@@ -469,7 +469,7 @@ impl Backplane {
                 };
                 match wire::decode_announcement(&topic, data, &self.cfg.node) {
                     Some((seq, msg)) => {
-                        self.metrics.received(1);
+                        self.metrics.announced(1);
                         let owner = crate::pubsub::owner(&topic, self.out.wake.len());
                         self.out.send(owner, BusMsg::Announced { seq, msg });
                     }
@@ -624,7 +624,6 @@ impl Backplane {
             match p {
                 Pending::Read(topic) => match parse_read(&topic, v, &self.cfg.node) {
                     Ok((life, events)) => {
-                        self.metrics.received(events.len() as u64);
                         let owner = crate::pubsub::owner(&topic, shards);
                         let msg = BusMsg::Fetched {
                             topic,
@@ -705,15 +704,12 @@ fn parse_read(topic: &Topic, v: Value, node: &str) -> Result<Read, String> {
         Value::SimpleString(s) => wire::event_seq(s.as_bytes()),
         _ => None,
     };
-    let [born, trimmed, Value::Array(entries)] = &parts[..] else {
+    let [born, Value::BulkString(cut), Value::Array(entries)] = &parts[..] else {
         return Err(format!("unexpected reply {parts:?}"));
     };
     let born = id(born).ok_or("bad born id")?;
-    let trimmed = id(trimmed).ok_or("bad trimmed id")?;
-    let life = Life {
-        born,
-        floor: trimmed.max(born - 1),
-    };
+    let floor = wire::floor(born, cut).ok_or("bad trimmed id")?;
+    let life = Life { born, floor };
     let mut events = Vec::with_capacity(entries.len());
     // Newest first from XREVRANGE: [id, [field, value, ...]].
     for e in entries.iter().rev() {

@@ -150,24 +150,47 @@ redis.call(ARGV[4], KEYS[1], id .. ' ' .. ARGV[3])
 return id
 ";
 
-/// Reads a topic: `{}` if Redis holds nothing of it, else `{born, last trimmed id,
-/// newest entries first}`. KEYS: stream, born. ARGV: how many entries at most.
+/// Reads a topic: `{}` if Redis holds nothing of it, else `{born, cut, newest entries
+/// first}`. `cut` says what trimming took: `""` nothing, `first:ID` everything before
+/// the first retained entry, `last:ID` everything up to the last id (no entry left).
+/// (`max-deleted-entry-id` would be exact, but `MAXLEN` trimming does not set it.)
+/// KEYS: stream, born. ARGV: how many entries at most.
 pub const READ: &str = r"
 local born = redis.call('GET', KEYS[2])
 if not born then return {} end
-local trimmed = '0-0'
+local cut = ''
 local ok, info = pcall(redis.call, 'XINFO', 'STREAM', KEYS[1])
 if ok then
-  for i = 1, #info, 2 do
-    if info[i] == 'max-deleted-entry-id' then trimmed = info[i + 1] end
+  local f = {}
+  for i = 1, #info, 2 do f[info[i]] = info[i + 1] end
+  if f['entries-added'] > f['length'] then
+    if f['length'] == 0 then
+      cut = 'last:' .. f['last-generated-id']
+    else
+      cut = 'first:' .. f['first-entry'][1]
+    end
   end
 end
 local entries = {}
 if ARGV[1] ~= '0' then
   entries = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', ARGV[1])
 end
-return {born, trimmed, entries}
+return {born, cut, entries}
 ";
+
+/// The floor a READ's `born` and `cut` give: positions below it lost events.
+pub fn floor(born: u64, cut: &[u8]) -> Option<u64> {
+    let trimmed = if cut.is_empty() {
+        0
+    } else if let Some(id) = cut.strip_prefix(b"first:") {
+        // The id just before the first kept one is not known: one below it is safe
+        // (a client exactly at the boundary gets a reset it did not need).
+        event_seq(id)?.saturating_sub(1)
+    } else {
+        event_seq(cut.strip_prefix(b"last:")?)?
+    };
+    Some(trimmed.max(born.saturating_sub(1)))
+}
 
 #[cfg(test)]
 mod tests {
@@ -184,6 +207,17 @@ mod tests {
         assert_eq!(channel_topic(b"ringpush:{chat:room-1}"), Some(topic()));
         assert_eq!(channel_topic(b"other:{x}"), None);
         assert_eq!(channel_topic(b"ringpush:{bad topic}"), None);
+    }
+
+    #[test]
+    fn floors_from_what_trimming_took() {
+        let born = event_seq(b"100-0").unwrap();
+        assert_eq!(floor(born, b""), Some(born - 1), "nothing trimmed");
+        let first = event_seq(b"200-3").unwrap();
+        assert_eq!(floor(born, b"first:200-3"), Some(first - 1));
+        let last = event_seq(b"300-0").unwrap();
+        assert_eq!(floor(born, b"last:300-0"), Some(last));
+        assert_eq!(floor(born, b"first:x"), None);
     }
 
     #[test]

@@ -446,20 +446,35 @@ impl Local {
     }
 
     /// Cluster mode: events of `topic` after some live subscribers' positions were lost
-    /// (the link was away longer than the history lasts, or Redis lost the topic).
-    /// Returns the event streams that were live on it, which the caller ends so that
-    /// their clients resume with `Last-Event-ID` and get `event: reset`, and the answers
-    /// for polls waiting on it (a reset; `floor` is where what is retained starts).
-    /// WebSockets carry no position: they go on with what comes.
-    pub fn lost(&mut self, topic: &Topic, floor: u64) -> (Vec<Member>, Vec<(Member, PollAnswer)>) {
+    /// (the link was away longer than the history lasts, or Redis lost the topic);
+    /// what is retained starts after `floor`. Each event stream live on the topic moves
+    /// there and is to be sent `event: reset` with the returned id (then the retained
+    /// events and live ones reach it as deliveries); each poll waiting on it gets the
+    /// returned answer (a reset). WebSockets carry no position: they go on with what
+    /// comes.
+    #[allow(clippy::type_complexity)]
+    pub fn lost(
+        &mut self,
+        topic: &Topic,
+        floor: u64,
+    ) -> (Vec<(Member, Cursor)>, Vec<(Member, PollAnswer)>) {
         let (mut streams, mut polls) = (Vec::new(), Vec::new());
         let Some(&id) = self.ids.get(topic) else {
             return (streams, polls);
         };
+        let epoch = self.epoch;
         for &m in &self.topics[id as usize].members {
             match &mut self.clients[m.key as usize] {
-                Client::Sse(s) if s.topics.iter().any(|t| t.topic == id && t.synced) => {
-                    streams.push(m);
+                Client::Sse(s) => {
+                    let Some(i) = s.topics.iter().position(|t| t.topic == id && t.synced) else {
+                        continue;
+                    };
+                    s.topics[i].seq = floor;
+                    let cursor = Cursor {
+                        epoch,
+                        seqs: s.topics.iter().map(|t| t.seq).collect(),
+                    };
+                    streams.push((m, cursor));
                 }
                 Client::Poll(p) if p.synced && p.after.is_some() => {
                     p.synced = false;

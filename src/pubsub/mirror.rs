@@ -37,7 +37,7 @@ use super::{After, BusMsg, ConnRef, Life, Published};
 use crate::proto::http::Topic;
 
 /// How long a mirrored topic outlives its last local subscriber.
-pub const LINGER: Duration = Duration::from_secs(30);
+pub const LINGER: Duration = Duration::from_secs(5);
 
 /// What the mirrors hold, for `/metrics`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

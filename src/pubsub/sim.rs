@@ -429,16 +429,18 @@ impl Cluster {
                 assert!(prev.is_none(), "seq {seq} numbered twice");
             }
             BusMsg::Lost { topic, floor } => {
-                // The shard ends the live streams of the topic; their clients resume.
+                // The shard sends each live stream of the topic a reset.
                 let (streams, polls) = self.locals[to].lost(&topic, floor);
                 assert!(polls.is_empty(), "the sim has no polls");
-                for m in streams {
-                    let i = self
+                for (m, cursor) in streams {
+                    let st = self
                         .streams
-                        .iter()
-                        .position(|st| st.shard == to && st.key == m.key && st.open)
+                        .iter_mut()
+                        .find(|st| st.shard == to && st.key == m.key && st.open)
                         .expect("a live stream");
-                    self.close(i);
+                    let i = st.topics.iter().position(|t| *t == topic).unwrap();
+                    st.seen[i].push(Seen::Reset(cursor.seqs[i]));
+                    st.last_id = Some(cursor);
                 }
             }
             BusMsg::Refused { waiter } => {

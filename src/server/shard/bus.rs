@@ -241,20 +241,27 @@ impl Shard {
         self.pump(now, key);
     }
 
-    /// Cluster mode: live positions in `topic` are lost (see `Local::lost`). Event
-    /// streams end, and their clients resume with `Last-Event-ID`, which gets them
-    /// `event: reset` and what is retained; waiting polls are answered with a reset.
+    /// Cluster mode: live positions in `topic` are lost (see `Local::lost`): each event
+    /// stream on it is sent `event: reset` (the retained events follow as deliveries),
+    /// each waiting poll answered with a reset.
     fn lost(&mut self, now: Instant, topic: &Topic, floor: u64) {
         let (streams, polls) = self.local.lost(topic, floor);
-        for m in streams {
-            if let Some(c) = self
+        for (m, cursor) in streams {
+            let key = m.key as usize;
+            let Some(c) = self
                 .conns
-                .get_mut(m.key as usize)
+                .get_mut(key)
                 .filter(|c| c.generation == m.generation)
-            {
-                c.proto.close(now, &self.conn_cfg, CloseCode::NORMAL, "");
-                self.pump(now, m.key as usize);
-            }
+            else {
+                continue;
+            };
+            c.take_transmit();
+            // A notice: counted, never refused (as a replay's reset).
+            c.out.push(Chunk::Owned(feed::id_line(&cursor)), usize::MAX);
+            c.out
+                .push(Chunk::Owned(feed::reset_body(topic.as_str())), usize::MAX);
+            self.metrics.replay_reset();
+            self.pump(now, key);
         }
         for (m, answer) in polls {
             if self
