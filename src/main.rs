@@ -245,8 +245,10 @@ const CUT_AFTER: DurationRange = DurationRange {
 #[derive(Debug, Args)]
 struct LoadArgs {
     /// Target: ws://HOST:PORT/PATH for WebSocket, http://HOST:PORT/sse/TOPIC for SSE.
-    #[arg(long, value_name = "URL", default_value = "ws://127.0.0.1:8080/echo", value_parser = parse_url)]
-    url: String,
+    /// Repeatable (the nodes of a cluster, same transport and path on each): connection
+    /// i starts on URL i mod n, the publisher on the first, a reconnect on the next.
+    #[arg(long = "url", value_name = "URL", default_value = "ws://127.0.0.1:8080/echo", value_parser = parse_url)]
+    urls: Vec<String>,
     /// What to measure.
     #[arg(long, value_enum, default_value_t = Scenario::Echo)]
     scenario: Scenario,
@@ -434,8 +436,11 @@ fn load(args: &LoadArgs) -> ExitCode {
             config::format_duration(args.backoff_cap)
         ));
     }
+    if let Err(e) = load::check_urls(&args.urls) {
+        return usage_error(&e);
+    }
     let cfg = load::LoadConfig {
-        url: args.url.clone(),
+        urls: args.urls.clone(),
         scenario: match args.scenario {
             Scenario::Idle => load::Scenario::Idle,
             Scenario::Echo => load::Scenario::Echo,

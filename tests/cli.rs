@@ -177,6 +177,16 @@ fn bad_load_and_check_values() {
         &["load", "--url", "wss://a.example/ws/t"],
         &["--url", "ws://", "http://"],
     );
+    // Several URLs: one topic on every node, over one transport.
+    for second in ["ws://127.0.0.1:2/ws/b", "http://127.0.0.1:2/sse/a"] {
+        assert_usage_error(
+            &["load", "--url", "ws://127.0.0.1:1/ws/a", "--url", second],
+            &[
+                &format!("--url {second}: "),
+                "transport and path of the first (ws://127.0.0.1:1/ws/a)",
+            ],
+        );
+    }
     assert_usage_error(
         &["check", "--connections", "x"],
         &["--connections", "whole number"],

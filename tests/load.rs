@@ -2,8 +2,9 @@
 //! connection opens, echo replies come back with latencies, a broadcast reaches every
 //! subscriber, both sides hold more connections than their RLIMIT_NOFILE allows in one
 //! table, after a server restart the reconnects spread out with jitter and pile up
-//! without it, and after the load generator cuts every connection at once each event
-//! stream resumes with exactly the events it missed.
+//! without it, after the load generator cuts every connection at once each event
+//! stream resumes with exactly the events it missed, and over two servers (`--url`
+//! twice) the connections split evenly and fail over to the survivor when one dies.
 
 mod common;
 
@@ -495,4 +496,165 @@ fn ws_cut_storm_reconnects_everyone() {
             "{extra:?}: {err}"
         );
     }
+}
+
+/// The servers' PIDs and per-URL counts of a run over several `--url`s, in order:
+/// (url, connected, reconnected, open_at_end, server_pid).
+fn per_url(r: &Value) -> Vec<(String, u64, u64, u64, u64)> {
+    r["urls"]
+        .as_array()
+        .unwrap_or_else(|| panic!("urls in {r}"))
+        .iter()
+        .map(|x| {
+            (
+                x["url"].as_str().unwrap().to_owned(),
+                u(x, "connected"),
+                u(x, "reconnected"),
+                u(x, "open_at_end"),
+                u(x, "server_pid"),
+            )
+        })
+        .collect()
+}
+
+/// Issue 15: the load generator spreads its connections over several nodes. Two
+/// independent servers, 200 idle WebSockets over both URLs: connection i opens on URL
+/// i mod 2, so each server holds exactly 100 (by its own /metrics, during the run) and
+/// the report says the same per URL; the server figures move from the run into `urls`.
+#[test]
+fn idle_spreads_over_every_url() {
+    let Some(a) = Server::start(&["--shards", "1"]) else {
+        return;
+    };
+    let Some(b) = Server::start(&["--shards", "1"]) else {
+        return;
+    };
+    let (url_a, url_b) = (
+        format!("ws://{}/ws/spread", a.addr),
+        format!("ws://{}/ws/spread", b.addr),
+    );
+    let args: Vec<String> = [
+        "--url",
+        &url_a,
+        "--url",
+        &url_b,
+        "--scenario",
+        "idle",
+        "--connections",
+        "200",
+        "--duration",
+        "2s",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let runner = std::thread::spawn(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        load(&args, None)
+    });
+    wait_for_websockets(a.addr, 100, Duration::from_secs(10));
+    wait_for_websockets(b.addr, 100, Duration::from_secs(10));
+    assert_eq!((ws_open(a.addr), ws_open(b.addr)), (100, 100));
+    let r = runner.join().unwrap();
+    assert_eq!(
+        (u(&r, "connected"), u(&r, "open_at_end")),
+        (200, 200),
+        "{r}"
+    );
+    assert_eq!(r["errors"], Value::Array(vec![]), "{r}");
+    assert_eq!(
+        per_url(&r),
+        [
+            (url_a.clone(), 100, 0, 100, u64::from(a.child.id())),
+            (url_b, 100, 0, 100, u64::from(b.child.id())),
+        ],
+        "{r}"
+    );
+    assert_eq!(r["url"].as_str(), Some(url_a.as_str()), "{r}");
+    // Two servers: no one PID's memory is the run's.
+    assert!(
+        r["server_pid"].is_null() && r["server_rss_per_conn"].is_null(),
+        "{r}"
+    );
+    for x in r["urls"].as_array().unwrap() {
+        assert!(x["server_rss_per_conn"].is_f64(), "{r}");
+    }
+}
+
+/// Issue 15's failover, on the load generator's side: 200 WebSockets over two servers
+/// in a storm; once all are open, server A is killed (SIGKILL). Each of its 100
+/// connections retries on the next URL, B, and gets in at once: B ends with all 200
+/// (by its /metrics and by the report), and the only errors are A's 100 disconnects.
+#[test]
+fn storm_fails_over_to_the_next_url() {
+    let Some(mut a) = Server::start(&["--shards", "1"]) else {
+        return;
+    };
+    let Some(b) = Server::start(&["--shards", "1"]) else {
+        return;
+    };
+    let (url_a, url_b) = (
+        format!("ws://{}/ws/failover", a.addr),
+        format!("ws://{}/ws/failover", b.addr),
+    );
+    let args: Vec<String> = [
+        "--url",
+        &url_a,
+        "--url",
+        &url_b,
+        "--scenario",
+        "storm",
+        "--connections",
+        "200",
+        "--duration",
+        "4s",
+        "--backoff-base",
+        "100ms",
+        "--backoff-cap",
+        "1s",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let runner = std::thread::spawn(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        load(&args, None)
+    });
+    wait_for_websockets(a.addr, 100, Duration::from_secs(10));
+    wait_for_websockets(b.addr, 100, Duration::from_secs(10));
+    // Past the connect phase: the load generator has seen every 101 too.
+    std::thread::sleep(Duration::from_millis(300));
+    let pid_a = u64::from(a.child.id());
+    a.kill();
+    wait_for_websockets(b.addr, 200, Duration::from_secs(3));
+    assert_eq!(ws_open(b.addr), 200);
+    let r = runner.join().unwrap();
+    assert_eq!(
+        (u(&r, "connected"), u(&r, "open_at_end")),
+        (200, 200),
+        "{r}"
+    );
+    assert_eq!(
+        per_url(&r),
+        [
+            (url_a, 100, 0, 0, pid_a),
+            (url_b, 100, 100, 200, u64::from(b.child.id())),
+        ],
+        "{r}"
+    );
+    let storm = &r["storm"];
+    assert_eq!(
+        (u(storm, "disconnected"), u(storm, "reconnected")),
+        (100, 100),
+        "{r}"
+    );
+    let errors = r["errors"].as_array().unwrap();
+    let counted: u64 = errors.iter().map(|e| e[1].as_u64().unwrap()).sum();
+    assert!(
+        errors
+            .iter()
+            .all(|e| e[0].as_str().unwrap().starts_with("disconnected: ")),
+        "no attempt failed, B took each at once: {r}"
+    );
+    assert_eq!(counted, 100, "{r}");
 }

@@ -14,6 +14,10 @@
 //! arrives), leave (`--leave close` only), stop; then it merges their statistics into a
 //! [`Report`] (`report.rs`). In a storm with `--cut-after` it also tells the workers,
 //! once, to cut every subscriber at the same moment.
+//!
+//! Several `--url`s (the nodes of a cluster, all serving the same path): connection `i`
+//! starts on URL `i mod n`, the publisher on the first, and each reconnect goes to the
+//! next URL in the list; the report counts the connections per URL.
 
 pub mod backoff;
 mod report;
@@ -29,16 +33,19 @@ use std::time::{Duration, Instant};
 
 pub use crate::proto::client::Transport;
 pub use backoff::Backoff;
-pub use report::{Exactness, Percentiles, Report, Storm};
+pub use report::{Exactness, Percentiles, Report, Storm, UrlCounts};
 pub use sequence::{Ends, Tally};
 pub use worker::Scenario;
-use worker::{PHASE_DRAIN, PHASE_LEAVE, PHASE_RUN, PHASE_STOP, Plan, Shared, Stats};
+use worker::{PHASE_DRAIN, PHASE_LEAVE, PHASE_RUN, PHASE_STOP, Plan, Shared, Stats, Target};
 
 /// What to run; built by the CLI.
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
-    /// `ws://HOST:PORT/PATH` or `http://HOST:PORT/sse/TOPIC`.
-    pub url: String,
+    /// `ws://HOST:PORT/PATH` or `http://HOST:PORT/sse/TOPIC`, at least one. Several
+    /// are the nodes of a cluster: the same transport and path on each (see
+    /// [`check_urls`]); connection `i` starts on `urls[i % n]`, the publisher on
+    /// `urls[0]`, and a reconnect goes to the next one.
+    pub urls: Vec<String>,
     /// The scenario.
     pub scenario: Scenario,
     /// Connections (subscribers for broadcast).
@@ -98,8 +105,8 @@ fn publish_path(path: &str) -> String {
     }
 }
 
-/// Parses the target URL: transport, `Host` value, address, path.
-pub fn parse_target(url: &str) -> Result<(Transport, String, SocketAddrV4, String), String> {
+/// Splits a target URL, without resolving its host: transport, `Host` value, path.
+fn split_url(url: &str) -> Result<(Transport, &str, String), String> {
     let (transport, rest) = if let Some(r) = url.strip_prefix("ws://") {
         (Transport::Ws, r)
     } else if let Some(r) = url.strip_prefix("http://") {
@@ -124,6 +131,12 @@ pub fn parse_target(url: &str) -> Result<(Transport, String, SocketAddrV4, Strin
     } else {
         path.to_owned()
     };
+    Ok((transport, host, path))
+}
+
+/// Parses the target URL: transport, `Host` value, address, path.
+pub fn parse_target(url: &str) -> Result<(Transport, String, SocketAddrV4, String), String> {
+    let (transport, host, path) = split_url(url)?;
     let with_port = if host.contains(':') {
         host.to_owned()
     } else {
@@ -138,6 +151,26 @@ pub fn parse_target(url: &str) -> Result<(Transport, String, SocketAddrV4, Strin
         })
         .ok_or_else(|| format!("--url {url}: {host} has no IPv4 address"))?;
     Ok((transport, host.to_owned(), addr, path))
+}
+
+/// Checks a run's URLs without resolving them: at least one, and every one with the
+/// transport and path (topic, query) of the first, since a connection moves from one
+/// to the next when it reconnects, and an event stream's `Last-Event-ID` only means
+/// something on the same topic (on a cluster's nodes, whose ids are cluster-wide).
+pub fn check_urls(urls: &[String]) -> Result<(), String> {
+    let Some(first) = urls.first() else {
+        return Err("--url: at least one is needed".into());
+    };
+    let (transport, _, path) = split_url(first)?;
+    for url in &urls[1..] {
+        let (t, _, p) = split_url(url)?;
+        if t != transport || p != path {
+            return Err(format!(
+                "--url {url}: every --url must have the transport and path of the first ({first}); a connection moves between them"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Source addresses for `connections` toward a loopback target. Each address has the
@@ -166,20 +199,32 @@ pub fn source_count(connections: usize, requested: Option<usize>) -> Result<usiz
 /// (connect, run, drain, leave), then the report.
 pub fn run(cfg: &LoadConfig) -> Result<Report, String> {
     let plan = Arc::new(plan(cfg)?);
-    let shared = Arc::new(Shared::new());
-    let loopback = plan.target.ip().is_loopback();
-    let server_pid = if loopback {
-        sysinfo::listener_pid(plan.target.port())
-    } else {
-        None
-    };
+    let shared = Arc::new(Shared::new(plan.targets.len()));
+    // The server behind each local target, found by its listening port. With one
+    // target, the run's server figures are its own; with several, each target's memory
+    // is charged to the connections open on it.
+    let pids: Vec<Option<u32>> = plan
+        .targets
+        .iter()
+        .map(|t| {
+            let local = t.addr.ip().is_loopback();
+            local
+                .then(|| sysinfo::listener_pid(t.addr.port()))
+                .flatten()
+        })
+        .collect();
+    let server_pid = if pids.len() == 1 { pids[0] } else { None };
     let before = Footprint::of(server_pid);
+    let rss_before: Vec<Option<u64>> = pids
+        .iter()
+        .map(|p| p.and_then(sysinfo::rss_bytes))
+        .collect();
     let handles = start_workers(&plan, &shared)?;
     let mut progress = Progress::new(cfg.progress);
     let connect = connect_phase(cfg, &plan, &shared, &mut progress);
     if connect.unreachable {
         progress.finish();
-        let stats = join_all(handles)?;
+        let stats = join_all(handles, plan.targets.len())?;
         let (reason, n) = stats
             .errors
             .iter()
@@ -187,7 +232,7 @@ pub fn run(cfg: &LoadConfig) -> Result<Report, String> {
             .map_or(("unknown".into(), 0), |(k, n)| (k.clone(), *n));
         return Err(format!(
             "no connection to {} could be opened: {reason} ({n} of {} attempts)",
-            cfg.url,
+            cfg.urls.join(" or "),
             shared.failed.load(Ordering::Relaxed)
         ));
     }
@@ -199,11 +244,16 @@ pub fn run(cfg: &LoadConfig) -> Result<Report, String> {
     let run_secs = t1.elapsed().as_secs_f64();
     // Memory while every connection is still open.
     let after = Footprint::of(server_pid);
+    let rss_after: Vec<Option<u64>> = pids
+        .iter()
+        .map(|p| p.and_then(sysinfo::rss_bytes))
+        .collect();
     let server_cpu_secs = match (cpu_before, server_pid.and_then(sysinfo::cpu_secs)) {
         (Some(a), Some(b)) => Some(b - a),
         _ => None,
     };
     let open_at_end = shared.open.load(Ordering::Relaxed);
+    let open_on_at_end = loads(&shared.open_on);
     let (leave_secs, leave_left) = if cfg.leave {
         let (secs, left) = leave_phase(&shared, &mut progress);
         (Some(secs), Some(left))
@@ -213,11 +263,29 @@ pub fn run(cfg: &LoadConfig) -> Result<Report, String> {
     shared.phase.store(PHASE_STOP, Ordering::Release);
     progress.finish();
 
-    let stats = join_all(handles)?;
-    let per_conn = |before: Option<u64>, after: Option<u64>| match (before, after) {
-        (Some(b), Some(a)) if open_at_end > 0 => Some((a as f64 - b as f64) / open_at_end as f64),
-        _ => None,
-    };
+    let stats = join_all(handles, plan.targets.len())?;
+    let urls = cfg
+        .urls
+        .iter()
+        .enumerate()
+        .map(|(i, url)| {
+            // Two URLs may name one server (127.0.0.1 and localhost): its memory is
+            // charged to the connections on both.
+            let on_server: u64 = (pids.iter().zip(&open_on_at_end))
+                .filter(|(p, _)| p.is_some() && **p == pids[i])
+                .map(|(_, n)| n)
+                .sum();
+            UrlCounts {
+                url: url.clone(),
+                connected: connect.open_on[i],
+                reconnected: stats.reconnects_on[i],
+                open_at_end: open_on_at_end[i],
+                server_pid: pids[i],
+                server_rss_per_conn: growth_per(rss_before[i], rss_after[i], on_server),
+            }
+        })
+        .collect();
+    let per_conn = |before, after| growth_per(before, after, open_at_end);
     let mut errors: Vec<(String, u64)> =
         stats.errors.iter().map(|(k, v)| (k.clone(), *v)).collect();
     errors.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -229,7 +297,8 @@ pub fn run(cfg: &LoadConfig) -> Result<Report, String> {
     });
     Ok(Report {
         scenario: report::scenario_name(cfg.scenario),
-        url: cfg.url.clone(),
+        url: cfg.urls[0].clone(),
+        urls,
         connections: cfg.connections,
         publisher: plan.publisher,
         threads: plan.threads,
@@ -263,10 +332,29 @@ pub fn run(cfg: &LoadConfig) -> Result<Report, String> {
     })
 }
 
-/// Checks the configuration against the URL and the host, and sizes the run: what
+/// Bytes grown from `before` to `after`, per one of `n` connections.
+fn growth_per(before: Option<u64>, after: Option<u64>, n: u64) -> Option<f64> {
+    match (before, after) {
+        (Some(b), Some(a)) if n > 0 => Some((a as f64 - b as f64) / n as f64),
+        _ => None,
+    }
+}
+
+fn loads(counters: &[std::sync::atomic::AtomicU64]) -> Vec<u64> {
+    counters.iter().map(|n| n.load(Ordering::Relaxed)).collect()
+}
+
+/// Checks the configuration against the URLs and the host, and sizes the run: what
 /// every worker reads.
 fn plan(cfg: &LoadConfig) -> Result<Plan, String> {
-    let (transport, host, target, path) = parse_target(&cfg.url)?;
+    check_urls(&cfg.urls)?;
+    let parsed = (cfg.urls.iter().map(|u| parse_target(u))).collect::<Result<Vec<_>, _>>()?;
+    // check_urls: every URL has the first one's transport and path.
+    let (transport, path) = (parsed[0].0, parsed[0].3.clone());
+    let targets: Vec<Target> = parsed
+        .into_iter()
+        .map(|(_, host, addr, _)| Target { addr, host })
+        .collect();
     if cfg.scenario == Scenario::Broadcast && publish_path(&path).is_empty() {
         return Err(format!(
             "--scenario broadcast: the URL must be ws://HOST:PORT/ws/TOPIC or http://HOST:PORT/sse/TOPIC, got path {path}"
@@ -300,7 +388,7 @@ fn plan(cfg: &LoadConfig) -> Result<Plan, String> {
         }
         _ => false,
     };
-    let loopback = target.ip().is_loopback();
+    let loopback = targets.iter().any(|t| t.addr.ip().is_loopback());
     let sources: Vec<Ipv4Addr> = if loopback {
         let n = source_count(cfg.connections + 1, cfg.source_addrs)?;
         (1..=n as u8).map(|i| Ipv4Addr::new(127, 0, 0, i)).collect()
@@ -321,8 +409,7 @@ fn plan(cfg: &LoadConfig) -> Result<Plan, String> {
     Ok(Plan {
         scenario: cfg.scenario,
         transport,
-        target,
-        host,
+        targets,
         path: path.clone(),
         sources,
         connections: cfg.connections,
@@ -385,6 +472,8 @@ struct Connected {
     secs: f64,
     /// Connections open at its end.
     open: u64,
+    /// Of those, the ones open on each target.
+    open_on: Vec<u64>,
     /// Nothing opened while every connection failed once: a wrong address.
     unreachable: bool,
 }
@@ -433,6 +522,7 @@ fn connect_phase(
     Connected {
         secs: t0.elapsed().as_secs_f64(),
         open: shared.open.load(Ordering::Relaxed),
+        open_on: loads(&shared.open_on),
         unreachable,
     }
 }
@@ -510,8 +600,11 @@ fn leave_phase(shared: &Shared, progress: &mut Progress) -> (f64, u64) {
 }
 
 /// Waits for every worker and merges their statistics; the first failure wins.
-fn join_all(handles: Vec<std::thread::JoinHandle<Result<Stats, String>>>) -> Result<Stats, String> {
-    let mut stats = Stats::new();
+fn join_all(
+    handles: Vec<std::thread::JoinHandle<Result<Stats, String>>>,
+    targets: usize,
+) -> Result<Stats, String> {
+    let mut stats = Stats::new(targets);
     let mut first_error = None;
     for h in handles {
         match h.join() {
@@ -600,6 +693,26 @@ mod tests {
         assert_eq!(publish_path("/sse?topic=a&topic=b"), "/ws/a");
         assert_eq!(publish_path("/ws/room?x=1"), "/ws/room");
         assert_eq!(publish_path("/echo"), "");
+    }
+
+    #[test]
+    fn urls_agree_on_transport_and_path() {
+        let urls = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(check_urls(&urls(&["ws://127.0.0.1:1/ws/t"])).is_ok());
+        assert!(check_urls(&urls(&["ws://127.0.0.1:1/ws/t", "ws://localhost:2/ws/t"])).is_ok());
+        assert!(check_urls(&urls(&["http://a:1/sse/t?x=1", "http://b:2/sse/t?x=1"])).is_ok());
+        for (a, b) in [
+            ("ws://a:1/ws/t", "ws://b:2/ws/u"),
+            ("ws://a:1/ws/t", "http://b:2/ws/t"),
+            ("http://a:1/sse/t", "http://b:2/sse/t?x=1"),
+            ("http://a:1/poll/t", "http://b:2/sse/t"),
+        ] {
+            let err = check_urls(&urls(&[a, b])).unwrap_err();
+            assert!(err.starts_with(&format!("--url {b}: ")), "{err}");
+            assert!(err.contains(a), "{err}");
+        }
+        assert!(check_urls(&[]).unwrap_err().contains("--url"));
+        assert!(check_urls(&urls(&["ws://a:1/ws/t", "wss://b/ws/t"])).is_err());
     }
 
     #[test]

@@ -75,13 +75,35 @@ pub struct Exactness {
     pub ends: Ends,
 }
 
+/// One `--url`'s share of the connections. Summed over the URLs, `connected` and
+/// `open_at_end` are the run's (the publisher counts on the first URL, where it starts).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UrlCounts {
+    /// The URL.
+    pub url: String,
+    /// Connections open on it when the connect phase ended.
+    pub connected: u64,
+    /// Reconnects that landed on it: connections open before (on any URL) that came
+    /// back here after a disconnect or a cut.
+    pub reconnected: u64,
+    /// Connections open on it at the end of the run.
+    pub open_at_end: u64,
+    /// The server's PID, if it runs on this host and was found by its listening port.
+    pub server_pid: Option<u32>,
+    /// That server's resident memory growth per connection open on it at the end, in
+    /// bytes.
+    pub server_rss_per_conn: Option<f64>,
+}
+
 /// Everything a run measured.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Report {
     /// Scenario name.
     pub scenario: &'static str,
-    /// The target URL.
+    /// The target URL (the first, with several).
     pub url: String,
+    /// Every target URL with the connections it got, in `--url` order.
+    pub urls: Vec<UrlCounts>,
     /// Connections asked for.
     pub connections: usize,
     /// A publisher connection ran besides them (broadcast; a storm with a publish rate).
@@ -110,7 +132,8 @@ pub struct Report {
     pub received_mib_per_sec: f64,
     /// Socket bytes (both directions, all framing) per received message, run phase.
     pub wire_bytes_per_message: f64,
-    /// The server process's CPU time (user + system) during the run phase, seconds.
+    /// The server process's CPU time (user + system) during the run phase, seconds
+    /// (one URL only).
     pub server_cpu_secs: Option<f64>,
     /// Server CPU per received message, microseconds.
     pub server_cpu_us_per_message: Option<f64>,
@@ -120,9 +143,10 @@ pub struct Report {
     pub published: u64,
     /// Broadcast: deliveries expected.
     pub expected_deliveries: u64,
-    /// The server's PID, if it runs on this host and was found by its listening port.
+    /// The server's PID, if it runs on this host and was found by its listening port
+    /// (one URL only; with several, each URL's is in `urls`).
     pub server_pid: Option<u32>,
-    /// Server resident memory growth per open connection, in bytes.
+    /// Server resident memory growth per open connection, in bytes (one URL only).
     pub server_rss_per_conn: Option<f64>,
     /// Kernel slab growth per open connection (both ends when the server is local).
     pub kernel_slab_per_conn: Option<f64>,
@@ -197,7 +221,16 @@ impl Report {
                 p.count
             )
         };
-        let _ = writeln!(s, "ringpush load: {} against {}", self.scenario, self.url);
+        if self.urls.len() > 1 {
+            let _ = writeln!(
+                s,
+                "ringpush load: {} against {} URLs (below)",
+                self.scenario,
+                self.urls.len()
+            );
+        } else {
+            let _ = writeln!(s, "ringpush load: {} against {}", self.scenario, self.url);
+        }
         let _ = writeln!(
             s,
             "  workers {}, source addresses {}",
@@ -262,6 +295,20 @@ impl Report {
             s.push('\n');
         }
         let _ = writeln!(s, "  open at end     {}", self.open_at_end);
+        for u in &self.urls {
+            let _ = write!(
+                s,
+                "  url             {}: {} connected, {} reconnected here, {} open at end",
+                u.url, u.connected, u.reconnected, u.open_at_end
+            );
+            if let (Some(pid), true) = (u.server_pid, self.urls.len() > 1) {
+                let _ = write!(s, "; server pid {pid}");
+                if let Some(b) = u.server_rss_per_conn {
+                    let _ = write!(s, ", RSS +{b:.0} B per connection");
+                }
+            }
+            s.push('\n');
+        }
         if let (Some(secs), Some(left)) = (self.leave_secs, self.leave_left) {
             let _ = writeln!(
                 s,

@@ -106,6 +106,13 @@ impl Server {
         }
     }
 
+    /// Sends SIGKILL (a node that dies without a word) and reaps it.
+    pub fn kill(&mut self) -> ExitStatus {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(self.pid(), libc::SIGKILL) };
+        self.child.wait().expect("reap the server")
+    }
+
     /// Open file descriptors of the server process.
     pub fn fd_count(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid()))

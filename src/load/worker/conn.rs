@@ -22,7 +22,8 @@ pub(super) enum Stage {
     Connecting,
     /// Connected, request sent, waiting for the response head.
     Handshake,
-    /// Handshake done: counted in [`Shared::open`](super::Shared::open).
+    /// Handshake done: counted in [`Shared::open`](super::Shared::open) and in its
+    /// target's [`Shared::open_on`](super::Shared::open_on).
     Open,
     /// Over: cancelling and closing.
     Closing,
@@ -80,6 +81,8 @@ pub(super) struct Conn {
     pub(super) opened: bool,
     /// Index into the plan's sources.
     pub(super) source: usize,
+    /// Index into the plan's targets: where the current (or next) attempt goes.
+    pub(super) target: u32,
     pub(super) error: Option<String>,
     pub(super) cut: Cut,
     /// Event-stream subscribers only (boxed: a million WebSockets do not pay for it).

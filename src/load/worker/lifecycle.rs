@@ -39,8 +39,10 @@ impl Worker<'_> {
         let (table, slot) = self.alloc_slot()?;
         let generation = self.next_generation;
         self.next_generation = (self.next_generation + 1) & 0x00ff_ffff;
-        let bind = !self.srcs.is_empty();
         let c = &mut self.conns[key];
+        let dest = self.plan.targets[c.target as usize].addr;
+        // Sources are 127.0.0.x: only toward a loopback target.
+        let bind = !self.srcs.is_empty() && dest.ip().is_loopback();
         if c.was_open || c.attempt > 0 {
             self.stats
                 .retry_times
@@ -73,7 +75,7 @@ impl Worker<'_> {
         let chain = op::ConnectChain {
             slot,
             source: bind.then(|| self.srcs[c.source]),
-            dest: self.dst,
+            dest,
             socket_data: token(Kind::Socket),
             sockopt_data: token(Kind::SockOpt),
             bind_data: token(Kind::Bind),
@@ -94,7 +96,8 @@ impl Worker<'_> {
             Role::Plain => (plan.transport, &plan.path),
         };
         let last_event_id = c.stream.as_ref().and_then(|s| s.last_event_id.as_deref());
-        let client = Client::new(transport, &plan.host, path, seed, last_event_id, &mut c.out);
+        let host = &plan.targets[c.target as usize].host;
+        let client = Client::new(transport, host, path, seed, last_event_id, &mut c.out);
         c.client = Some(client);
         c.ops.start(Kind::Recv);
         let e = op::recv_multi(c.slot, BGID, 0)
@@ -114,6 +117,7 @@ impl Worker<'_> {
         if c.stage != Stage::Closing {
             if c.stage == Stage::Open {
                 self.shared.open.fetch_sub(1, Ordering::Relaxed);
+                self.shared.open_on[c.target as usize].fetch_sub(1, Ordering::Relaxed);
                 if c.cut != Cut::Closing {
                     self.stats.disconnects += 1;
                     self.stats
@@ -151,7 +155,8 @@ impl Worker<'_> {
         self.after_close(now, key);
     }
 
-    /// The slot is free again: count the failure and schedule the retry.
+    /// The slot is free again: count the failure and schedule the retry, on the next
+    /// target (a node that went away is left behind; with one target, the same one).
     pub(super) fn after_close(&mut self, now: Instant, key: usize) {
         let c = &mut self.conns[key];
         let reason = c.error.take().unwrap_or_else(|| "closed".into());
@@ -179,6 +184,7 @@ impl Worker<'_> {
         }
         let delay = self.plan.backoff.delay(c.attempt, self.rng.next_u64());
         c.attempt = c.attempt.saturating_add(1);
+        c.target = (c.target + 1) % self.plan.targets.len() as u32;
         self.retries.push(Reverse((now + delay, key)));
     }
 

@@ -14,6 +14,10 @@
 //! open (echo, the publisher, deliveries, polls) is in `traffic.rs`; the per-connection
 //! state in `conn.rs`; the measurements in `stats.rs`.
 //!
+//! Several targets (`--url` repeated, the nodes of a cluster): connection `i` starts on
+//! target `i mod n`, the publisher on the first, and every retry goes to the next target
+//! in the list, so the clients of a node that died end up on the others.
+//!
 //! The cut (`--cut-after`): when the coordinator raises [`Shared::cut`], every open
 //! subscriber ends at once (its receive cancelled by key, its slot closed with a reset),
 //! as if the network had dropped them all, and comes back after its backoff delay.
@@ -84,6 +88,15 @@ pub enum Scenario {
     Storm,
 }
 
+/// One server (a node of a cluster) the connections are spread over.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Its address.
+    pub addr: SocketAddrV4,
+    /// `Host` header value.
+    pub host: String,
+}
+
 /// What every worker needs to know, read-only.
 #[derive(Debug)]
 pub struct Plan {
@@ -91,13 +104,12 @@ pub struct Plan {
     pub scenario: Scenario,
     /// WebSocket, SSE or polling (the subscribers'; the publisher speaks WebSocket).
     pub transport: Transport,
-    /// The server.
-    pub target: SocketAddrV4,
-    /// `Host` header value.
-    pub host: String,
-    /// Request path (with query).
+    /// The servers, at least one; all serve `path`.
+    pub targets: Vec<Target>,
+    /// Request path (with query), the same on every target.
     pub path: String,
-    /// Source addresses to bind (empty: let the kernel choose).
+    /// Source addresses to bind toward loopback targets (empty, or another target:
+    /// let the kernel choose).
     pub sources: Vec<Ipv4Addr>,
     /// Connections in total (subscribers for broadcast, not counting the publisher).
     pub connections: usize,
@@ -134,6 +146,8 @@ pub struct Shared {
     pub phase: AtomicU8,
     /// Connections currently open (handshake done).
     pub open: AtomicU64,
+    /// Of those, the ones open on each target (indexed like [`Plan::targets`]).
+    pub open_on: Box<[AtomicU64]>,
     /// Connection attempts that failed (any reason).
     pub failed: AtomicU64,
     /// Broadcast messages published.
@@ -150,12 +164,13 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Counters at zero, phase connect.
-    pub fn new() -> Shared {
+    /// Counters at zero for `targets` targets, phase connect.
+    pub fn new(targets: usize) -> Shared {
         Shared {
             epoch: Instant::now(),
             phase: AtomicU8::new(PHASE_CONNECT),
             open: AtomicU64::new(0),
+            open_on: (0..targets).map(|_| AtomicU64::new(0)).collect(),
             failed: AtomicU64::new(0),
             published: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
@@ -163,12 +178,6 @@ impl Shared {
             sent: AtomicU64::new(0),
             cut: AtomicBool::new(false),
         }
-    }
-}
-
-impl Default for Shared {
-    fn default() -> Shared {
-        Shared::new()
     }
 }
 
@@ -192,8 +201,8 @@ struct Worker<'a> {
     launched: u64,
     rate_start: Instant,
     rate_per_sec: f64,
+    /// Source addresses, for loopback targets (empty: let the kernel choose).
     srcs: Box<[SocketAddrV4]>,
-    dst: SocketAddrV4,
     rng: Rng,
     stats: Stats,
     events: Vec<ClientEvent>,
@@ -251,9 +260,8 @@ pub fn run(id: usize, plan: &Plan, shared: &Shared) -> Result<Stats, String> {
             .iter()
             .map(|ip| SocketAddrV4::new(*ip, 0))
             .collect(),
-        dst: plan.target,
         rng: Rng::new(0x5eed ^ (id as u64) << 32),
-        stats: Stats::new(),
+        stats: Stats::new(plan.targets.len()),
         events: Vec::new(),
         phase: PHASE_CONNECT,
         echo_started: false,
@@ -283,11 +291,17 @@ pub fn run(id: usize, plan: &Plan, shared: &Shared) -> Result<Stats, String> {
 }
 
 impl Worker<'_> {
+    /// Adds connection number `index` of the run: its source address and its first
+    /// target follow from it (the publisher's: the first target).
     fn add_conn(&mut self, role: Role, index: usize) -> usize {
         let source = if self.srcs.is_empty() {
             0
         } else {
             index % self.srcs.len()
+        };
+        let target = match role {
+            Role::Plain => (index % self.plan.targets.len()) as u32,
+            Role::Publisher => 0,
         };
         let stream =
             (role == Role::Plain && self.plan.transport == Transport::Sse).then(Box::default);
@@ -310,6 +324,7 @@ impl Worker<'_> {
             was_open: false,
             opened: false,
             source,
+            target,
             error: None,
             cut: Cut::No,
             stream,

@@ -45,6 +45,8 @@ pub struct Stats {
     pub sse_ends: Vec<End>,
     /// Successful handshakes after the first one of a connection.
     pub reconnects: u64,
+    /// Of those, the ones on each target (indexed like `Plan::targets`).
+    pub reconnects_on: Vec<u64>,
     /// Time of each connection attempt after a disconnect, since the epoch.
     pub retry_times: Vec<Duration>,
     /// Time of each reconnect that succeeded, since the epoch.
@@ -59,8 +61,8 @@ fn histogram() -> Histogram<u64> {
 }
 
 impl Stats {
-    /// An empty set, to record into or merge into.
-    pub fn new() -> Stats {
+    /// An empty set for a run over `targets` targets, to record into or merge into.
+    pub fn new(targets: usize) -> Stats {
         Stats {
             handshake_us: histogram(),
             latency_us: histogram(),
@@ -79,6 +81,7 @@ impl Stats {
             sse: Tally::default(),
             sse_ends: Vec::new(),
             reconnects: 0,
+            reconnects_on: vec![0; targets],
             retry_times: Vec::new(),
             reconnect_times: Vec::new(),
             disconnect_times: Vec::new(),
@@ -111,6 +114,12 @@ impl Stats {
         self.sse.merge(&other.sse);
         self.sse_ends.extend(other.sse_ends);
         self.reconnects += other.reconnects;
+        if self.reconnects_on.len() < other.reconnects_on.len() {
+            self.reconnects_on.resize(other.reconnects_on.len(), 0);
+        }
+        for (a, b) in self.reconnects_on.iter_mut().zip(other.reconnects_on) {
+            *a += b;
+        }
         self.retry_times.extend(other.retry_times);
         self.reconnect_times.extend(other.reconnect_times);
         self.disconnect_times.extend(other.disconnect_times);

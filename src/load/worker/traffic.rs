@@ -38,6 +38,7 @@ impl Worker<'_> {
                 self.stats.handshake_us.saturating_record(us);
                 if c.was_open {
                     self.stats.reconnects += 1;
+                    self.stats.reconnects_on[c.target as usize] += 1;
                     self.stats.reconnect_handshake_us.saturating_record(us);
                     self.stats
                         .reconnect_times
@@ -51,6 +52,7 @@ impl Worker<'_> {
                 c.opened = true;
                 c.attempt = 0;
                 self.shared.open.fetch_add(1, Ordering::Relaxed);
+                self.shared.open_on[c.target as usize].fetch_add(1, Ordering::Relaxed);
                 if running && self.plan.scenario == Scenario::Echo {
                     self.send_echo(now, key);
                 }
