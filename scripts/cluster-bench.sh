@@ -148,7 +148,7 @@ for row in $ROWS; do
             payload=$(head -c 40 /dev/zero | tr '\0' x)
             for p in 1 16 64; do
                 rps=$(redis-benchmark -p "$REDIS_PORT" -n 200000 -c 8 -P "$p" -q \
-                    evalsha "$sha" 2 'ringpush:{bench}' 'ringpush:{bench}:born' 1024 0 "$payload" PUBLISH \
+                    evalsha "$sha" 3 'ringpush:{bench}' 'ringpush:{bench}:born' 'ringpush:{bench}:born' 1024 0 "$payload" PUBLISH 0 \
                     | grep -o '[0-9.]* requests per second' | cut -d' ' -f1)
                 printf '| Redis alone: the append script, %s per pipeline, 8 clients | %s appends/s | |\n' "$p" "$rps"
             done

@@ -208,6 +208,7 @@ fn http_label(e: &crate::proto::http::HttpError) -> &'static str {
         E::BadTopic => "bad_topic",
         E::BadQuery => "bad_query",
         E::BadEventName => "bad_event_name",
+        E::BadIdempotencyKey => "bad_idempotency_key",
         E::NotFound => "not_found",
         E::MethodNotAllowed { .. } => "method_not_allowed",
         E::LengthRequired => "length_required",

@@ -1050,3 +1050,53 @@ fn redis_cluster_three_masters() {
         }
     }
 }
+
+/// A publish retried on another node with the same `Idempotency-Key` (its first answer
+/// was lost, or was a 503 from a timeout) gets the first id and reaches subscribers
+/// once; `--history-ttl` lets Redis forget an idle topic, after which an old id gets
+/// `event: reset`.
+#[test]
+fn idempotent_retries_across_nodes_and_ttl() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let Some(nodes) = start_nodes(&redis, &["--history-ttl", "2s"]) else {
+        return;
+    };
+    let addrs = addrs(&nodes);
+    let post_key = |i: usize, body: &str| {
+        answer(common::http(
+            addrs[i],
+            &format!(
+                "POST /publish/idem HTTP/1.1\r\nHost: x\r\nIdempotency-Key: k-1\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ),
+        ))
+    };
+    let mut sub = Sub::sse(addrs[2], "idem", None);
+    warm_up(addrs[0], "idem", &mut [&mut sub]).assert_no_strays();
+    let a = post_key(0, "once");
+    let b = post_key(1, "once, retried elsewhere");
+    assert_eq!((a.status, b.status), (200, 200), "{}{}", a.head, b.head);
+    assert_eq!(a.body, b.body, "the retry gets the first id");
+    let after = publish_pub(addrs[1], "idem", "next");
+    let got = take(&mut sub, 2, "sse on n2");
+    assert_eq!(datas(&got), ["once", "next"]);
+    assert!(leftovers(&mut [&mut sub])[0].is_empty(), "delivered once");
+    drop(sub);
+
+    // Nobody publishes for longer than the TTL: Redis forgets the topic.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while redis.cmd(&["EXISTS", "ringpush:{idem}"]) != "0" {
+        assert!(
+            Instant::now() < deadline,
+            "the stream outlived --history-ttl"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Node 0 never had a subscriber, so it mirrors nothing: it reads the topic from
+    // Redis, which holds nothing of it now: an old id is a reset, never a replay.
+    let mut st = Sub::sse(addrs[0], "idem", Some(&after.id));
+    let first = st.next_within(Duration::from_secs(5)).expect("an event");
+    assert_eq!(first.event, "reset", "{first:?}");
+}

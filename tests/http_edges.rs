@@ -312,3 +312,57 @@ fn poll_next(addr: SocketAddr, topic: &str) -> String {
         serde_json::from_str(resp.split("\r\n\r\n").nth(1).unwrap()).unwrap();
     v["next"].as_str().unwrap().to_owned()
 }
+
+/// `POST /publish/{topic}` with `Idempotency-Key`: a retry with the same key (as after
+/// a timeout whose outcome is unknown) gets the first publish's id and is not published
+/// again; another key, or another topic, publishes; a bad key is 400. The poll shows what
+/// was really published.
+#[test]
+fn idempotent_publish_retries() {
+    let Some(server) = Server::start(&[]) else {
+        return;
+    };
+    let addr = server.addr;
+    let post = |topic: &str, key: &str, body: &str| {
+        http(
+            addr,
+            &format!(
+                "POST /publish/{topic} HTTP/1.1\r\nHost: x\r\nIdempotency-Key: {key}\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+    };
+    let id_of = |resp: &str| -> String {
+        assert!(resp.starts_with("HTTP/1.1 200 "), "{resp}");
+        let v: serde_json::Value =
+            serde_json::from_str(resp.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        v["id"].as_str().unwrap().to_owned()
+    };
+    let first = id_of(&post("idem", "order-17", "one"));
+    let again = id_of(&post("idem", "order-17", "one, retried"));
+    assert_eq!(first, again, "a retry gets the first id");
+    let other = id_of(&post("idem", "order-18", "two"));
+    assert_ne!(other, first);
+    let elsewhere = id_of(&post("idem-2", "order-17", "three"));
+    assert_ne!(elsewhere, first, "keys are per topic");
+    let plain = publish(addr, "idem", "four");
+    assert_ne!(plain, other);
+    let resp = http(addr, "GET /poll/idem?since=0 HTTP/1.1\r\nHost: x\r\n\r\n");
+    let v: serde_json::Value =
+        serde_json::from_str(resp.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    let datas: Vec<&str> = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["data"].as_str().unwrap())
+        .collect();
+    assert_eq!(datas, ["one", "two", "four"], "{v}");
+    for bad in ["", "has space", &"k".repeat(65)] {
+        let resp = post("idem", bad, "x");
+        assert_eq!(
+            status_line(&resp),
+            "HTTP/1.1 400 Bad Request",
+            "{bad:?}: {resp}"
+        );
+    }
+}

@@ -51,6 +51,8 @@ pub const BACKOFF: Backoff = Backoff {
 /// A connection that lasted this long was a success: the backoff starts over. One
 /// that failed sooner (a Redis that accepts and then errs) keeps widening it.
 const STABLE: Duration = Duration::from_secs(5);
+/// How long Redis remembers a publish's `Idempotency-Key`, in milliseconds.
+const IDEMPOTENCY_MS: u64 = crate::proto::limits::IDEMPOTENCY_WINDOW.as_millis() as u64;
 /// Publishes per pipeline at most.
 const BATCH: usize = 1024;
 /// Channels per `SUBSCRIBE` command at most.
@@ -562,14 +564,20 @@ impl Backplane {
                         .arg(self.cfg.history);
                 }
                 Pending::Append(msg) => {
+                    let (key, remember) = match &msg.idempotency_key {
+                        Some(k) => (wire::idempotency_key(&msg.topic, k), IDEMPOTENCY_MS),
+                        None => (wire::born_key(&msg.topic), 0),
+                    };
                     c.arg(&self.scripts.append)
-                        .arg(2)
+                        .arg(3)
                         .arg(wire::stream_key(&msg.topic))
                         .arg(wire::born_key(&msg.topic))
+                        .arg(key)
                         .arg(self.cfg.history)
                         .arg(ttl)
                         .arg(wire::encode(msg, &self.cfg.node))
-                        .arg(publish);
+                        .arg(publish)
+                        .arg(remember);
                 }
             }
             c

@@ -121,6 +121,7 @@ pub fn decode(topic: &Topic, bytes: &[u8], node: &str) -> Option<Published> {
         event,
         origin,
         ack: None,
+        idempotency_key: None,
     })
 }
 
@@ -136,10 +137,22 @@ pub fn decode_announcement(
     Some((seq, Arc::new(msg)))
 }
 
-/// Appends an event and announces it, in one step. KEYS: stream, born. ARGV: the
-/// `MAXLEN`, a TTL in milliseconds (0: none), the event's bytes, and `PUBLISH` (one
-/// Redis) or `SPUBLISH` (Redis Cluster). Returns the new id.
+/// The key remembering which id a publish with `Idempotency-Key` `key` got.
+pub fn idempotency_key(topic: &Topic, key: &str) -> String {
+    format!("ringpush:{{{}}}:idem:{key}", topic.as_str())
+}
+
+/// Appends an event and announces it, in one step. KEYS: stream, born, and the
+/// idempotency key's key (any name when the publish has none). ARGV: the `MAXLEN`, a
+/// TTL in milliseconds (0: none), the event's bytes, `PUBLISH` (one Redis) or
+/// `SPUBLISH` (Redis Cluster), and how long to remember the idempotency key in
+/// milliseconds (0: it has none). Returns the new id, or the id the same key got
+/// within that time (nothing is appended then).
 pub const APPEND: &str = r"
+if ARGV[5] ~= '0' then
+  local prior = redis.call('GET', KEYS[3])
+  if prior then return prior end
+end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], '*', 'm', ARGV[3])
 redis.call('SET', KEYS[2], id, 'NX')
 if ARGV[2] ~= '0' then
@@ -147,6 +160,9 @@ if ARGV[2] ~= '0' then
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
 end
 redis.call(ARGV[4], KEYS[1], id .. ' ' .. ARGV[3])
+if ARGV[5] ~= '0' then
+  redis.call('SET', KEYS[3], id, 'PX', ARGV[5])
+end
 return id
 ";
 
@@ -246,6 +262,7 @@ mod tests {
             event: Some("update".into()),
             origin: Some(origin),
             ack: None,
+            idempotency_key: None,
         };
         let bytes = encode(&msg, "node-a");
         let here = decode(&topic(), &bytes, "node-a").unwrap();

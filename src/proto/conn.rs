@@ -1717,7 +1717,8 @@ mod tests {
             [Event::Request {
                 route: Route::Publish {
                     topic,
-                    event: Some("update".into())
+                    event: Some("update".into()),
+                    idempotency_key: None,
                 },
                 body: b"hello world".to_vec()
             }]

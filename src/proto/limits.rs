@@ -41,6 +41,18 @@ pub const MAX_TOPICS_PER_STREAM: usize = 32;
 /// Longest SSE event name (`?event=NAME` on publish): 64 bytes; names are short tags.
 pub const MAX_EVENT_NAME_LEN: usize = 64;
 
+/// Longest `Idempotency-Key` of a publish: a UUID (36) or a ULID (26) fits, with room.
+/// Each key is remembered per topic for [`IDEMPOTENCY_WINDOW`].
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 64;
+
+/// How long a publish's `Idempotency-Key` keeps a retry from publishing again: five
+/// minutes, as Centrifugo's idempotency keys (longer than any sane retry loop).
+pub const IDEMPOTENCY_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Keys remembered per topic at most on one node (the oldest go first): bounds what a
+/// publisher that sends a new key with every publish costs.
+pub const MAX_IDEMPOTENCY_KEYS_PER_TOPIC: usize = 4096;
+
 /// Longest `Last-Event-ID` / `since` value we parse: 1 KiB. Our ids are at most
 /// 9 + 32 * 21 bytes; anything longer is not ours and is treated as unknown.
 pub const MAX_EVENT_ID_LEN: usize = 1024;

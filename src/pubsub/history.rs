@@ -8,10 +8,12 @@
 //! not below the log's floor: the number of the last event it let go (or, before any,
 //! the position its numbering started after).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::{After, Published};
+use crate::proto::limits::{IDEMPOTENCY_WINDOW, MAX_IDEMPOTENCY_KEYS_PER_TOPIC};
 
 /// Memory one retained event costs beyond its payload, its event name and its topic's
 /// name: the `Published` (about 130 bytes), its `Arc` header, its slot in the log and
@@ -174,6 +176,61 @@ impl TopicLog {
     }
 }
 
+/// The `Idempotency-Key`s of a topic's recent publishes and the ids they got, for
+/// [`IDEMPOTENCY_WINDOW`], at most [`MAX_IDEMPOTENCY_KEYS_PER_TOPIC`] (oldest first out).
+#[derive(Debug, Default)]
+pub struct RecentKeys {
+    ids: HashMap<Box<str>, u64>,
+    order: VecDeque<(Instant, Box<str>)>,
+    bytes: usize,
+}
+
+/// What one remembered key costs: its text twice (map and queue), the entries, rounding.
+fn key_cost(key: &str) -> usize {
+    2 * key.len() + 96
+}
+
+impl RecentKeys {
+    /// The id a publish with `key` got within the window, if any.
+    pub fn get(&mut self, now: Instant, key: &str) -> Option<u64> {
+        self.expire(now);
+        self.ids.get(key).copied()
+    }
+
+    /// Remembers that a publish with `key` got `seq`.
+    pub fn insert(&mut self, now: Instant, key: Box<str>, seq: u64) {
+        self.expire(now);
+        if self.order.len() >= MAX_IDEMPOTENCY_KEYS_PER_TOPIC {
+            self.pop();
+        }
+        self.bytes += key_cost(&key);
+        self.ids.insert(key.clone(), seq);
+        self.order.push_back((now, key));
+    }
+
+    /// What the remembered keys cost, for the memory budget.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while self
+            .order
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) >= IDEMPOTENCY_WINDOW)
+        {
+            self.pop();
+        }
+    }
+
+    fn pop(&mut self) {
+        if let Some((_, key)) = self.order.pop_front() {
+            self.bytes -= key_cost(&key);
+            self.ids.remove(&key);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,6 +244,7 @@ mod tests {
             event: None,
             origin: None,
             ack: None,
+            idempotency_key: None,
         })
     }
 
@@ -250,6 +308,22 @@ mod tests {
             Err(Gap),
             "from the future"
         );
+    }
+
+    #[test]
+    fn recent_keys_expire_and_are_bounded() {
+        let t0 = Instant::now();
+        let mut r = RecentKeys::default();
+        r.insert(t0, "a".into(), 7);
+        assert_eq!(r.get(t0, "a"), Some(7));
+        assert_eq!(r.get(t0, "b"), None);
+        assert_eq!(r.get(t0 + IDEMPOTENCY_WINDOW, "a"), None, "expired");
+        assert_eq!(r.bytes(), 0);
+        for i in 0..=MAX_IDEMPOTENCY_KEYS_PER_TOPIC {
+            r.insert(t0, i.to_string().into(), i as u64);
+        }
+        assert_eq!(r.get(t0, "0"), None, "the oldest went");
+        assert_eq!(r.get(t0, "1"), Some(1));
     }
 
     #[test]

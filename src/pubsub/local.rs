@@ -616,6 +616,7 @@ mod tests {
             event: None,
             origin,
             ack: None,
+            idempotency_key: None,
         }
     }
 

@@ -352,6 +352,7 @@ mod tests {
             event: None,
             origin: None,
             ack: None,
+            idempotency_key: None,
         })
     }
 

@@ -78,6 +78,9 @@ pub struct Published {
     pub origin: Option<ConnRef>,
     /// An HTTP publisher waiting for the event's id.
     pub ack: Option<ConnRef>,
+    /// The publish's `Idempotency-Key`: the same key on the same topic within
+    /// `IDEMPOTENCY_WINDOW` is not published again (its publisher gets the first id).
+    pub idempotency_key: Option<Box<str>>,
 }
 
 /// Where a client resumes a topic from.

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
-use super::history::{Gap, TopicLog};
+use super::history::{Gap, RecentKeys, TopicLog};
 use super::{BusMsg, Published};
 use crate::proto::http::Topic;
 
@@ -75,6 +75,8 @@ struct Owned {
     /// Shards with local subscribers.
     shards: Vec<usize>,
     log: TopicLog,
+    /// Recent publishes' `Idempotency-Key`s, once one came.
+    keys: Option<Box<RecentKeys>>,
     /// The last publish, subscribe, unsubscribe or sync.
     active: Instant,
 }
@@ -193,6 +195,19 @@ impl Owner {
 
     fn publish(&mut self, now: Instant, msg: Arc<Published>, out: &mut Vec<(usize, BusMsg)>) {
         let id = self.topic(now, &msg.topic);
+        if let Some(key) = &msg.idempotency_key {
+            let keys = self.topics[id].keys.get_or_insert_with(Box::default);
+            let before = keys.bytes();
+            let seen = keys.get(now, key);
+            self.stats.bytes = self.stats.bytes + keys.bytes() - before;
+            if let Some(seq) = seen {
+                // A retry: answered with the first publish's id, not published again.
+                if let Some(w) = msg.ack {
+                    out.push((w.shard, BusMsg::Ack { waiter: w, seq }));
+                }
+                return;
+            }
+        }
         self.order += 1;
         let order = self.order;
         let mut seq = 0;
@@ -204,6 +219,11 @@ impl Owner {
             delta = o.log.bytes() as isize - before as isize;
         });
         self.stats.bytes = self.stats.bytes.saturating_add_signed(delta);
+        if let (Some(key), Some(keys)) = (&msg.idempotency_key, &mut self.topics[id].keys) {
+            let before = keys.bytes();
+            keys.insert(now, key.clone(), seq);
+            self.stats.bytes = self.stats.bytes + keys.bytes() - before;
+        }
         if let Some(w) = msg.ack {
             out.push((w.shard, BusMsg::Ack { waiter: w, seq }));
         }
@@ -228,6 +248,7 @@ impl Owner {
             name: name.clone(),
             shards: Vec::new(),
             log: TopicLog::starting_after(self.cfg.history, first),
+            keys: None,
             active: now,
         });
         self.ids.insert(name.clone(), id);
@@ -291,7 +312,8 @@ impl Owner {
         self.ids.remove(&o.name);
         self.stats.topics -= 1;
         self.stats.events -= o.log.len();
-        self.stats.bytes -= TOPIC_OVERHEAD + o.name.as_str().len() + o.log.bytes();
+        let keys = o.keys.as_ref().map_or(0, |k| k.bytes());
+        self.stats.bytes -= TOPIC_OVERHEAD + o.name.as_str().len() + o.log.bytes() + keys;
         if self.topics.is_empty() && self.topics.capacity() > 64 {
             self.topics = Slab::new();
         }
@@ -362,6 +384,7 @@ mod tests {
                 key: 9,
                 generation: 1,
             }),
+            idempotency_key: None,
         };
         let mut out = Vec::new();
         o.handle(now, BusMsg::Publish(Arc::new(msg)), &mut out);

@@ -334,6 +334,7 @@ impl Cluster {
                 key,
                 generation: 0,
             }),
+            idempotency_key: None,
         };
         let target = if self.links.is_empty() {
             owner(&topic, self.per_node)

@@ -124,6 +124,7 @@ mod tests {
             event: event.map(str::to_owned),
             origin: None,
             ack: None,
+            idempotency_key: None,
         }
     }
 

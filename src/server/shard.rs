@@ -552,7 +552,11 @@ impl Shard {
                 self.open_sse(key, topics, last_event_id);
             }
             Event::Request { route, body } => match route {
-                Route::Publish { topic, event } => self.publish_http(key, topic, event, body),
+                Route::Publish {
+                    topic,
+                    event,
+                    idempotency_key,
+                } => self.publish_http(key, topic, event, idempotency_key, body),
                 Route::Poll { topic, since, wait } => self.open_poll(key, topic, since, wait),
                 Route::Index => {
                     let c = &mut self.conns[key];

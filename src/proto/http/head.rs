@@ -52,6 +52,8 @@ pub struct RequestHead {
     pub authorization: Option<String>,
     /// `Last-Event-ID` (must not repeat).
     pub last_event_id: Option<String>,
+    /// `Idempotency-Key` (must not repeat): a publish's retry key.
+    pub idempotency_key: Option<String>,
     /// `Content-Length`, validated; repeats must agree (RFC 9112 §6.3).
     pub content_length: Option<u64>,
     /// `Transfer-Encoding`; repeated field lines joined. The server takes no chunked
@@ -79,6 +81,7 @@ impl RequestHead {
             origin: None,
             authorization: None,
             last_event_id: None,
+            idempotency_key: None,
             content_length: None,
             transfer_encoding: None,
             expect: None,
@@ -103,6 +106,7 @@ enum Field {
     Origin,
     Authorization,
     LastEventId,
+    IdempotencyKey,
     ContentLength,
     TransferEncoding,
     Expect,
@@ -111,7 +115,7 @@ enum Field {
 impl Field {
     /// Field names are case-insensitive (RFC 9110 §5.1).
     fn from_name(name: &str) -> Option<Field> {
-        const NAMES: [(&str, Field); 11] = [
+        const NAMES: [(&str, Field); 12] = [
             ("host", Field::Host),
             ("upgrade", Field::Upgrade),
             ("connection", Field::Connection),
@@ -120,6 +124,7 @@ impl Field {
             ("origin", Field::Origin),
             ("authorization", Field::Authorization),
             ("last-event-id", Field::LastEventId),
+            ("idempotency-key", Field::IdempotencyKey),
             ("content-length", Field::ContentLength),
             ("transfer-encoding", Field::TransferEncoding),
             ("expect", Field::Expect),
@@ -218,6 +223,7 @@ pub fn parse_request_head(buf: &[u8], limits: &Limits) -> Result<Parsed<RequestH
             Field::Origin => &mut head.origin,
             Field::Authorization => &mut head.authorization,
             Field::LastEventId => &mut head.last_event_id,
+            Field::IdempotencyKey => &mut head.idempotency_key,
             Field::TransferEncoding => &mut head.transfer_encoding,
             Field::Expect => &mut head.expect,
         };

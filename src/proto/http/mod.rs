@@ -59,6 +59,8 @@ pub enum HttpError {
     BadQuery,
     /// An event name that is empty, too long or has a CR, LF or NUL. 400.
     BadEventName,
+    /// An `Idempotency-Key` that is not 1 to 64 visible ASCII characters. 400.
+    BadIdempotencyKey,
     /// No such endpoint. 404.
     NotFound,
     /// The endpoint exists but not for this method. 405 with `Allow` (RFC 9110 §15.5.6).
@@ -95,7 +97,8 @@ impl HttpError {
             HttpError::Malformed
             | HttpError::BadTopic
             | HttpError::BadQuery
-            | HttpError::BadEventName => Status::BadRequest,
+            | HttpError::BadEventName
+            | HttpError::BadIdempotencyKey => Status::BadRequest,
             HttpError::HeadTooLarge | HttpError::TooManyHeaders => {
                 Status::RequestHeaderFieldsTooLarge
             }
@@ -133,6 +136,7 @@ impl HttpError {
             | HttpError::BadTopic
             | HttpError::BadQuery
             | HttpError::BadEventName
+            | HttpError::BadIdempotencyKey
             | HttpError::NotFound
             | HttpError::LengthRequired
             | HttpError::PayloadTooLarge
@@ -150,6 +154,7 @@ impl HttpError {
             HttpError::BadTopic => "topic names are 1 to 128 characters of A-Z a-z 0-9 . _ - :",
             HttpError::BadQuery => "bad query string",
             HttpError::BadEventName => "event names are 1 to 64 bytes without CR, LF or NUL",
+            HttpError::BadIdempotencyKey => "Idempotency-Key is 1 to 64 visible ASCII characters",
             HttpError::NotFound => "not found",
             HttpError::MethodNotAllowed { .. } => "method not allowed",
             HttpError::LengthRequired => "a request body needs Content-Length",

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use super::{HttpError, Method, RequestHead};
 use crate::proto::limits::{
-    MAX_EVENT_ID_LEN, MAX_EVENT_NAME_LEN, MAX_POLL_WAIT, MAX_TOPIC_LEN, MAX_TOPICS_PER_STREAM,
+    MAX_EVENT_ID_LEN, MAX_EVENT_NAME_LEN, MAX_IDEMPOTENCY_KEY_LEN, MAX_POLL_WAIT, MAX_TOPIC_LEN,
+    MAX_TOPICS_PER_STREAM,
 };
 
 /// A validated topic name: 1 to [`MAX_TOPIC_LEN`] characters of `A-Z a-z 0-9 . _ - :`.
@@ -73,6 +74,11 @@ pub enum Route {
         topic: Topic,
         /// The SSE event name, 1 to [`MAX_EVENT_NAME_LEN`] bytes without CR, LF or NUL.
         event: Option<String>,
+        /// `Idempotency-Key`: 1 to [`MAX_IDEMPOTENCY_KEY_LEN`] visible ASCII characters.
+        /// A publish with a key seen on the topic within the last
+        /// [`IDEMPOTENCY_WINDOW`](crate::proto::limits::IDEMPOTENCY_WINDOW) is not
+        /// published again: it gets the first one's id.
+        idempotency_key: Option<String>,
     },
     /// `GET /poll/{topic}?since=ID&wait=D`.
     Poll {
@@ -136,7 +142,7 @@ pub fn route(head: &RequestHead) -> Result<Route, HttpError> {
                     last_event_id: last_event_id(head, &query),
                 })
             }
-            "/publish/" => publish(topic, &head.query),
+            "/publish/" => publish(topic, &head.query, head.idempotency_key.as_deref()),
             _ => poll(topic, &head.query),
         };
     }
@@ -173,7 +179,17 @@ pub fn route(head: &RequestHead) -> Result<Route, HttpError> {
 }
 
 /// `POST /publish/{topic}[?event=NAME]`.
-fn publish(topic: Topic, query: &str) -> Result<Route, HttpError> {
+fn publish(topic: Topic, query: &str, key: Option<&str>) -> Result<Route, HttpError> {
+    let idempotency_key = match key {
+        Some(k)
+            if k.is_empty()
+                || k.len() > MAX_IDEMPOTENCY_KEY_LEN
+                || !k.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            return Err(HttpError::BadIdempotencyKey);
+        }
+        k => k.map(str::to_owned),
+    };
     let mut event = None;
     for (k, v) in parse_query(query)? {
         if k == "event" {
@@ -189,7 +205,11 @@ fn publish(topic: Topic, query: &str) -> Result<Route, HttpError> {
             event = Some(v);
         }
     }
-    Ok(Route::Publish { topic, event })
+    Ok(Route::Publish {
+        topic,
+        event,
+        idempotency_key,
+    })
 }
 
 /// `GET /poll/{topic}?since=ID&wait=D`.
@@ -437,21 +457,24 @@ mod tests {
             route(&post("/publish/news?event=up+date")),
             Ok(Route::Publish {
                 topic: t("news"),
-                event: Some("up date".into())
+                event: Some("up date".into()),
+                idempotency_key: None,
             })
         );
         assert_eq!(
             route(&post("/publish/news")),
             Ok(Route::Publish {
                 topic: t("news"),
-                event: None
+                event: None,
+                idempotency_key: None,
             })
         );
         assert_eq!(
             route(&post(&format!("/publish/news?event={}", "e".repeat(64)))),
             Ok(Route::Publish {
                 topic: t("news"),
-                event: Some("e".repeat(64))
+                event: Some("e".repeat(64)),
+                idempotency_key: None,
             })
         );
         for bad in ["a%0Ab", "a%0Db", "a%00b", "", &"e".repeat(65)] {

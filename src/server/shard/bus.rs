@@ -287,6 +287,7 @@ impl Shard {
         key: usize,
         topic: Topic,
         event: Option<String>,
+        idempotency_key: Option<String>,
         body: Vec<u8>,
     ) {
         let text = std::str::from_utf8(&body).is_ok();
@@ -298,6 +299,7 @@ impl Shard {
             event,
             origin: None,
             ack: Some(self.conn_ref(key)),
+            idempotency_key: idempotency_key.map(String::into_boxed_str),
         };
         self.publish(Arc::new(msg));
     }
@@ -314,6 +316,7 @@ impl Shard {
             event: None,
             origin: Some(self.conn_ref(key)),
             ack: None,
+            idempotency_key: None,
         };
         self.publish(Arc::new(msg));
     }
