@@ -9,6 +9,11 @@
 //! duplicate), `event: reset` (the server lost the position), an epoch that changes
 //! without a reset. A client with any of these is not exact.
 //!
+//! A cluster's ids (`crate::cluster`) only increase, with holes between them, so the
+//! next event is not `last + 1` there: when the publisher numbered its payloads (an
+//! ordinal, see `worker::traffic`), gaps are counted on the ordinals instead, the ids
+//! still give the order and the duplicates.
+//!
 //! Multi-topic ids (`EPOCH-S1.S2...`) are not checked (counted as unparsed).
 #![forbid(unsafe_code)]
 
@@ -82,6 +87,8 @@ impl Tally {
 #[derive(Debug, Clone, Default)]
 pub struct Sequence {
     last: Option<Pos>,
+    /// The publisher's ordinal of the last event, when payloads carry one.
+    last_ordinal: Option<u64>,
     flawed: bool,
 }
 
@@ -101,8 +108,15 @@ impl Sequence {
     }
 
     /// Checks one dispatched event (`event` its type, `id` the last event id at
-    /// dispatch) and counts what it finds in `tally`.
-    pub fn observe(&mut self, event: &str, id: Option<&str>, tally: &mut Tally) {
+    /// dispatch, `ordinal` the publisher's count in its payload if any) and counts what
+    /// it finds in `tally`.
+    pub fn observe(
+        &mut self,
+        event: &str,
+        id: Option<&str>,
+        ordinal: Option<u64>,
+        tally: &mut Tally,
+    ) {
         let pos = id.and_then(Pos::parse);
         if event == "reset" {
             // The position before what the server still retains: the next event follows
@@ -112,6 +126,7 @@ impl Sequence {
             if pos.is_some() {
                 self.last = pos;
             }
+            self.last_ordinal = None;
             return;
         }
         tally.events += 1;
@@ -131,14 +146,21 @@ impl Sequence {
                 // The position does not move back: the next new event is still last + 1.
                 return;
             }
-            Some(last) if pos.seq > last.seq + 1 => {
-                tally.gaps += 1;
-                tally.missed += pos.seq - last.seq - 1;
-                self.flawed = true;
+            Some(last) => {
+                let skipped = match (ordinal, self.last_ordinal) {
+                    (Some(o), Some(lo)) => o.saturating_sub(lo + 1),
+                    (Some(_), None) => 0,
+                    (None, _) => pos.seq - last.seq - 1,
+                };
+                if skipped > 0 {
+                    tally.gaps += 1;
+                    tally.missed += skipped;
+                    self.flawed = true;
+                }
             }
-            Some(_) => {}
         }
         self.last = Some(pos);
+        self.last_ordinal = ordinal;
     }
 
     /// Where the client stands now.
@@ -200,9 +222,34 @@ mod tests {
         let mut s = Sequence::new();
         let mut t = Tally::default();
         for (event, id) in ids {
-            s.observe(event, Some(id), &mut t);
+            s.observe(event, Some(id), None, &mut t);
         }
         (t, s.end())
+    }
+
+    #[test]
+    fn ordinals_count_gaps_where_ids_have_holes() {
+        // Cluster ids: increasing, never 1 apart; the payloads' ordinals are.
+        let mut s = Sequence::new();
+        let mut t = Tally::default();
+        for (seq, ord) in [(1000, 0), (5000, 1), (9000, 2), (20000, 4)] {
+            s.observe(
+                "message",
+                Some(&format!("72656469-{seq}")),
+                Some(ord),
+                &mut t,
+            );
+        }
+        assert_eq!((t.events, t.gaps, t.missed), (4, 1, 1), "ordinal 3 missing");
+        assert!(!s.end().clean);
+        let mut s = Sequence::new();
+        let mut t = Tally::default();
+        s.observe("message", Some("72656469-1000"), Some(7), &mut t);
+        s.observe("reset", Some("72656469-4999"), None, &mut t);
+        s.observe("message", Some("72656469-5000"), Some(12), &mut t);
+        s.observe("message", Some("72656469-6000"), Some(13), &mut t);
+        s.observe("message", Some("72656469-6000"), Some(13), &mut t);
+        assert_eq!((t.gaps, t.resets, t.duplicates), (0, 1, 1));
     }
 
     #[test]

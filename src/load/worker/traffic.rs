@@ -15,6 +15,19 @@ use crate::proto::sse::ParsedEvent;
 /// `data:` line.
 pub(super) const TS_DIGITS: usize = 20;
 
+/// After the send time, the publisher's count of the message (its ordinal), 10 decimal
+/// digits, when the payload has room (`--message-bytes` 30 or more): event streams check
+/// they missed none by it where event ids are not consecutive (a cluster's).
+pub(super) const ORDINAL_DIGITS: usize = 10;
+
+/// The publisher's ordinal a broadcast payload carries, if it does.
+fn ordinal(payload: &[u8]) -> Option<u64> {
+    std::str::from_utf8(payload.get(TS_DIGITS..TS_DIGITS + ORDINAL_DIGITS)?)
+        .ok()?
+        .parse()
+        .ok()
+}
+
 /// The send time a broadcast payload starts with, if it does.
 fn timestamp(payload: &[u8]) -> Option<u64> {
     std::str::from_utf8(payload.get(..TS_DIGITS)?)
@@ -80,7 +93,9 @@ impl Worker<'_> {
             ClientEvent::Event(ParsedEvent { id, event, data }) => {
                 // Every event of the stream's life is checked, whatever the phase.
                 if let Some(s) = &mut c.stream {
-                    s.seq.observe(&event, id.as_deref(), &mut self.stats.sse);
+                    let ord = ordinal(data.as_bytes());
+                    s.seq
+                        .observe(&event, id.as_deref(), ord, &mut self.stats.sse);
                     if id.is_some() {
                         s.last_event_id = id;
                     }
@@ -200,6 +215,11 @@ impl Worker<'_> {
         let ts = now.duration_since(self.shared.epoch).as_nanos() as u64;
         let digits = format!("{ts:0TS_DIGITS$}");
         self.payload[..TS_DIGITS].copy_from_slice(digits.as_bytes());
+        if self.payload.len() >= TS_DIGITS + ORDINAL_DIGITS {
+            let n = self.shared.published.load(Ordering::Relaxed);
+            let digits = format!("{:0ORDINAL_DIGITS$}", n % 10u64.pow(ORDINAL_DIGITS as u32));
+            self.payload[TS_DIGITS..TS_DIGITS + ORDINAL_DIGITS].copy_from_slice(digits.as_bytes());
+        }
         let c = &mut self.conns[key];
         if !c.out.is_empty() {
             return;
