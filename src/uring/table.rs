@@ -55,6 +55,9 @@ pub struct TableSpec {
     pub recv_buffer_size: u32,
     /// Buffer group id used in receive SQEs.
     pub bgid: u16,
+    /// Deferred completions to run per extra enter when the kernel leaves some
+    /// ([`crate::uring::Ring::set_deferred_per_enter`]); 0: none.
+    pub deferred_per_enter: u32,
 }
 
 /// A ring, its sparse fixed-file table and its receive-buffer ring.
@@ -74,7 +77,8 @@ impl Table {
     /// `wake`, the ring signals that eventfd whenever it has completions or deferred work,
     /// so a thread blocked on another ring notices.
     pub fn new(spec: &TableSpec, wake: Option<RawFd>) -> Result<Table, String> {
-        let ring = Ring::new(spec.sq_entries, spec.cq_entries).map_err(|e| e.to_string())?;
+        let mut ring = Ring::new(spec.sq_entries, spec.cq_entries).map_err(|e| e.to_string())?;
+        ring.set_deferred_per_enter(spec.deferred_per_enter as usize);
         let submitter = ring.submitter();
         submitter.register_files_sparse(spec.slots).map_err(|e| {
             format!(

@@ -228,6 +228,8 @@ pub fn run(id: usize, plan: &Plan, shared: &Shared) -> Result<Stats, String> {
         recv_buffers: 2048,
         recv_buffer_size: 4096,
         bgid: BGID,
+        // The client takes completions as they come (see the server's setting).
+        deferred_per_enter: 0,
     };
     let io = Tables::new(
         &spec,
