@@ -1103,8 +1103,8 @@ fn idempotent_retries_across_nodes_and_ttl() {
 
 /// The failover a real client fleet does: `ringpush load` holds 300 event streams over
 /// three nodes while a publisher on the first publishes 50 events/s; the second node
-/// is killed with SIGKILL; its streams reconnect to the next node (exponential backoff,
-/// full jitter) with `Last-Event-ID`; the load generator's own exactness check finds
+/// is killed with SIGKILL; its streams reconnect to the other two, about half each
+/// (exponential backoff, full jitter), with `Last-Event-ID`; the load generator's own exactness check finds
 /// every stream contiguous to the last event: 0 gaps, 0 duplicates, 0 resets.
 #[test]
 fn load_streams_fail_over_exactly() {
@@ -1192,5 +1192,10 @@ fn load_streams_fail_over_exactly() {
         "the killed node's streams: {r}"
     );
     assert_eq!(n(&r["storm"], "reconnected"), 100, "all came back: {r}");
+    // They spread over both surviving nodes.
+    let urls = r["urls"].as_array().unwrap();
+    let (on0, on2) = (n(&urls[0], "reconnected"), n(&urls[2], "reconnected"));
+    assert_eq!(on0 + on2, 100, "{r}");
+    assert!(on0 >= 30 && on2 >= 30, "spread: {on0} and {on2}: {r}");
     assert!(n(&r, "published") > 100, "{r}");
 }

@@ -155,7 +155,7 @@ impl Worker<'_> {
         self.after_close(now, key);
     }
 
-    /// The slot is free again: count the failure and schedule the retry, on the next
+    /// The slot is free again: count the failure and schedule the retry, on another
     /// target (a node that went away is left behind; with one target, the same one).
     pub(super) fn after_close(&mut self, now: Instant, key: usize) {
         let c = &mut self.conns[key];
@@ -183,8 +183,17 @@ impl Worker<'_> {
             return;
         }
         let delay = self.plan.backoff.delay(c.attempt, self.rng.next_u64());
+        // The first retry after a loss skips 1 to n-1 targets ahead, by the connection's
+        // key, so a dead node's clients spread over all the others; later retries walk
+        // the list one by one, so every target is tried.
+        let n = self.plan.targets.len() as u32;
+        let step = if c.attempt == 0 && n > 2 {
+            1 + key as u32 % (n - 1)
+        } else {
+            1
+        };
         c.attempt = c.attempt.saturating_add(1);
-        c.target = (c.target + 1) % self.plan.targets.len() as u32;
+        c.target = (c.target + step) % n;
         self.retries.push(Reverse((now + delay, key)));
     }
 
