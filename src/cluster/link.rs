@@ -315,9 +315,17 @@ impl Backplane {
                     ever_connected = true;
                     let since = std::time::Instant::now();
                     self.metrics.link_up(true);
-                    // Every topic of interest: subscribe again, and read it to catch up.
+                    // Every topic of interest: subscribe again, and read it to catch up;
+                    // its mirror holds announcements until the read's answer.
                     self.subscribed.clear();
                     self.to_fetch = self.interest.iter().cloned().collect();
+                    let shards = self.out.wake.len();
+                    for topic in &self.to_fetch {
+                        let owner = crate::pubsub::owner(topic, shards);
+                        let topic = topic.clone();
+                        self.out.send(owner, BusMsg::Reading { topic });
+                    }
+                    self.out.flush();
                     match self.serve(conn, pushes).await {
                         Turn::Exit => return,
                         Turn::Lost(why) => {

@@ -150,7 +150,8 @@ impl Mirror {
                 let Some(m) = self.topics.get_mut(&msg.topic) else {
                     return;
                 };
-                if m.log.is_none() {
+                if m.log.is_none() || m.fetching {
+                    // A read is under way: merged with its answer by number.
                     m.early.push((seq, msg));
                     return;
                 }
@@ -161,6 +162,11 @@ impl Mirror {
                 life,
                 events,
             } => self.fetched(&topic, life, events, out),
+            BusMsg::Reading { topic } => {
+                if let Some(m) = self.topics.get_mut(&topic) {
+                    m.fetching = true;
+                }
+            }
             // Publishes go to the link (the shard sends them there), never to a mirror;
             // the rest are for a subscriber's shard.
             BusMsg::Publish(_)
@@ -242,16 +248,34 @@ impl Mirror {
             ));
         }
         m.life = life;
-        let early = std::mem::take(&mut m.early);
-        for (seq, msg) in events.into_iter().chain(early) {
+        // What the read found, then what was announced meanwhile (some of it may be in
+        // both, and an announcement may have come before or after the answer): in order.
+        let mut all = events;
+        all.append(&mut m.early);
+        all.sort_by_key(|(seq, _)| *seq);
+        all.dedup_by_key(|(seq, _)| *seq);
+        for (seq, msg) in all {
             self.order += 1;
             if had_log {
                 // Missed while the link was down: the subscribers get them now.
                 keep(m, history, seq, msg, self.order, out);
-            } else if m.log.as_ref().is_some_and(|l| seq > l.last()) {
+            } else {
                 // A first look: subscribers resume from their own positions (Sync).
+                if m.life.is_none() {
+                    // Redis held nothing when read, so this event, announced after the
+                    // read (the link passes on announcements before a read's answer,
+                    // also those that came after it), is the first of the topic's life.
+                    let life = Life {
+                        born: seq,
+                        floor: seq - 1,
+                    };
+                    m.life = Some(life);
+                    m.log = Some(TopicLog::starting_after(history, life.floor));
+                }
                 let log = m.log.as_mut().expect("just set");
-                log.insert(seq, msg, self.order);
+                if seq > log.last() {
+                    log.insert(seq, msg, self.order);
+                }
             }
         }
         for (after, waiter) in std::mem::take(&mut m.waiting) {

@@ -167,6 +167,13 @@ pub enum BusMsg {
         /// The topic.
         topic: Topic,
     },
+    /// Cluster mode, from the Redis link to the topic's mirror: the link (connected
+    /// again) is reading the topic; announcements are held until the answer (`Fetched`)
+    /// and merged with it by number, so what was missed meanwhile goes first.
+    Reading {
+        /// The topic.
+        topic: Topic,
+    },
     /// Cluster mode, from the Redis link to the topic's mirror: an event as Redis
     /// numbered it, in the order Redis announced it.
     Announced {
@@ -223,6 +230,7 @@ impl BusMsg {
                 | BusMsg::Unsubscribe { .. }
                 | BusMsg::Publish(_)
                 | BusMsg::Sync { .. }
+                | BusMsg::Reading { .. }
                 | BusMsg::Announced { .. }
                 | BusMsg::Fetched { .. }
         )

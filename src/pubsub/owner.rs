@@ -185,6 +185,7 @@ impl Owner {
             | BusMsg::Ack { .. }
             | BusMsg::Interest { .. }
             | BusMsg::Fetch { .. }
+            | BusMsg::Reading { .. }
             | BusMsg::Announced { .. }
             | BusMsg::Fetched { .. }
             | BusMsg::Lost { .. }

@@ -274,8 +274,23 @@ impl Cluster {
         }
     }
 
-    /// The link of node `n` passes on what its connection brought.
-    fn link_incoming(&mut self, n: usize) -> bool {
+    /// The link of node `n` passes on what its connection brought. With `early`, a read's
+    /// answer waits for the announcements that came after it (the real link passes on
+    /// every announcement it has before a read's answer, also those that arrived after).
+    fn link_incoming(&mut self, n: usize, early: bool) -> bool {
+        let front_is_read = matches!(self.links[n].incoming.front(), Some(BusMsg::Fetched { .. }));
+        if early && front_is_read {
+            let later = self.links[n]
+                .incoming
+                .iter()
+                .skip(1)
+                .take_while(|m| matches!(m, BusMsg::Announced { .. }))
+                .count();
+            if later > 0 {
+                let read = self.links[n].incoming.pop_front().unwrap();
+                self.links[n].incoming.insert(later, read);
+            }
+        }
         let Some(msg) = self.links[n].incoming.pop_front() else {
             return false;
         };
@@ -306,6 +321,10 @@ impl Cluster {
         l.up = true;
         l.subscribed = l.interest.clone();
         let topics: Vec<Topic> = l.interest.iter().cloned().collect();
+        for t in &topics {
+            let local = owner(t, self.per_node);
+            self.link_to_shard(n, local, BusMsg::Reading { topic: t.clone() });
+        }
         for t in topics {
             let read = self.redis.read(&t);
             self.links[n].incoming.push_back(read);
@@ -403,7 +422,7 @@ impl Cluster {
         }
         let (from, to) = busy[pick % busy.len()];
         if from == usize::MAX {
-            return self.link_incoming(to);
+            return self.link_incoming(to, pick % 2 == 1);
         }
         let msg = self
             .queues

@@ -144,6 +144,7 @@ impl Shard {
             | BusMsg::Unsubscribe { .. }
             | BusMsg::Publish(_)
             | BusMsg::Sync { .. }
+            | BusMsg::Reading { .. }
             | BusMsg::Announced { .. }
             | BusMsg::Fetched { .. } => unreachable!("handled by the owner above"),
         }
