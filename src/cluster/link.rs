@@ -185,6 +185,12 @@ impl Outbox {
         }
     }
 
+    /// Sends `msg` to the shard that owns (mirrors) `topic`.
+    fn send_to_mirror(&mut self, topic: &Topic, msg: BusMsg) {
+        let owner = crate::pubsub::owner(topic, self.wake.len());
+        self.send(owner, msg);
+    }
+
     /// Wakes every shard written to since the last flush.
     fn flush(&mut self) {
         let Some(ring_fds) = self.shards.ring_fds.get() else {
@@ -319,11 +325,11 @@ impl Backplane {
                     // its mirror holds announcements until the read's answer.
                     self.subscribed.clear();
                     self.to_fetch = self.interest.iter().cloned().collect();
-                    let shards = self.out.wake.len();
                     for topic in &self.to_fetch {
-                        let owner = crate::pubsub::owner(topic, shards);
-                        let topic = topic.clone();
-                        self.out.send(owner, BusMsg::Reading { topic });
+                        let msg = BusMsg::Reading {
+                            topic: topic.clone(),
+                        };
+                        self.out.send_to_mirror(topic, msg);
                     }
                     self.out.flush();
                     match self.serve(conn, pushes).await {
@@ -480,8 +486,8 @@ impl Backplane {
                 match wire::decode_announcement(&topic, data, &self.cfg.node) {
                     Some((seq, msg)) => {
                         self.metrics.announced(1);
-                        let owner = crate::pubsub::owner(&topic, self.out.wake.len());
-                        self.out.send(owner, BusMsg::Announced { seq, msg });
+                        self.out
+                            .send_to_mirror(&topic, BusMsg::Announced { seq, msg });
                     }
                     None => eprintln!("ringpush: redis link: unreadable event on {topic}"),
                 }
@@ -634,56 +640,40 @@ impl Backplane {
 
     /// Passes the pipeline's answers on: reads to their mirrors, ids to publishers.
     fn answer(&mut self, pending: Vec<Pending>, replies: Vec<Value>) {
-        let shards = self.out.wake.len();
         let mut ok = 0;
         for (p, v) in pending.into_iter().zip(replies) {
             match p {
-                Pending::Read(topic) => match parse_read(&topic, v, &self.cfg.node) {
-                    Ok((life, events)) => {
-                        let owner = crate::pubsub::owner(&topic, shards);
-                        let msg = BusMsg::Fetched {
-                            topic,
-                            life,
-                            events,
-                        };
-                        self.out.send(owner, msg);
+                Pending::Read(topic) => {
+                    let (life, events) =
+                        parse_read(&topic, v, &self.cfg.node).unwrap_or_else(|e| {
+                            // Not ours (another program's key by that name?): the topic
+                            // is treated as empty, so clients get resets, never a wrong
+                            // replay, and the mirror does not wait forever.
+                            eprintln!("ringpush: redis link: cannot read {topic}: {e}");
+                            (None, Vec::new())
+                        });
+                    let msg = BusMsg::Fetched {
+                        topic: topic.clone(),
+                        life,
+                        events,
+                    };
+                    self.out.send_to_mirror(&topic, msg);
+                }
+                Pending::Append(msg) => match value_seq(&v) {
+                    Some(seq) => {
+                        ok += 1;
+                        if let Some(w) = msg.ack {
+                            self.out.send(w.shard, BusMsg::Ack { waiter: w, seq });
+                        }
                     }
-                    Err(e) => {
-                        // Not ours (another program's key by that name?): the topic
-                        // is treated as empty, so clients get resets, never a wrong
-                        // replay, and the mirror does not wait forever.
-                        eprintln!("ringpush: redis link: cannot read {topic}: {e}");
-                        let owner = crate::pubsub::owner(&topic, shards);
-                        let msg = BusMsg::Fetched {
-                            topic,
-                            life: None,
-                            events: Vec::new(),
-                        };
-                        self.out.send(owner, msg);
+                    None => {
+                        eprintln!(
+                            "ringpush: redis link: publish to {} failed: {v:?}",
+                            msg.topic
+                        );
+                        self.refuse(&msg);
                     }
                 },
-                Pending::Append(msg) => {
-                    let seq = match &v {
-                        Value::BulkString(id) => wire::event_seq(id),
-                        Value::SimpleString(id) => wire::event_seq(id.as_bytes()),
-                        _ => None,
-                    };
-                    match seq {
-                        Some(seq) => {
-                            ok += 1;
-                            if let Some(w) = msg.ack {
-                                self.out.send(w.shard, BusMsg::Ack { waiter: w, seq });
-                            }
-                        }
-                        None => {
-                            eprintln!(
-                                "ringpush: redis link: publish to {} failed: {v:?}",
-                                msg.topic
-                            );
-                            self.refuse(&msg);
-                        }
-                    }
-                }
             }
         }
         self.metrics.publishes(ok, 0);
@@ -704,6 +694,15 @@ impl Backplane {
     }
 }
 
+/// A stream id in a reply, as an event number.
+fn value_seq(v: &Value) -> Option<u64> {
+    match v {
+        Value::BulkString(id) => wire::event_seq(id),
+        Value::SimpleString(id) => wire::event_seq(id.as_bytes()),
+        _ => None,
+    }
+}
+
 /// A topic as Redis holds it: its life and its retained events, oldest first.
 type Read = (Option<Life>, Vec<(u64, Arc<Published>)>);
 
@@ -715,11 +714,7 @@ fn parse_read(topic: &Topic, v: Value, node: &str) -> Result<Read, String> {
     if parts.is_empty() {
         return Ok((None, Vec::new()));
     }
-    let id = |v: &Value| match v {
-        Value::BulkString(b) => wire::event_seq(b),
-        Value::SimpleString(s) => wire::event_seq(s.as_bytes()),
-        _ => None,
-    };
+    let id = value_seq;
     let [born, Value::BulkString(cut), Value::Array(entries)] = &parts[..] else {
         return Err(format!("unexpected reply {parts:?}"));
     };
