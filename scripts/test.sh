@@ -104,7 +104,7 @@ stage redis ensure_redis
 stage fmt cargo fmt --all -- --check
 stage clippy cargo clippy --all-targets --locked -- -D warnings
 # --all-targets also runs each criterion bench once in test mode, so benches stay working.
-stage test cargo test --all-targets --locked
+stage test cargo test --all-targets --locked --no-fail-fast
 stage doctest cargo test --doc --locked
 # Every Autobahn|TestSuite case against /echo; prints a skip line where no Python 2.7 runs.
 [ "$AUTOBAHN" = 0 ] || stage autobahn scripts/autobahn.sh
