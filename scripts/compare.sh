@@ -24,7 +24,7 @@ RUNS=${RUNS:-3}
 DURATION=${DURATION:-10s}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
-PEERS=${PEERS:-"ringpush tokio-tungstenite fastwebsockets node-ws go-gorilla uws-js uws-cpp"}
+PEERS=${PEERS:-"kernel ringpush tokio-tungstenite fastwebsockets node-ws go-gorilla uws-js uws-cpp"}
 SCENARIOS=${SCENARIOS:-"echo100 echo10k bcast10k idle20k connrate raw sse-vs-poll"}
 OUT=target/compare
 BIN=target/release/ringpush
@@ -49,7 +49,10 @@ for peer in $PEERS; do
     if [ "$peer" = uws ]; then peer=uws-js; fi
     case $peer in
         ringpush) available+=("$peer") ;;
-        tokio-tungstenite | fastwebsockets)
+        # The kernel baseline: ringpush's own io_uring driver with no protocol work past
+        # the handshake (benches/peers/rust/raw-echo, `raw-echo ws`), driven by the same
+        # load generator: every row's "vs kernel" column is a fraction of what it allows.
+        tokio-tungstenite | fastwebsockets | kernel)
             if cargo build --release --quiet --manifest-path benches/peers/rust/Cargo.toml; then
                 available+=("$peer")
             else
@@ -110,6 +113,9 @@ for _ in range(200):
         tokio-tungstenite) cmd=("$PEER_BIN/peer-tokio-tungstenite" --listen "127.0.0.1:$port" --threads 1) ;;
         fastwebsockets) cmd=("$PEER_BIN/peer-fastwebsockets" --listen "127.0.0.1:$port" --threads 1) ;;
         raw-echo) cmd=("$PEER_BIN/raw-echo" --listen "127.0.0.1:$port" --threads 1) ;;
+        # Sized for the case's connections: one fixed-file table up to 12,000, as
+        # ringpush's one shard has (more tables cost the baseline extra ring enters).
+        kernel) cmd=("$PEER_BIN/raw-echo" ws --listen "127.0.0.1:$port" --threads 1 --max-conns "${KERNEL_CONNS:-12000}") ;;
         node-ws) cmd=(benches/peers/node/run.sh --listen "127.0.0.1:$port" --threads 1) ;;
         go-gorilla) cmd=(benches/peers/go/gorilla-peer --listen "127.0.0.1:$port" --threads 1) ;;
         uws-js) cmd=(benches/peers/uws/run.sh --listen "127.0.0.1:$port" --threads 1) ;;
@@ -174,8 +180,8 @@ for scenario in $SCENARIOS; do
             idle20k)
                 URL="ws://127.0.0.1:PORT/ws/idle"
                 for s in "${available[@]}"; do
-                    measure "$s" "$scenario" "$run" --scenario idle --connections 20000 \
-                        --duration 3s --rate 20000
+                    KERNEL_CONNS=20001 measure "$s" "$scenario" "$run" --scenario idle \
+                        --connections 20000 --duration 3s --rate 20000
                 done
                 ;;
             connrate)

@@ -1,5 +1,7 @@
 """Turns scripts/compare.sh's runs (one JSON object per line) into the results tables
-(median of the runs per server and case, with the ratio to ringpush) and a plot.
+(median of the runs per server and case, with the ratio to ringpush and to the kernel
+baseline, `kernel`: raw-echo ws, the same client against ringpush's io_uring driver with
+no protocol work) and a plot.
 
 Usage: python3 scripts/compare_report.py RUNS.jsonl OUTDIR
 Writes OUTDIR/results.md, OUTDIR/results.json and, if matplotlib is importable,
@@ -46,7 +48,7 @@ CASES = [
 summary = {}
 lines = []
 for case, title, unit, higher in CASES:
-    servers = sorted({s for (c, s) in by if c == case}, key=lambda s: (s != "ringpush", s))
+    servers = sorted({s for (c, s) in by if c == case}, key=lambda s: (s != "ringpush", s != "kernel", s))
     if not servers:
         continue
     rows = {}
@@ -66,20 +68,22 @@ for case, title, unit, higher in CASES:
     }
     per_msg = case.startswith("echo") or case == "bcast10k"
     base = rows.get("ringpush", (None,))[0]
+    kernel = rows.get("kernel", (None,))[0]
     lines.append(f"### {title}\n")
     cpu_col = " server CPU per message |" if per_msg else ""
-    lines.append(f"| server | {unit} (median of {len(rows[servers[0]][3])}) | vs ringpush | p50 | p99 |{cpu_col} runs |")
-    lines.append("|---|---:|---:|---:|---:|" + ("---:|" if per_msg else "") + "---|")
+    lines.append(f"| server | {unit} (median of {len(rows[servers[0]][3])}) | vs ringpush | vs kernel | p50 | p99 |{cpu_col} runs |")
+    lines.append("|---|---:|---:|---:|---:|---:|" + ("---:|" if per_msg else "") + "---|")
     for s in servers:
         med, p50, p99, all_runs, cpu = rows[s]
         ratio = f"{med / base:.2f}x" if base else "-"
+        of_kernel = f"{med / kernel:.2f}x" if kernel else "-"
         fmt = (lambda v: f"{v:,.0f}")
         lat = (lambda v: "-" if v is None else (f"{v / 1000:.1f} ms" if v >= 10000 else f"{v} us"))
         cpu_cell = (" - |" if cpu is None else f" {cpu:.2f} us |") if per_msg else ""
         lines.append(
-            f"| {s} | {fmt(med)} | {ratio} | {lat(p50)} | {lat(p99)} |{cpu_cell} {', '.join(fmt(v) for v in all_runs)} |"
+            f"| {s} | {fmt(med)} | {ratio} | {of_kernel} | {lat(p50)} | {lat(p99)} |{cpu_cell} {', '.join(fmt(v) for v in all_runs)} |"
         )
-    lines.append(f"\n({'higher' if higher else 'lower'} is better)\n")
+    lines.append(f"\n({'higher' if higher else 'lower'} is better; \"vs kernel\": the server's median over the kernel baseline's, the same client and core)\n")
 
 push_cases = [c for c in ("push-sse-1", "push-longpoll-1", "push-poll-1", "push-sse-10", "push-longpoll-10", "push-poll-10")
               if by.get((c, "ringpush"))]
@@ -127,7 +131,7 @@ if len(plotted) == 1:
 for ax, (case, title, unit, higher) in zip(axes, plotted):
     servers = list(summary[case])
     vals = [summary[case][s]["median"] for s in servers]
-    colors = ["#2f7ed8" if s == "ringpush" else ("#999999" if s == "raw-io_uring" else "#f28f43") for s in servers]
+    colors = ["#2f7ed8" if s == "ringpush" else ("#999999" if s in ("raw-io_uring", "kernel") else "#f28f43") for s in servers]
     ax.bar(range(len(servers)), vals, color=colors)
     ax.set_xticks(range(len(servers)))
     ax.set_xticklabels(servers, rotation=35, ha="right", fontsize=8)
