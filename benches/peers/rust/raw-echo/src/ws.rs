@@ -8,9 +8,10 @@
 //!   length the client's frame implies (a masked client frame is 4 bytes longer than the
 //!   server's frame with the same payload), without parsing or unmasking it;
 //! - any other path (`/ws/{topic}`): the connection is held; a data frame arriving on
-//!   one of them is unmasked once and that one frame written to every other held
-//!   connection of every thread (its payload is the load generator's, with the send
-//!   time it measures latency by).
+//!   one of them is unmasked once, and the frames of a loop turn's messages are written
+//!   as one buffer to every other held connection of every thread, as ringpush batches
+//!   a turn's publishes (their payloads are the load generator's, with the send time it
+//!   measures latency by).
 //!
 //! A WebSocket server's echo or broadcast rate divided by this one's is the fraction of
 //! the kernel's budget it reaches (issue 16). Limits of the shortcut, which the rows of
@@ -157,6 +158,11 @@ struct Thread {
     echo_frames: HashMap<usize, Rc<[u8]>>,
     /// Connections given something to send this turn (with their generation).
     dirty: Vec<(usize, u32, u32)>,
+    /// Frames of the messages that arrived this turn, and where they came from.
+    batch: Vec<u8>,
+    senders: Vec<(usize, u32)>,
+    /// Frames the other threads sent this turn.
+    remote: Vec<u8>,
     shared: Arc<Shared>,
     waker: Waker,
     next_generation: u32,
@@ -202,6 +208,9 @@ impl Thread {
                 .collect(),
             echo_frames: HashMap::new(),
             dirty: Vec::new(),
+            batch: Vec::new(),
+            senders: Vec::new(),
+            remote: Vec::new(),
             shared,
             waker: Waker::new().map_err(setup)?,
             next_generation: 1,
@@ -233,6 +242,7 @@ impl Thread {
             for c in done.drain(..) {
                 self.complete(c);
             }
+            self.fan_out_turn();
             self.flush();
             self.io.publish_buffers();
         }
@@ -262,7 +272,7 @@ impl Thread {
             WAKE => {
                 let frames = std::mem::take(&mut *self.shared.inbox[self.id].lock().unwrap());
                 for f in frames {
-                    self.fan_out(Rc::from(&f[..]), None);
+                    self.remote.extend_from_slice(&f);
                 }
             }
             _ => {} // CLOSE: the slot is free already.
@@ -391,35 +401,51 @@ impl Thread {
             .clone()
     }
 
-    /// A data frame from a held connection: one frame for everyone else, here and on
-    /// every other thread.
+    /// A data frame from a held connection: into this turn's batch, for everyone else.
     fn trigger(&mut self, t: usize, slot: u32, opcode: u8, payload: &[u8]) {
         let op = if opcode == 0x1 {
             OpCode::Text
         } else {
             OpCode::Binary
         };
-        let mut f = Vec::new();
-        write_frame(&mut f, true, op, payload);
-        let frame: Arc<[u8]> = f.into();
+        write_frame(&mut self.batch, true, op, payload);
+        self.senders.push((t, slot));
+    }
+
+    /// The end of a loop turn's fan-out, as ringpush's: the frames of every message
+    /// that arrived this turn, one buffer written to every held connection (one send
+    /// each), but to the connections they came from (with one publisher, exact); the
+    /// same buffer goes to the other threads with one wake-up each, and what they sent
+    /// here goes out the same way.
+    fn fan_out_turn(&mut self) {
+        if !self.remote.is_empty() {
+            let frames: Rc<[u8]> = std::mem::take(&mut self.remote).into();
+            self.fan_out(frames, &[]);
+        }
+        if self.batch.is_empty() {
+            return;
+        }
+        let frames: Arc<[u8]> = std::mem::take(&mut self.batch).into();
         let others: Vec<RawFd> = (0..self.shared.ring_fds.len())
             .filter(|&i| i != self.id)
             .map(|i| {
-                self.shared.inbox[i].lock().unwrap().push(frame.clone());
+                self.shared.inbox[i].lock().unwrap().push(frames.clone());
                 self.shared.ring_fds[i].load(Ordering::Acquire)
             })
             .collect();
         if !others.is_empty() {
             let _ = self.waker.wake(&others, token(WAKE, 0, 0, 0));
         }
-        self.fan_out(Rc::from(&frame[..]), Some((t, slot)));
+        let senders = std::mem::take(&mut self.senders);
+        self.fan_out(Rc::from(&frames[..]), &senders);
     }
 
-    fn fan_out(&mut self, frame: Rc<[u8]>, except: Option<(usize, u32)>) {
+    fn fan_out(&mut self, frames: Rc<[u8]>, except: &[(usize, u32)]) {
         for t in 0..self.conns.len() {
             for slot in 0..self.conns[t].len() as u32 {
-                if self.conns[t][slot as usize].state == State::Held && except != Some((t, slot)) {
-                    self.send(t, slot, Chunk::Shared(frame.clone()));
+                if self.conns[t][slot as usize].state == State::Held && !except.contains(&(t, slot))
+                {
+                    self.send(t, slot, Chunk::Shared(frames.clone()));
                 }
             }
         }
