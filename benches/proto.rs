@@ -76,7 +76,7 @@ Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n";
             black_box(route);
             let accept = handshake::validate(&head, &[]).expect("valid handshake");
             out.clear();
-            handshake::write_accept(&mut out, &accept);
+            handshake::write_accept(&mut out, &accept, None);
             black_box(&out);
         })
     });

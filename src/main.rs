@@ -135,6 +135,13 @@ struct ServeArgs {
     /// This node's name in logs and metrics [default: HOSTNAME-PID].
     #[arg(long, value_name = "NAME", value_parser = config::parse_node_id)]
     node_id: Option<String>,
+    /// permessage-deflate: `shared` accepts it without context takeover, each published
+    /// message compressed once per shard; `off` declines [default: shared].
+    #[arg(long, value_name = "MODE", value_parser = config::parse_compression)]
+    compression: Option<ringpush::proto::deflate::CompressionMode>,
+    /// Messages shorter than this are sent uncompressed [default: 128].
+    #[arg(long, value_name = "N", value_parser = |s: &str| config::COMPRESSION_MIN_BYTES.parse(s), allow_hyphen_values = true)]
+    compression_min_bytes: Option<usize>,
     /// Check the configuration (file + flags), print it as TOML and exit, like `nginx -t`.
     #[arg(long)]
     check_config: bool,
@@ -168,6 +175,8 @@ impl ServeArgs {
             drain_timeout: self.drain_timeout,
             redis: self.redis.clone(),
             node_id: self.node_id.clone(),
+            compression: self.compression,
+            compression_min_bytes: self.compression_min_bytes,
         }
     }
 }

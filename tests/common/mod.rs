@@ -309,7 +309,7 @@ impl Ws {
     /// A complete frame from the buffered bytes, if there is one. An invalid frame from
     /// the server fails the test.
     fn take_frame(&mut self) -> Option<Frame> {
-        match FrameHeader::parse(&self.buf, Role::Client, u64::MAX >> 1) {
+        match FrameHeader::parse(&self.buf, Role::Client, u64::MAX >> 1, true) {
             Ok(Parsed::Complete { value: h, consumed }) => {
                 let end = consumed + h.payload_len as usize;
                 if self.buf.len() < end {
