@@ -314,6 +314,15 @@ struct LoadArgs {
     /// Worker threads, each with its own rings [default: CPUs in the affinity mask].
     #[arg(long, value_name = "N", value_parser = |s: &str| THREADS.parse(s), allow_hyphen_values = true)]
     threads: Option<usize>,
+    /// WebSockets offer permessage-deflate (as browsers do) and inflate what the server
+    /// compresses; the report's wire bytes per message then show what compression saves.
+    #[arg(long)]
+    compression: bool,
+    /// Messages carry JSON text after their timestamp (objects of ids, symbols and
+    /// prices, like a market-data feed) instead of repeated `x`, which deflate would
+    /// shrink to nothing.
+    #[arg(long)]
+    json_payload: bool,
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
@@ -471,6 +480,8 @@ fn load(args: &LoadArgs) -> ExitCode {
             jitter: !args.no_jitter,
         },
         threads: args.threads,
+        compression: args.compression,
+        json_payload: args.json_payload,
         progress: true,
         leave: args.leave == "close",
     };
