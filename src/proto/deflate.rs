@@ -122,6 +122,9 @@ pub fn inflate(payload: &[u8], limit: usize) -> Result<Vec<u8>, InflateError> {
             let made = (d.total_out() - out0) as usize;
             pos += used;
             written += made;
+            if written > limit {
+                return Err(InflateError::TooBig);
+            }
             if status == Status::StreamEnd {
                 // A final block (BFINAL) ended the stream: what follows must be nothing
                 // but the tail we appended.
@@ -131,9 +134,6 @@ pub fn inflate(payload: &[u8], limit: usize) -> Result<Vec<u8>, InflateError> {
                 }
                 out.truncate(written);
                 return Ok(out);
-            }
-            if written > limit {
-                return Err(InflateError::TooBig);
             }
             if pos == input.len() && written < out.len() {
                 break; // all of this input taken, room left: the inflater wants more
@@ -353,6 +353,16 @@ mod tests {
         super::compress(&json, 10, &mut a);
         Deflater::new(DEFAULT_LEVEL, 10).compress(&json, &mut b);
         assert_eq!(a, b);
+    }
+
+    /// Found by fuzz/fuzz_targets/inflate.rs: a final block that ends the stream past
+    /// the limit is too big too (the check once ran only on streams still open).
+    #[test]
+    fn final_block_past_the_limit() {
+        let hello_final = [0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+        assert_eq!(inflate(&hello_final, 4), Err(InflateError::TooBig));
+        assert_eq!(inflate(&hello_final, 5).unwrap(), b"Hello");
+        assert!(matches!(inflate(&[0x2b], 0), Err(_)));
     }
 
     #[test]
