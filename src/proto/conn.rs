@@ -1001,7 +1001,14 @@ impl Connection {
     /// the metrics in one event per batch.
     fn echo(&mut self, cfg: &ConnConfig, op: OpCode, payload: &[u8]) {
         let bits = self.deflate().map(|d| d.server_window_bits);
-        deflate::write_message(&mut self.out, op, payload, bits, cfg.compression_min_bytes);
+        deflate::write_message(
+            &mut self.out,
+            op,
+            payload,
+            deflate::PER_CONNECTION_LEVEL,
+            bits,
+            cfg.compression_min_bytes,
+        );
         if let Some(Event::Echoed { messages, bytes }) = self.events.back_mut() {
             *messages += 1;
             *bytes += payload.len() as u64;

@@ -47,10 +47,16 @@ pub const MAX_WINDOW_BITS: u8 = 15;
 /// offer of `server_max_window_bits=8` is declined (zlib's raw deflate refuses 8).
 pub const MIN_WINDOW_BITS: u8 = 9;
 
-/// The default compression level: 1 (zlib's fastest). On a 1 KB JSON message it is
-/// within a few percent of level 6's ratio at about a third of the CPU (benches/proto.rs
-/// `deflate/level*`, benches/RESULTS.md), and a push server compresses on its hot path.
-pub const DEFAULT_LEVEL: u32 = 1;
+/// The level for published messages: 6 (zlib's default). A published message is
+/// compressed once per shard and sent to every subscriber, so its CPU is shared while
+/// its size is paid per delivery: on a 1 KB JSON message level 6 gives 270 bytes in
+/// 21.6 us, level 1 362 bytes in 6.6 us (benches/proto.rs `deflate/compress`,
+/// benches/RESULTS.md): 25% fewer bytes per delivery for 15 us once per message.
+pub const BROADCAST_LEVEL: u32 = 6;
+
+/// The level for what is compressed for one connection (an `/echo` reply): 1, zlib's
+/// fastest, a third of level 6's CPU for a third more bytes; here nothing shares it.
+pub const PER_CONNECTION_LEVEL: u32 = 1;
 
 /// Why an inflated message was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,12 +160,14 @@ pub fn inflate(payload: &[u8], limit: usize) -> Result<Vec<u8>, InflateError> {
 /// level): one per shard, not one per connection.
 pub struct Deflater {
     c: Compress,
+    level: u32,
     window_bits: u8,
 }
 
 impl fmt::Debug for Deflater {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Deflater")
+            .field("level", &self.level)
             .field("window_bits", &self.window_bits)
             .finish_non_exhaustive()
     }
@@ -172,6 +180,7 @@ impl Deflater {
         let window_bits = window_bits.clamp(MIN_WINDOW_BITS, MAX_WINDOW_BITS);
         Deflater {
             c: Compress::new_with_window_bits(Compression::new(level.min(9)), false, window_bits),
+            level: level.min(9),
             window_bits,
         }
     }
@@ -219,22 +228,26 @@ impl Deflater {
 }
 
 thread_local! {
-    /// One compressor per window size per thread (a shard is a thread): reused for every
-    /// message, reset between them. A cache, not state: the output depends only on the
+    /// One compressor per level and window size per thread (a shard is a thread): reused
+    /// for every message, reset between them. A cache, not state: the output depends only on the
     /// input.
     static DEFLATERS: std::cell::RefCell<Vec<Deflater>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Compresses `payload` with this thread's compressor for `window_bits` (see
-/// [`Deflater::compress`]); appends to `out`.
-pub fn compress(payload: &[u8], window_bits: u8, out: &mut Vec<u8>) {
+/// Compresses `payload` with this thread's compressor for `level` and `window_bits`
+/// (see [`Deflater::compress`]); appends to `out`.
+pub fn compress(payload: &[u8], level: u32, window_bits: u8, out: &mut Vec<u8>) {
     DEFLATERS.with(|cell| {
         let mut all = cell.borrow_mut();
         let bits = window_bits.clamp(MIN_WINDOW_BITS, MAX_WINDOW_BITS);
-        let i = match all.iter().position(|d| d.window_bits == bits) {
+        let level = level.min(9);
+        let i = match all
+            .iter()
+            .position(|d| d.window_bits == bits && d.level == level)
+        {
             Some(i) => i,
             None => {
-                all.push(Deflater::new(DEFAULT_LEVEL, bits));
+                all.push(Deflater::new(level, bits));
                 all.len() - 1
             }
         };
@@ -250,12 +263,13 @@ pub fn write_message(
     out: &mut Vec<u8>,
     op: OpCode,
     payload: &[u8],
+    level: u32,
     window_bits: Option<u8>,
     min_bytes: usize,
 ) -> bool {
     if let Some(bits) = window_bits.filter(|_| payload.len() >= min_bytes) {
         let mut z = Vec::new();
-        compress(payload, bits, &mut z);
+        compress(payload, level, bits, &mut z);
         if z.len() < payload.len() {
             write_frame_rsv1(out, true, true, op, &z);
             return true;
@@ -273,7 +287,7 @@ mod tests {
 
     fn compress(payload: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        Deflater::new(DEFAULT_LEVEL, MAX_WINDOW_BITS).compress(payload, &mut out);
+        Deflater::new(PER_CONNECTION_LEVEL, MAX_WINDOW_BITS).compress(payload, &mut out);
         out
     }
 
@@ -330,7 +344,14 @@ mod tests {
     fn frames() {
         let json = br#"{"symbol":"ACME","bid":101.25}"#.repeat(10);
         let mut out = Vec::new();
-        assert!(write_message(&mut out, OpCode::Text, &json, Some(15), 128));
+        assert!(write_message(
+            &mut out,
+            OpCode::Text,
+            &json,
+            1,
+            Some(15),
+            128
+        ));
         assert_eq!(out[0], 0xc1, "FIN, RSV1, text");
         assert_eq!(
             usize::from(out[1]),
@@ -344,14 +365,21 @@ mod tests {
             (&b"x"[..], Some(15), 0),
         ] {
             out.clear();
-            assert!(!write_message(&mut out, OpCode::Binary, payload, bits, min));
+            assert!(!write_message(
+                &mut out,
+                OpCode::Binary,
+                payload,
+                1,
+                bits,
+                min
+            ));
             assert_eq!(out[0], 0x82, "plain");
             assert!(out.ends_with(payload));
         }
         // The thread's compressors give what a fresh one gives.
         let (mut a, mut b) = (Vec::new(), Vec::new());
-        super::compress(&json, 10, &mut a);
-        Deflater::new(DEFAULT_LEVEL, 10).compress(&json, &mut b);
+        super::compress(&json, 6, 10, &mut a);
+        Deflater::new(6, 10).compress(&json, &mut b);
         assert_eq!(a, b);
     }
 

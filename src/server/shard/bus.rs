@@ -451,8 +451,14 @@ impl Shard {
                             Some((_, f)) => f,
                             None => {
                                 let mut f = Vec::with_capacity(msg.payload.len() / 2 + 10);
-                                let z =
-                                    deflate::write_message(&mut f, op, &msg.payload, Some(bits), 0);
+                                let z = deflate::write_message(
+                                    &mut f,
+                                    op,
+                                    &msg.payload,
+                                    deflate::BROADCAST_LEVEL,
+                                    Some(bits),
+                                    0,
+                                );
                                 metrics.deflated(msg.payload.len(), z.then_some(f.len()));
                                 ws_deflated.push((bits, f.into()));
                                 &ws_deflated[ws_deflated.len() - 1].1
