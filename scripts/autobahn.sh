@@ -24,8 +24,8 @@ AUTOBAHN_TIMEOUT=${AUTOBAHN_TIMEOUT:-20m}
 # (RFC 7692), negotiated since ringpush --compression shared (its default).
 AUTOBAHN_ALLOW_UNIMPLEMENTED=${AUTOBAHN_ALLOW_UNIMPLEMENTED-""}
 # permessage-deflate (12.* and 13.*: 216 cases, each 1,000 messages through the suite's
-# Python 2 compressor) takes 12 min on an idle 2-core machine here, and 35 min on a
-# loaded one (all 216 OK, benches/RESULTS.md). By default the subsets whose messages are
+# Python 2 compressor) took 31 min on this 2-core machine while it was loaded (all 216
+# OK, benches/RESULTS.md). By default the subsets whose messages are
 # up to 32 KiB run, in every section (each data set and every parameter offer of
 # 13.1-13.7): sub-cases 1-8 (16 B to 32 KiB) and 11-13 (8-32 KiB auto-fragmented to
 # 256 B), 132 cases in about 3 min. Left out: 9, 10 and 14-18 (64 KiB and 128 KiB

@@ -16,7 +16,7 @@ use super::Parsed;
 use super::close::{CloseCode, CloseError, parse_close_payload};
 use super::deflate::{self, InflateError};
 use super::frame::{FrameError, FrameHeader, OpCode, Role};
-use super::limits::MAX_FRAME_HEADER;
+use super::limits::{MAX_FRAME_HEADER, compressed_limit};
 use super::mask::unmask;
 
 /// A complete message or control frame from the peer.
@@ -131,14 +131,6 @@ pub struct Decoder {
 /// Initial reservation for a data payload: the declared length, up to this much. A peer
 /// that declares 1 MiB and sends nothing must not make us allocate 1 MiB.
 const RESERVE_CAP: u64 = 64 * 1024;
-
-/// The most compressed bytes a message may take on the wire: the message limit plus
-/// what deflate's stored blocks add to data that does not compress (5 bytes per block
-/// of up to 64 KiB, RFC 1951 §3.2.4), with room to spare. The inflated size is held to
-/// the limit itself.
-pub fn compressed_limit(max_message: usize) -> usize {
-    max_message.saturating_add(max_message / 1024 + 64)
-}
 
 impl Decoder {
     /// A decoder for frames received in the given role.
