@@ -142,6 +142,8 @@ except ImportError:
     sys.exit(0)
 
 plotted = [(c, t, u, h) for c, t, u, h in CASES if c in summary]
+if not plotted:
+    sys.exit(0)  # only cases without a plot of their own (bcast10k-json/-deflate, push-*)
 fig, axes = plt.subplots(1, len(plotted), figsize=(4 * len(plotted), 4.2))
 if len(plotted) == 1:
     axes = [axes]
