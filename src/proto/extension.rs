@@ -33,13 +33,14 @@ pub struct Deflate {
     pub window_requested: bool,
 }
 
-/// An offer's parameters (§7.1), as far as they matter to us.
+/// A valid offer (§7.1), as far as it matters to us. Its flags
+/// (`server_no_context_takeover`, `client_no_context_takeover`, `client_max_window_bits`)
+/// say what the client allows; we take no context either way, which every value of them
+/// permits (§7.1.1.1, §7.1.1.2), and never limit the client's window, so only their
+/// validity counts.
 #[derive(Debug, Default)]
 struct Offer {
-    server_no_context_takeover: bool,
-    client_no_context_takeover: bool,
     server_max_window_bits: Option<u8>,
-    client_max_window_bits: bool,
 }
 
 /// The first acceptable permessage-deflate offer in `header` (the joined
@@ -55,13 +56,6 @@ pub fn negotiate(header: &str) -> Option<Deflate> {
                 Some(n) => n,
                 None => MAX_WINDOW_BITS,
             };
-            // The flags say what the client allows; we take no context either way, which
-            // every value of them permits (§7.1.1.1, §7.1.1.2).
-            let _ = (
-                offer.server_no_context_takeover,
-                offer.client_no_context_takeover,
-                offer.client_max_window_bits,
-            );
             Some(Deflate {
                 server_window_bits: bits,
                 window_requested: offer.server_max_window_bits.is_some(),
@@ -169,13 +163,10 @@ fn parse_offer(element: &str) -> Option<Offer> {
             return None; // §7.1: "more than one parameter with the same name"
         }
         match (slot, value.as_deref()) {
-            (0, None) => offer.server_no_context_takeover = true,
-            (1, None) => offer.client_no_context_takeover = true,
+            (0 | 1 | 3, None) => {}
             (2, Some(v)) => offer.server_max_window_bits = Some(window_bits(v)?),
-            (3, None) => offer.client_max_window_bits = true,
             (3, Some(v)) => {
                 window_bits(v)?;
-                offer.client_max_window_bits = true;
             }
             _ => return None, // a flag with a value, or a window without one
         }
