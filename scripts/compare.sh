@@ -6,6 +6,13 @@
 #   RUNS=5 DURATION=10s scripts/compare.sh
 #   PEERS="ringpush tokio-tungstenite" SCENARIOS="echo100 bcast10k" scripts/compare.sh
 #   UWS_SRC=/path/to/uWebSockets scripts/compare.sh   with the uWebSockets C++ peer (uws-cpp)
+#   PEERS="ringpush uws-js" SCENARIOS="bcast10k-json bcast10k-deflate" scripts/compare.sh
+#
+# bcast10k-json and bcast10k-deflate broadcast the same 1 KB JSON message to 10,000
+# subscribers, without and with permessage-deflate (the load generator's --compression:
+# every subscriber offers it as browsers do). Only servers that compress a published
+# message once for all subscribers take part in bcast10k-deflate: ringpush (its default
+# --compression shared) and uws-js (uWS.SHARED_COMPRESSOR).
 #
 # Pinning: every server runs on CPU $SERVER_CPU with one thread (ringpush --shards 1,
 # the peers --threads 1) and the load generator on CPU $LOAD_CPU with one worker, so
@@ -118,7 +125,7 @@ for _ in range(200):
         kernel) cmd=("$PEER_BIN/raw-echo" ws --listen "127.0.0.1:$port" --threads 1 --max-conns "${KERNEL_CONNS:-12000}") ;;
         node-ws) cmd=(benches/peers/node/run.sh --listen "127.0.0.1:$port" --threads 1) ;;
         go-gorilla) cmd=(benches/peers/go/gorilla-peer --listen "127.0.0.1:$port" --threads 1) ;;
-        uws-js) cmd=(benches/peers/uws/run.sh --listen "127.0.0.1:$port" --threads 1) ;;
+        uws-js) cmd=(benches/peers/uws/run.sh --listen "127.0.0.1:$port" --threads 1 ${UWS_COMPRESSION:+--compression "$UWS_COMPRESSION"}) ;;
         uws-cpp) cmd=(benches/peers/uws-cpp/build/uws-cpp-peer --listen "127.0.0.1:$port" --threads 1) ;;
     esac
     taskset -c "$SERVER_CPU" "${cmd[@]}" >/dev/null 2>&1 &
@@ -176,6 +183,25 @@ for scenario in $SCENARIOS; do
                     measure "$s" "$scenario" "$run" --scenario broadcast --connections 10000 \
                         --duration "$DURATION" --rate 20000
                 done
+                ;;
+            bcast10k-json | bcast10k-deflate)
+                URL="ws://127.0.0.1:PORT/ws/bench"
+                if [ "$scenario" = bcast10k-deflate ]; then
+                    deflate=(--compression)
+                    UWS_COMPRESSION=shared
+                else
+                    deflate=()
+                    UWS_COMPRESSION=
+                fi
+                for s in "${available[@]}"; do
+                    if [ "$scenario" = bcast10k-deflate ] && [ "$s" != ringpush ] && [ "$s" != uws-js ]; then
+                        continue
+                    fi
+                    measure "$s" "$scenario" "$run" --scenario broadcast --connections 10000 \
+                        --duration "$DURATION" --rate 20000 --message-bytes 1024 --json-payload \
+                        "${deflate[@]}"
+                done
+                UWS_COMPRESSION=
                 ;;
             idle20k)
                 URL="ws://127.0.0.1:PORT/ws/idle"

@@ -103,6 +103,27 @@ if push_cases:
         lines.append(f"| {rate} | {names[mode]} | {wire:.0f} B | {cpu:.2f} us | {p50 / 1000:.1f} ms | {got:.1%} |")
     lines.append("")
 
+deflate_cases = [c for c in ("bcast10k-json", "bcast10k-deflate") if any(k[0] == c for k in by)]
+if deflate_cases:
+    lines.append("### Broadcast of a 1 KB JSON message to 10,000 subscribers, without and with permessage-deflate\n")
+    lines.append("| server | case | deliveries/s (median) | wire bytes per delivery | server CPU per delivery | delivery p50 | runs |")
+    lines.append("|---|---|---:|---:|---:|---:|---|")
+    for c in deflate_cases:
+        for s in sorted({k[1] for k in by if k[0] == c}, key=lambda s: (s != "ringpush", s)):
+            rs = by[(c, s)]
+            rate = statistics.median(r["received_per_sec"] for r in rs)
+            wire = statistics.median(r["wire_bytes_per_message"] for r in rs)
+            cpus = [r["server_cpu_us_per_message"] for r in rs if r.get("server_cpu_us_per_message")]
+            cpu = statistics.median(cpus) if cpus else None
+            p50 = statistics.median(r["latency_us"]["p50"] for r in rs)
+            summary.setdefault(c, {})[s] = {
+                "deliveries_per_sec": rate, "wire_bytes_per_delivery": wire, "server_cpu_us_per_delivery": cpu, "p50_us": p50,
+            }
+            cpu_cell = "-" if cpu is None else f"{cpu:.2f} us"
+            runs_cell = ", ".join(f"{r['received_per_sec']:,.0f}" for r in rs)
+            lines.append(f"| {s} | {c} | {rate:,.0f} | {wire:.0f} B | {cpu_cell} | {p50 / 1000:.1f} ms | {runs_cell} |")
+    lines.append("")
+
 builds_path = f"{out}/builds.txt"
 builds = [l.strip() for l in open(builds_path)] if os.path.exists(builds_path) else []
 builds = [l for l in builds if l]
@@ -125,6 +146,8 @@ except ImportError:
     sys.exit(0)
 
 plotted = [(c, t, u, h) for c, t, u, h in CASES if c in summary]
+if not plotted:
+    sys.exit(0)  # only cases without a plot of their own (bcast10k-json/-deflate, push-*)
 fig, axes = plt.subplots(1, len(plotted), figsize=(4 * len(plotted), 4.2))
 if len(plotted) == 1:
     axes = [axes]

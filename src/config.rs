@@ -31,6 +31,7 @@ use serde::Deserialize;
 use toml::{Spanned, Value};
 
 use crate::proto::conn::ConnConfig;
+use crate::proto::deflate::{CompressionMode, DEFAULT_MIN_BYTES};
 use crate::proto::http::parse_duration;
 use crate::proto::limits::{DEFAULT_MAX_MESSAGE_BYTES, Limits, MAX_FRAME_HEADER};
 
@@ -147,6 +148,17 @@ pub struct Config {
     /// This node's name in logs, metrics and Redis client names. Default: the host name
     /// and the process id.
     pub node_id: Option<String>,
+    /// permessage-deflate (RFC 7692). Default `shared`: accepted when a client offers it,
+    /// without context takeover either way, so a published message is compressed once
+    /// per shard and the same frame goes to every subscriber that agreed, and a
+    /// connection keeps no compressor state (one 256 KiB compressor per shard, not per
+    /// connection). `off` declines every offer. (`dedicated`, a compressor per
+    /// connection with context takeover, is not implemented.)
+    pub compression: CompressionMode,
+    /// Messages shorter than this go out uncompressed (RSV1 clear) even to clients that
+    /// agreed to compression. Default 128 bytes: below about 100 bytes of JSON deflate
+    /// saves a handful of bytes for nearly the CPU of a 1 KB message (benches/RESULTS.md).
+    pub compression_min_bytes: usize,
 }
 
 impl Default for Config {
@@ -176,6 +188,8 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(10),
             redis: None,
             node_id: None,
+            compression: CompressionMode::Shared,
+            compression_min_bytes: DEFAULT_MIN_BYTES,
         }
     }
 }
@@ -336,6 +350,26 @@ pub const MAX_OUTBOX_BYTES: CountRange = CountRange {
     min: 1024,
     max: usize::MAX,
 };
+/// `--compression-min-bytes`: 0 (compress everything) to 1 GiB (the largest message).
+pub const COMPRESSION_MIN_BYTES: CountRange = CountRange {
+    flag: "--compression-min-bytes",
+    min: 0,
+    max: 1 << 30,
+};
+
+/// Parses `--compression`: `off` or `shared`; `dedicated` is named and refused.
+pub fn parse_compression(s: &str) -> Result<CompressionMode, String> {
+    match s {
+        "off" => Ok(CompressionMode::Off),
+        "shared" => Ok(CompressionMode::Shared),
+        "dedicated" => Err(
+            "dedicated (a compressor per connection, with context takeover) is not supported yet; use off or shared"
+                .into(),
+        ),
+        _ => Err("expected off or shared".into()),
+    }
+}
+
 /// `--history`: 0 (no replay) to a million events per topic, a bound on what one busy
 /// topic can pin in memory.
 pub const HISTORY: CountRange = CountRange {
@@ -530,6 +564,10 @@ pub struct Overrides {
     pub redis: Option<String>,
     /// `--node-id`.
     pub node_id: Option<String>,
+    /// `--compression`.
+    pub compression: Option<CompressionMode>,
+    /// `--compression-min-bytes`.
+    pub compression_min_bytes: Option<usize>,
 }
 
 /// The TOML file as written, before any value is interpreted: values stay raw so they go
@@ -563,6 +601,8 @@ struct FileKeys {
     drain_timeout: Option<Spanned<Value>>,
     redis: Option<Spanned<Value>>,
     node_id: Option<Spanned<Value>>,
+    compression: Option<Spanned<Value>>,
+    compression_min_bytes: Option<Spanned<Value>>,
 }
 
 /// Turns TOML values into [`Overrides`], naming the file and line of a bad one.
@@ -709,6 +749,8 @@ impl FileReader<'_> {
             drain_timeout: self.duration(keys.drain_timeout, DRAIN_TIMEOUT)?,
             redis: self.value(keys.redis, "--redis", false, parse_redis_url)?,
             node_id: self.value(keys.node_id, "--node-id", false, parse_node_id)?,
+            compression: self.value(keys.compression, "--compression", false, parse_compression)?,
+            compression_min_bytes: self.count(keys.compression_min_bytes, COMPRESSION_MIN_BYTES)?,
         })
     }
 }
@@ -752,7 +794,9 @@ impl Overrides {
             history,
             history_memory,
             allowed_origins,
-            drain_timeout
+            drain_timeout,
+            compression,
+            compression_min_bytes
         );
         if self.max_connections.is_some() {
             c.max_connections = self.max_connections;
@@ -838,6 +882,7 @@ impl Config {
             })?;
         }
         DRAIN_TIMEOUT.check(self.drain_timeout)?;
+        COMPRESSION_MIN_BYTES.check(self.compression_min_bytes)?;
         if let Some(url) = &self.redis {
             parse_redis_url(url).map_err(|expected| ConfigError {
                 flag: "--redis",
@@ -938,6 +983,12 @@ impl Config {
         let _ = writeln!(s, "drain-timeout = \"{}\"", d(self.drain_timeout));
         opt(&mut s, "redis", self.redis.clone());
         opt(&mut s, "node-id", self.node_id.clone());
+        let mode = match self.compression {
+            CompressionMode::Off => "off",
+            CompressionMode::Shared => "shared",
+        };
+        let _ = writeln!(s, "compression = \"{mode}\"");
+        let _ = writeln!(s, "compression-min-bytes = {}", self.compression_min_bytes);
         s
     }
 
@@ -955,6 +1006,8 @@ impl Config {
             sse_retry: self.sse_retry,
             allowed_origins: self.allowed_origins.clone(),
             publish_token: self.publish_token.clone(),
+            compression: self.compression,
+            compression_min_bytes: self.compression_min_bytes,
             ..ConnConfig::default()
         }
     }
