@@ -15,10 +15,10 @@
 //!
 //! A WebSocket server's echo or broadcast rate divided by this one's is the fraction of
 //! the kernel's budget it reaches (issue 16). Limits of the shortcut, which the rows of
-//! compare.sh and million.sh (32-byte messages) never hit: a client frame must arrive in
-//! one receive buffer (1 KiB, as ringpush's), so messages up to about 1,000 bytes; echo
-//! answers one frame per receive, as a closed loop with one message in flight sends
-//! them; no pings, no timeouts.
+//! compare.sh and million.sh never hit: echo answers one frame per receive (1 KiB
+//! buffers, as ringpush's), as a closed loop with one message in flight sends them, so
+//! echo messages up to about 1,000 bytes (held connections reassemble frames of any
+//! size); no pings, no timeouts.
 //!
 //! Scale: a table holds at most RLIMIT_NOFILE connections, so each thread owns several
 //! tables, each with its own `SO_REUSEPORT` listener and multishot accept; the kernel
@@ -108,7 +108,7 @@ struct Conn {
     sending: bool,
     /// Bytes waiting for the end of the turn or for the send in flight.
     queue: Option<Box<VecDeque<Chunk>>>,
-    /// A request head that arrived in pieces.
+    /// A request head, or a client frame, that arrived in pieces.
     head: Option<Box<Vec<u8>>>,
 }
 
@@ -318,7 +318,10 @@ impl Thread {
                 self.send(t, slot, Chunk::Shared(frame));
             }
             State::Held => {
-                let mut rest = data;
+                // A frame split over receives waits in `head` for its rest.
+                let mut input = self.conns[t][slot as usize].head.take().unwrap_or_default();
+                input.extend_from_slice(data);
+                let mut rest = &input[..];
                 while let Some((opcode, payload, used)) = unmask(rest) {
                     rest = &rest[used..];
                     match opcode {
@@ -326,6 +329,9 @@ impl Thread {
                         0x8 => return self.close_frame(t, slot),
                         _ => {}
                     }
+                }
+                if !rest.is_empty() {
+                    self.conns[t][slot as usize].head = Some(Box::new(rest.to_vec()));
                 }
             }
             State::Free | State::Closing => {}
