@@ -33,6 +33,7 @@ use toml::{Spanned, Value};
 use crate::proto::conn::ConnConfig;
 use crate::proto::http::parse_duration;
 use crate::proto::limits::{DEFAULT_MAX_MESSAGE_BYTES, Limits, MAX_FRAME_HEADER};
+use crate::proto::proxy::Cidr;
 
 /// Everything `ringpush serve` can be told.
 ///
@@ -147,6 +148,28 @@ pub struct Config {
     /// This node's name in logs, metrics and Redis client names. Default: the host name
     /// and the process id.
     pub node_id: Option<String>,
+    /// Every connection to `listen` must start with a PROXY protocol header (v2, or v1
+    /// text), which gives the client's address; a connection without a valid one is
+    /// closed. Default off. Turn it on only when the port is reachable by the proxy
+    /// alone (HAProxy `send-proxy-v2`, nginx stream `proxy_protocol on`): whoever
+    /// reaches it may claim any address. The admin listener never expects one.
+    pub proxy_protocol: bool,
+    /// Peers whose `X-Forwarded-For` is believed: address ranges of the reverse proxies
+    /// in front (`--trusted-proxy 10.0.0.0/8`, repeatable). The client is then the
+    /// rightmost address in that header that is not one of them (`proto::proxy`).
+    /// Default empty: the header is ignored and the TCP peer is the client, because a
+    /// client can write anything there. Costs one extra operation and two system calls
+    /// per connection (the peer's address), as does `access_log`.
+    pub trusted_proxies: Vec<Cidr>,
+    /// One line on standard error per WebSocket or event stream opened and closed and
+    /// per refused request, with the client's address (through the proxy, see
+    /// `proxy_protocol` and `trusted_proxies`) and the TCP peer's. Default off: at a
+    /// million connections a reconnect storm would be a million lines.
+    ///
+    /// # Warning
+    /// Refusals are logged too, so a client that is refused over and over writes a
+    /// line each time; keep it off where the log is not rotated.
+    pub access_log: bool,
 }
 
 impl Default for Config {
@@ -176,6 +199,9 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(10),
             redis: None,
             node_id: None,
+            proxy_protocol: false,
+            trusted_proxies: Vec::new(),
+            access_log: false,
         }
     }
 }
@@ -530,6 +556,13 @@ pub struct Overrides {
     pub redis: Option<String>,
     /// `--node-id`.
     pub node_id: Option<String>,
+    /// `--proxy-protocol` (a boolean in TOML).
+    pub proxy_protocol: Option<bool>,
+    /// `--trusted-proxy`, repeatable (an array in TOML); a higher source's list
+    /// replaces a lower one's, as with `--allowed-origin`.
+    pub trusted_proxies: Option<Vec<Cidr>>,
+    /// `--access-log` (a boolean in TOML).
+    pub access_log: Option<bool>,
 }
 
 /// The TOML file as written, before any value is interpreted: values stay raw so they go
@@ -563,6 +596,9 @@ struct FileKeys {
     drain_timeout: Option<Spanned<Value>>,
     redis: Option<Spanned<Value>>,
     node_id: Option<Spanned<Value>>,
+    proxy_protocol: Option<Spanned<Value>>,
+    trusted_proxy: Option<Spanned<Value>>,
+    access_log: Option<Spanned<Value>>,
 }
 
 /// Turns TOML values into [`Overrides`], naming the file and line of a bad one.
@@ -667,6 +703,41 @@ impl FileReader<'_> {
         Ok(Some(origins))
     }
 
+    /// A switch: `true` or `false` (a TOML boolean).
+    fn switch(
+        &self,
+        raw: Option<Spanned<Value>>,
+        flag: &'static str,
+    ) -> Result<Option<bool>, ConfigError> {
+        let Some(raw) = raw else { return Ok(None) };
+        match raw.get_ref() {
+            Value::Boolean(b) => Ok(Some(*b)),
+            other => Err(ConfigError {
+                flag,
+                message: format!(
+                    "expected true or false, got {other}{}",
+                    self.place(Some(raw.span()))
+                ),
+            }),
+        }
+    }
+
+    /// An array of address ranges, or one as a plain string.
+    fn cidrs(&self, raw: Option<Spanned<Value>>) -> Result<Option<Vec<Cidr>>, ConfigError> {
+        let Some(raw) = raw else { return Ok(None) };
+        let span = raw.span();
+        let items = match raw.into_inner() {
+            Value::Array(items) => items,
+            one => vec![one],
+        };
+        let mut cidrs = Vec::with_capacity(items.len());
+        for item in items {
+            let item = Spanned::new(span.clone(), item);
+            cidrs.extend(self.value(Some(item), "--trusted-proxy", false, Cidr::parse)?);
+        }
+        Ok(Some(cidrs))
+    }
+
     fn read(&self) -> Result<Overrides, ConfigError> {
         let keys: FileKeys = toml::from_str(self.text).map_err(|e| ConfigError {
             flag: "--config",
@@ -709,6 +780,9 @@ impl FileReader<'_> {
             drain_timeout: self.duration(keys.drain_timeout, DRAIN_TIMEOUT)?,
             redis: self.value(keys.redis, "--redis", false, parse_redis_url)?,
             node_id: self.value(keys.node_id, "--node-id", false, parse_node_id)?,
+            proxy_protocol: self.switch(keys.proxy_protocol, "--proxy-protocol")?,
+            trusted_proxies: self.cidrs(keys.trusted_proxy)?,
+            access_log: self.switch(keys.access_log, "--access-log")?,
         })
     }
 }
@@ -752,7 +826,10 @@ impl Overrides {
             history,
             history_memory,
             allowed_origins,
-            drain_timeout
+            drain_timeout,
+            proxy_protocol,
+            trusted_proxies,
+            access_log
         );
         if self.max_connections.is_some() {
             c.max_connections = self.max_connections;
@@ -938,6 +1015,14 @@ impl Config {
         let _ = writeln!(s, "drain-timeout = \"{}\"", d(self.drain_timeout));
         opt(&mut s, "redis", self.redis.clone());
         opt(&mut s, "node-id", self.node_id.clone());
+        let _ = writeln!(s, "proxy-protocol = {}", self.proxy_protocol);
+        let proxies = self
+            .trusted_proxies
+            .iter()
+            .map(|c| Value::String(c.to_string()))
+            .collect();
+        let _ = writeln!(s, "trusted-proxy = {}", Value::Array(proxies));
+        let _ = writeln!(s, "access-log = {}", self.access_log);
         s
     }
 
@@ -955,6 +1040,8 @@ impl Config {
             sse_retry: self.sse_retry,
             allowed_origins: self.allowed_origins.clone(),
             publish_token: self.publish_token.clone(),
+            proxy_protocol: self.proxy_protocol,
+            trusted_proxies: self.trusted_proxies.clone(),
             ..ConnConfig::default()
         }
     }

@@ -61,6 +61,9 @@ pub struct RequestHead {
     pub transfer_encoding: Option<String>,
     /// `Expect` (for `100-continue`, RFC 9110 §10.1.1); repeated field lines joined.
     pub expect: Option<String>,
+    /// `X-Forwarded-For`, which proxies append to; repeated field lines joined, in
+    /// order (HAProxy adds a line of its own, nginx extends the last one).
+    pub x_forwarded_for: Option<String>,
 }
 
 impl RequestHead {
@@ -85,6 +88,7 @@ impl RequestHead {
             content_length: None,
             transfer_encoding: None,
             expect: None,
+            x_forwarded_for: None,
         }
     }
 }
@@ -110,12 +114,13 @@ enum Field {
     ContentLength,
     TransferEncoding,
     Expect,
+    XForwardedFor,
 }
 
 impl Field {
     /// Field names are case-insensitive (RFC 9110 §5.1).
     fn from_name(name: &str) -> Option<Field> {
-        const NAMES: [(&str, Field); 12] = [
+        const NAMES: [(&str, Field); 13] = [
             ("host", Field::Host),
             ("upgrade", Field::Upgrade),
             ("connection", Field::Connection),
@@ -128,6 +133,7 @@ impl Field {
             ("content-length", Field::ContentLength),
             ("transfer-encoding", Field::TransferEncoding),
             ("expect", Field::Expect),
+            ("x-forwarded-for", Field::XForwardedFor),
         ];
         NAMES
             .iter()
@@ -142,7 +148,11 @@ impl Field {
     fn is_list(self) -> bool {
         matches!(
             self,
-            Field::Upgrade | Field::Connection | Field::TransferEncoding | Field::Expect
+            Field::Upgrade
+                | Field::Connection
+                | Field::TransferEncoding
+                | Field::Expect
+                | Field::XForwardedFor
         )
     }
 }
@@ -226,6 +236,7 @@ pub fn parse_request_head(buf: &[u8], limits: &Limits) -> Result<Parsed<RequestH
             Field::IdempotencyKey => &mut head.idempotency_key,
             Field::TransferEncoding => &mut head.transfer_encoding,
             Field::Expect => &mut head.expect,
+            Field::XForwardedFor => &mut head.x_forwarded_for,
         };
         match slot {
             Some(prev) if field.is_list() => {
