@@ -1058,6 +1058,36 @@ mod tests {
     }
 
     #[test]
+    fn proxy_keys() {
+        let o = Overrides::from_toml(
+            "proxy-protocol = true\ntrusted-proxy = [\"10.0.0.0/8\", \"::1\"]\naccess-log = false\n",
+        )
+        .unwrap();
+        assert_eq!(o.proxy_protocol, Some(true));
+        assert_eq!(o.access_log, Some(false));
+        assert_eq!(
+            o.trusted_proxies,
+            Some(vec![
+                Cidr::parse("10.0.0.0/8").unwrap(),
+                Cidr::parse("::1/128").unwrap()
+            ])
+        );
+        let one = Overrides::from_toml("trusted-proxy = \"192.0.2.1\"").unwrap();
+        assert_eq!(one.trusted_proxies.map(|v| v.len()), Some(1));
+        let e = file_error("proxy-protocol = \"yes\"");
+        assert_eq!(e.flag, "--proxy-protocol");
+        assert_eq!(e.message, "expected true or false, got \"yes\" (line 1)");
+        let e = file_error("\ntrusted-proxy = [\"10.1.0.0/8\"]");
+        assert_eq!(e.flag, "--trusted-proxy");
+        assert!(
+            e.message.contains("host bits set under /8"),
+            "{}",
+            e.message
+        );
+        assert!(e.message.ends_with("(line 2)"), "{}", e.message);
+    }
+
+    #[test]
     fn defaults_are_valid() {
         let c = Config::default();
         assert_eq!(c.validate(), Ok(()));
@@ -1315,6 +1345,12 @@ mod tests {
             history in 0usize..=1_000_000,
             origins in proptest::collection::vec("https://[a-z]{1,8}\\.example(:[0-9]{1,5})?", 0..3),
             port: u16,
+            proxy_protocol: bool,
+            access_log: bool,
+            proxies in proptest::collection::vec(
+                prop_oneof![Just("10.0.0.0/8"), Just("192.0.2.7"), Just("fd00::/8"), Just("::1")],
+                0..3,
+            ),
         ) {
             let c = Config {
                 listen: SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], port)),
@@ -1324,6 +1360,9 @@ mod tests {
                 sse_retry: retry,
                 history,
                 allowed_origins: origins,
+                proxy_protocol,
+                access_log,
+                trusted_proxies: proxies.iter().map(|p| Cidr::parse(p).unwrap()).collect(),
                 ..Config::default()
             };
             prop_assert_eq!(c.validate(), Ok(()));

@@ -673,3 +673,88 @@ fn haproxy_cuts_without_heartbeats_and_sse_resumes() {
 fn haproxy_proxy_protocol_v2_traffic_and_client_address() {
     traffic(Kind::HaproxyV2);
 }
+
+/// `--proxy-protocol` without a proxy: a PROXY v2 header that arrives a byte at a
+/// time, 20 ms apart, holds up nobody (another client is served meanwhile, on a
+/// one-shard server) and is then honoured; a v1 header in two segments too; anything
+/// else, and a header cut off by the handshake timeout, is closed without a reply.
+#[test]
+fn proxy_protocol_header_in_pieces_does_not_block_the_shard() {
+    let Some(server) = Server::start(&[
+        "--shards",
+        "1",
+        "--proxy-protocol",
+        "--access-log",
+        "--handshake-timeout",
+        "1s",
+    ]) else {
+        return;
+    };
+    let healthz = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+    v2.extend_from_slice(&[198, 51, 100, 9, 127, 0, 0, 1, 0x12, 0x67, 0x1f, 0x90]);
+    let v1 = b"PROXY TCP4 198.51.100.10 127.0.0.1 4712 8080\r\n";
+    let answer = |s: &mut TcpStream| {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut r = Vec::new();
+        let _ = s.read_to_end(&mut r);
+        String::from_utf8_lossy(&r).into_owned()
+    };
+
+    let mut slow = TcpStream::connect(server.addr).unwrap();
+    slow.set_nodelay(true).unwrap();
+    for (i, b) in v2.iter().enumerate() {
+        slow.write_all(&[*b]).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        if i == v2.len() / 2 {
+            // Meanwhile, on the same shard: another client, served at once.
+            let mut quick = TcpStream::connect(server.addr).unwrap();
+            quick.write_all(v1.split_at(20).0).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+            quick.write_all(v1.split_at(20).1).unwrap();
+            quick.write_all(healthz).unwrap();
+            assert!(answer(&mut quick).starts_with("HTTP/1.1 200"));
+        }
+    }
+    slow.write_all(healthz).unwrap();
+    assert!(answer(&mut slow).starts_with("HTTP/1.1 200"));
+
+    // The client's address is the header's; the peer is the TCP one.
+    let mut ws = TcpStream::connect(server.addr).unwrap();
+    ws.write_all(&v2).unwrap();
+    ws.write_all(common::upgrade_request("/echo", "").as_bytes())
+        .unwrap();
+    let (head, _) = read_head(&mut ws);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let line = expect_log(&server, &["ws open /echo"]);
+    assert!(
+        line.contains(" client=198.51.100.9:4711 peer=127.0.0.1:"),
+        "{line}"
+    );
+
+    // HTTP where a header belongs; a header that never completes.
+    let mut plain = TcpStream::connect(server.addr).unwrap();
+    plain.write_all(healthz).unwrap();
+    assert_eq!(answer(&mut plain), "", "closed without a reply");
+    let mut stuck = TcpStream::connect(server.addr).unwrap();
+    stuck.write_all(&v2[..10]).unwrap();
+    let start = Instant::now();
+    assert_eq!(answer(&mut stuck), "");
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        start.elapsed()
+    );
+    expect_log(&server, &["refused BadProxyHeader(Signature)"]);
+    expect_log(&server, &["refused HandshakeTimeout"]);
+    let mut m = TcpStream::connect(server.addr).unwrap();
+    m.write_all(v1).unwrap();
+    m.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let metrics = answer(&mut m);
+    assert!(
+        metrics
+            .contains("ringpush_handshake_failures_total{shard=\"0\",reason=\"proxy_header\"} 1"),
+        "{metrics}"
+    );
+}
