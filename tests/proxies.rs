@@ -1,13 +1,15 @@
 //! ringpush behind real reverse proxies: Debian's nginx and HAProxy, started here on
-//! free loopback ports from the shipped samples `tuning/nginx.conf` and
-//! `tuning/haproxy.cfg`, so what is proven is what users copy.
+//! free loopback ports from the shipped samples `tuning/nginx.conf`,
+//! `tuning/nginx-stream.conf` and `tuning/haproxy.cfg`, so what is proven is what users
+//! copy.
 //!
 //! The samples are changed only where a test must: listen and upstream addresses,
 //! log and pid paths, the idle timeouts tied to ringpush's heartbeats (60 s there, 2 s
 //! here, so that a cut shows within the test), and sizing knobs that would make each
 //! test proxy allocate for a million connections (nginx `worker_connections`,
 //! `worker_processes`; HAProxy `maxconn`). For the PROXY protocol the HAProxy sample's
-//! own commented `default-server send-proxy-v2` line is switched on.
+//! own commented `default-server send-proxy-v2` line is switched on (v2), and
+//! nginx-stream.conf sends v1.
 //!
 //! The client always connects from 127.0.0.77, outside the proxies' source addresses
 //! (127.0.0.1-41), and ringpush trusts 127.0.0.0/26: the access log must show
@@ -54,14 +56,24 @@ enum Kind {
     Haproxy,
     /// HAProxy with `send-proxy-v2`: ringpush runs with `--proxy-protocol`.
     HaproxyV2,
+    /// nginx's stream module with `proxy_protocol on` (v1): `--proxy-protocol` too.
+    NginxStream,
 }
+
+/// Where Debian's libnginx-mod-stream puts the module nginx-stream.conf loads.
+const STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
 
 impl Kind {
     fn program(self) -> &'static str {
         match self {
-            Kind::Nginx => "nginx",
+            Kind::Nginx | Kind::NginxStream => "nginx",
             Kind::Haproxy | Kind::HaproxyV2 => "haproxy",
         }
+    }
+
+    /// ringpush expects a PROXY header from this proxy.
+    fn proxy_protocol(self) -> bool {
+        matches!(self, Kind::HaproxyV2 | Kind::NginxStream)
     }
 }
 
@@ -77,13 +89,16 @@ fn find(name: &str) -> Option<PathBuf> {
 /// The proxy's binary, or `None` after a skip line (a failure under scripts/test.sh).
 fn binary(kind: Kind) -> Option<PathBuf> {
     let name = kind.program();
-    let found = find(name);
+    let found =
+        find(name).filter(|_| kind != Kind::NginxStream || Path::new(STREAM_MODULE).exists());
     if found.is_none() {
         assert!(
             std::env::var_os("RINGPUSH_REQUIRE_PROXIES").is_none(),
-            "{name} is not installed, and scripts/test.sh should have installed it"
+            "{name} (or its stream module) is not installed, and scripts/test.sh should have installed it"
         );
-        println!("SKIP: {name} is not installed (scripts/test.sh installs it)");
+        println!(
+            "SKIP: {name} (or its stream module) is not installed (scripts/test.sh installs it)"
+        );
     }
     found
 }
@@ -147,6 +162,35 @@ fn nginx_conf(dir: &Path, port: u16, upstream: SocketAddr) -> String {
     sub(&c, "http {\n", &format!("http {{\n{temp}"))
 }
 
+/// tuning/nginx-stream.conf, adapted as the module docs say.
+fn nginx_stream_conf(dir: &Path, port: u16, upstream: SocketAddr) -> String {
+    let mut c = sample("nginx-stream.conf");
+    c = sub(&c, "listen 8082 ", &format!("listen 127.0.0.1:{port} "));
+    c = sub(&c, "server 127.0.0.1:8080;", &format!("server {upstream};"));
+    c = sub(
+        &c,
+        "/var/log/nginx/ringpush-stream-error.log",
+        &dir.join("error.log").display().to_string(),
+    );
+    c = sub(
+        &c,
+        "/run/nginx-ringpush-stream.pid",
+        &dir.join("nginx.pid").display().to_string(),
+    );
+    c = sub(&c, "worker_processes auto;", "worker_processes 1;");
+    c = sub(
+        &c,
+        "worker_connections 1000000;",
+        "worker_connections 1024;",
+    );
+    c = sub(
+        &c,
+        "worker_rlimit_nofile 1048576;",
+        "worker_rlimit_nofile 4096;",
+    );
+    sub(&c, "proxy_timeout 60s;", "proxy_timeout 2s;")
+}
+
 /// tuning/haproxy.cfg, adapted as the module docs say.
 fn haproxy_cfg(port: u16, upstream: SocketAddr, proxy_v2: bool) -> String {
     let mut c = sample("haproxy.cfg");
@@ -191,9 +235,14 @@ impl Proxy {
             std::fs::create_dir_all(&dir).unwrap();
             let mut cmd = Command::new(&bin);
             match kind {
-                Kind::Nginx => {
+                Kind::Nginx | Kind::NginxStream => {
                     let conf = dir.join("nginx.conf");
-                    std::fs::write(&conf, nginx_conf(&dir, port, upstream)).unwrap();
+                    let text = if kind == Kind::Nginx {
+                        nginx_conf(&dir, port, upstream)
+                    } else {
+                        nginx_stream_conf(&dir, port, upstream)
+                    };
+                    std::fs::write(&conf, text).unwrap();
                     // One process in the foreground, so its PID is all there is to end.
                     cmd.arg("-c")
                         .arg(&conf)
@@ -258,7 +307,7 @@ fn start(kind: Kind, heartbeats: &[&str]) -> Option<(Server, Proxy)> {
     binary(kind)?;
     let mut args = vec!["--access-log", "--trusted-proxy", TRUSTED];
     args.extend_from_slice(heartbeats);
-    if kind == Kind::HaproxyV2 {
+    if kind.proxy_protocol() {
         args.push("--proxy-protocol");
     }
     let server = Server::start(&args)?;
@@ -513,7 +562,7 @@ fn traffic(kind: Kind) {
 
     // A client that reaches ringpush directly cannot choose its address.
     match kind {
-        Kind::HaproxyV2 => {
+        Kind::HaproxyV2 | Kind::NginxStream => {
             // No PROXY header: closed without a word.
             let mut s = tcp_from(server.addr, 78);
             s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -672,6 +721,21 @@ fn haproxy_cuts_without_heartbeats_and_sse_resumes() {
 #[test]
 fn haproxy_proxy_protocol_v2_traffic_and_client_address() {
     traffic(Kind::HaproxyV2);
+}
+
+#[test]
+fn nginx_stream_proxy_protocol_v1_traffic_and_client_address() {
+    traffic(Kind::NginxStream);
+}
+
+#[test]
+fn nginx_stream_heartbeats_keep_connections_open() {
+    heartbeats_hold(Kind::NginxStream);
+}
+
+#[test]
+fn nginx_stream_cuts_without_heartbeats_and_sse_resumes() {
+    no_heartbeats_cut(Kind::NginxStream);
 }
 
 /// `--proxy-protocol` without a proxy: a PROXY v2 header that arrives a byte at a
