@@ -148,7 +148,7 @@ struct Conn {
     /// the connection is cut as a slow consumer (`--outbox-timeout`).
     stall_deadline: Option<Instant>,
     /// `--access-log` only: who is at the other end. Boxed, so that without the log a
-    /// connection pays 8 bytes for it, not 64.
+    /// connection pays 8 bytes for it, not 96.
     addrs: Option<Box<Addrs>>,
 }
 
