@@ -591,7 +591,7 @@ fn traffic(kind: Kind) {
 /// With heartbeats at half the proxy's idle timeout, a WebSocket and an event stream
 /// stay open for 10 s through it.
 fn heartbeats_hold(kind: Kind) {
-    let Some((_server, proxy)) = start(kind, &HEARTBEATS_ON) else {
+    let Some((server, proxy)) = start(kind, &HEARTBEATS_ON) else {
         return;
     };
     let via = proxy.addr;
@@ -608,9 +608,22 @@ fn heartbeats_hold(kind: Kind) {
         );
         sse
     });
-    let pings = hold_ws(&mut ws, hold)
-        .unwrap_or_else(|t| panic!("{kind:?} cut the WebSocket after {t:?} despite pings"));
-    let mut sse = sse_thread.join().unwrap();
+    // On failure, who ended what: ringpush's access log says whether it closed a
+    // connection itself (PongTimeout) or saw the proxy leave (PeerEof).
+    let why = || {
+        std::thread::sleep(Duration::from_millis(200));
+        let log = server.log.lock().unwrap().join("\n");
+        format!("ringpush:\n{log}\n{kind:?}:\n{}", proxy.logs())
+    };
+    let pings = hold_ws(&mut ws, hold).unwrap_or_else(|t| {
+        panic!(
+            "{kind:?} cut the WebSocket after {t:?} despite pings\n{}",
+            why()
+        )
+    });
+    let mut sse = sse_thread
+        .join()
+        .unwrap_or_else(|_| panic!("the stream ended early (above)\n{}", why()));
     println!(
         "{kind:?}: held 10 s: {pings} pings, {} SSE heartbeats",
         sse.heartbeats
