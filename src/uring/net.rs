@@ -51,23 +51,6 @@ pub fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
 /// take part of the connections; call [`probe_exclusive`] first.
 pub fn reuseport_listener(addr: SocketAddr, backlog: i32) -> io::Result<OwnedFd> {
     let fd = bound_socket(addr, &[libc::SO_REUSEADDR, libc::SO_REUSEPORT])?;
-    // TCP_NODELAY, which accepted sockets inherit from the listener: a shard already
-    // gathers a connection's bytes into one send per loop turn, so Nagle only adds
-    // delay. With it, an event that followed an unacknowledged write (an event stream's
-    // head, its previous event) waited for the peer's delayed ACK: the first event
-    // after subscribing reached an nginx-proxied client 40-47 ms late
-    // (tests/proxies.rs), the others in about 1 ms.
-    let one: libc::c_int = 1;
-    // SAFETY: `one` is a c_int of the given size, alive for the call.
-    cvt(unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_NODELAY,
-            (&raw const one).cast(),
-            size_of_val(&one) as libc::socklen_t,
-        )
-    })?;
     // SAFETY: listen on a bound socket we own.
     cvt(unsafe { libc::listen(fd.as_raw_fd(), backlog) })?;
     Ok(fd)
