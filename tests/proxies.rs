@@ -260,6 +260,19 @@ impl Proxy {
             }
             let log = std::fs::File::create(dir.join("stderr.log")).unwrap();
             cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
+            // A test process killed before its guards run (a timeout) takes the proxy
+            // with it: SIGKILL when the spawning thread ends, which is after the
+            // guard's own kill in every other case.
+            // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+            unsafe {
+                use std::os::unix::process::CommandExt;
+                cmd.pre_exec(|| {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
             let child = cmd.spawn().expect("spawn the proxy");
             let mut proxy = Proxy {
                 child,
