@@ -76,7 +76,7 @@ Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n";
             black_box(route);
             let accept = handshake::validate(&head, &[]).expect("valid handshake");
             out.clear();
-            handshake::write_accept(&mut out, &accept);
+            handshake::write_accept(&mut out, &accept, None);
             black_box(&out);
         })
     });
@@ -148,12 +148,149 @@ fn bench_auth(c: &mut Criterion) {
     g.finish();
 }
 
+/// A JSON push of about `n` bytes (a market-data batch), as tests/deflate.rs builds it.
+fn json_message(n: usize) -> Vec<u8> {
+    let mut s = String::from("{\"events\":[");
+    let mut i = 0;
+    while s.len() + 40 < n {
+        s.push_str(&format!(
+            "{{\"id\":{},\"sym\":\"ACME{}\",\"bid\":{}.{:02},\"qty\":{}}},",
+            1000 + i * 7,
+            i % 5,
+            100 + i % 13,
+            (i * 37) % 100,
+            (i * 131) % 1000
+        ));
+        i += 1;
+    }
+    s.push_str("{}]}");
+    s.truncate(n.max(4));
+    s.into_bytes()
+}
+
+/// permessage-deflate: which implementation, which level, from which size on.
+///
+/// - `deflate/compress/*`: a 1 KB JSON message compressed as the server does (raw
+///   deflate, sync flush, no context takeover: a reset compressor per message) with
+///   flate2 on zlib-rs (what ringpush uses) and with miniz_oxide (flate2's default
+///   Rust backend), levels 1 and 6. The compressed size of each is printed once.
+/// - `deflate/inflate/*`: the same message inflated by each.
+/// - `deflate/sizes/*`: our compressor on 32 B to 4 KB of JSON; the sizes are printed
+///   (the `--compression-min-bytes` default comes from them).
+fn bench_deflate(c: &mut Criterion) {
+    use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
+    use miniz_oxide::deflate::core::{
+        CompressorOxide, TDEFLFlush, compress as mz_compress, create_comp_flags_from_zip_params,
+    };
+    use miniz_oxide::inflate::core::{DecompressorOxide, decompress as mz_inflate, inflate_flags};
+    use ringpush::proto::deflate::{self, Deflater};
+
+    let msg = json_message(1024);
+    let mut g = c.benchmark_group("deflate");
+    g.throughput(Throughput::Bytes(msg.len() as u64));
+    for level in [1u32, 6] {
+        let mut z = Compress::new_with_window_bits(Compression::new(level), false, 15);
+        let mut out = Vec::with_capacity(2048);
+        let mut once = true;
+        g.bench_function(BenchmarkId::new("compress/zlib-rs", level), |b| {
+            b.iter(|| {
+                z.reset();
+                out.clear();
+                z.compress_vec(black_box(&msg), &mut out, FlushCompress::Sync)
+                    .unwrap();
+                if std::mem::take(&mut once) {
+                    eprintln!(
+                        "zlib-rs level {level}: {} -> {} bytes",
+                        msg.len(),
+                        out.len() - 4
+                    );
+                }
+                black_box(out.len())
+            })
+        });
+        let flags = create_comp_flags_from_zip_params(level as i32, -15, 0);
+        let mut mz = Box::new(CompressorOxide::new(flags));
+        let mut buf = vec![0u8; 4096];
+        let mut once = true;
+        g.bench_function(BenchmarkId::new("compress/miniz_oxide", level), |b| {
+            b.iter(|| {
+                mz.reset();
+                let (_, _, n) = mz_compress(&mut mz, black_box(&msg), &mut buf, TDEFLFlush::Sync);
+                if std::mem::take(&mut once) {
+                    eprintln!(
+                        "miniz_oxide level {level}: {} -> {} bytes",
+                        msg.len(),
+                        n - 4
+                    );
+                }
+                black_box(n)
+            })
+        });
+    }
+    let mut z = Vec::new();
+    Deflater::new(deflate::PER_CONNECTION_LEVEL, 15).compress(&msg, &mut z);
+    let mut tailed = z.clone();
+    tailed.extend_from_slice(&deflate::TAIL);
+    g.bench_function("inflate/ringpush(zlib-rs, bounded)", |b| {
+        b.iter(|| black_box(deflate::inflate(black_box(&z), 1 << 20).unwrap().len()))
+    });
+    let mut d = Decompress::new_with_window_bits(false, 15);
+    let mut out = vec![0u8; 4096];
+    g.bench_function("inflate/zlib-rs", |b| {
+        b.iter(|| {
+            d.reset(false);
+            d.decompress(black_box(&tailed), &mut out, FlushDecompress::Sync)
+                .unwrap();
+            black_box(d.total_out())
+        })
+    });
+    let mut mzd = Box::new(DecompressorOxide::new());
+    g.bench_function("inflate/miniz_oxide", |b| {
+        b.iter(|| {
+            mzd.init();
+            let (_, _, n) = mz_inflate(
+                &mut mzd,
+                black_box(&tailed),
+                &mut out,
+                0,
+                inflate_flags::TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF,
+            );
+            black_box(n)
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("deflate/sizes");
+    let mut d = Deflater::new(deflate::BROADCAST_LEVEL, 15);
+    for size in [32usize, 64, 100, 128, 256, 512, 1024, 4096] {
+        let msg = json_message(size);
+        let mut out = Vec::new();
+        d.compress(&msg, &mut out);
+        eprintln!(
+            "deflate/sizes: {} B of JSON -> {} B ({:.0}% saved)",
+            msg.len(),
+            out.len(),
+            100.0 * (1.0 - out.len() as f64 / msg.len() as f64)
+        );
+        g.throughput(Throughput::Bytes(msg.len() as u64));
+        g.bench_function(BenchmarkId::from_parameter(size), |b| {
+            b.iter(|| {
+                out.clear();
+                d.compress(black_box(&msg), &mut out);
+                black_box(out.len())
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
     bench_unmask,
     bench_decode,
     bench_handshake,
     bench_sse,
-    bench_auth
+    bench_auth,
+    bench_deflate
 );
 criterion_main!(benches);

@@ -6,6 +6,13 @@
 #   RUNS=5 DURATION=10s scripts/compare.sh
 #   PEERS="ringpush tokio-tungstenite" SCENARIOS="echo100 bcast10k" scripts/compare.sh
 #   UWS_SRC=/path/to/uWebSockets scripts/compare.sh   with the uWebSockets C++ peer (uws-cpp)
+#   PEERS="ringpush uws-js" SCENARIOS="bcast10k-json bcast10k-deflate" scripts/compare.sh
+#
+# bcast10k-json and bcast10k-deflate broadcast the same 1 KB JSON message to 10,000
+# subscribers, without and with permessage-deflate (the load generator's --compression:
+# every subscriber offers it as browsers do). Only servers that compress a published
+# message once for all subscribers take part in bcast10k-deflate: ringpush (its default
+# --compression shared) and uws-js (uWS.SHARED_COMPRESSOR).
 #
 # Pinning: every server runs on CPU $SERVER_CPU with one thread (ringpush --shards 1,
 # the peers --threads 1) and the load generator on CPU $LOAD_CPU with one worker, so
@@ -24,7 +31,7 @@ RUNS=${RUNS:-3}
 DURATION=${DURATION:-10s}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
-PEERS=${PEERS:-"ringpush tokio-tungstenite fastwebsockets node-ws go-gorilla uws-js uws-cpp"}
+PEERS=${PEERS:-"kernel ringpush tokio-tungstenite fastwebsockets node-ws go-gorilla uws-js uws-cpp"}
 SCENARIOS=${SCENARIOS:-"echo100 echo10k bcast10k idle20k connrate raw sse-vs-poll"}
 OUT=target/compare
 BIN=target/release/ringpush
@@ -49,7 +56,10 @@ for peer in $PEERS; do
     if [ "$peer" = uws ]; then peer=uws-js; fi
     case $peer in
         ringpush) available+=("$peer") ;;
-        tokio-tungstenite | fastwebsockets)
+        # The kernel baseline: ringpush's own io_uring driver with no protocol work past
+        # the handshake (benches/peers/rust/raw-echo, `raw-echo ws`), driven by the same
+        # load generator: every row's "vs kernel" column is a fraction of what it allows.
+        tokio-tungstenite | fastwebsockets | kernel)
             if cargo build --release --quiet --manifest-path benches/peers/rust/Cargo.toml; then
                 available+=("$peer")
             else
@@ -110,9 +120,12 @@ for _ in range(200):
         tokio-tungstenite) cmd=("$PEER_BIN/peer-tokio-tungstenite" --listen "127.0.0.1:$port" --threads 1) ;;
         fastwebsockets) cmd=("$PEER_BIN/peer-fastwebsockets" --listen "127.0.0.1:$port" --threads 1) ;;
         raw-echo) cmd=("$PEER_BIN/raw-echo" --listen "127.0.0.1:$port" --threads 1) ;;
+        # Sized for the case's connections: one fixed-file table up to 12,000, as
+        # ringpush's one shard has (more tables cost the baseline extra ring enters).
+        kernel) cmd=("$PEER_BIN/raw-echo" ws --listen "127.0.0.1:$port" --threads 1 --max-conns "${KERNEL_CONNS:-12000}") ;;
         node-ws) cmd=(benches/peers/node/run.sh --listen "127.0.0.1:$port" --threads 1) ;;
         go-gorilla) cmd=(benches/peers/go/gorilla-peer --listen "127.0.0.1:$port" --threads 1) ;;
-        uws-js) cmd=(benches/peers/uws/run.sh --listen "127.0.0.1:$port" --threads 1) ;;
+        uws-js) cmd=(benches/peers/uws/run.sh --listen "127.0.0.1:$port" --threads 1 ${UWS_COMPRESSION:+--compression "$UWS_COMPRESSION"}) ;;
         uws-cpp) cmd=(benches/peers/uws-cpp/build/uws-cpp-peer --listen "127.0.0.1:$port" --threads 1) ;;
     esac
     taskset -c "$SERVER_CPU" "${cmd[@]}" >/dev/null 2>&1 &
@@ -171,11 +184,30 @@ for scenario in $SCENARIOS; do
                         --duration "$DURATION" --rate 20000
                 done
                 ;;
+            bcast10k-json | bcast10k-deflate)
+                URL="ws://127.0.0.1:PORT/ws/bench"
+                if [ "$scenario" = bcast10k-deflate ]; then
+                    deflate=(--compression)
+                    UWS_COMPRESSION=shared
+                else
+                    deflate=()
+                    UWS_COMPRESSION=
+                fi
+                for s in "${available[@]}"; do
+                    if [ "$scenario" = bcast10k-deflate ] && [ "$s" != ringpush ] && [ "$s" != uws-js ]; then
+                        continue
+                    fi
+                    measure "$s" "$scenario" "$run" --scenario broadcast --connections 10000 \
+                        --duration "$DURATION" --rate 20000 --message-bytes 1024 --json-payload \
+                        "${deflate[@]}"
+                done
+                UWS_COMPRESSION=
+                ;;
             idle20k)
                 URL="ws://127.0.0.1:PORT/ws/idle"
                 for s in "${available[@]}"; do
-                    measure "$s" "$scenario" "$run" --scenario idle --connections 20000 \
-                        --duration 3s --rate 20000
+                    KERNEL_CONNS=20001 measure "$s" "$scenario" "$run" --scenario idle \
+                        --connections 20000 --duration 3s --rate 20000
                 done
                 ;;
             connrate)

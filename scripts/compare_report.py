@@ -1,5 +1,7 @@
 """Turns scripts/compare.sh's runs (one JSON object per line) into the results tables
-(median of the runs per server and case, with the ratio to ringpush) and a plot.
+(median of the runs per server and case, with the ratio to ringpush and to the kernel
+baseline, `kernel`: raw-echo ws, the same client against ringpush's io_uring driver with
+no protocol work) and a plot.
 
 Usage: python3 scripts/compare_report.py RUNS.jsonl OUTDIR
 Writes OUTDIR/results.md, OUTDIR/results.json and, if matplotlib is importable,
@@ -46,7 +48,7 @@ CASES = [
 summary = {}
 lines = []
 for case, title, unit, higher in CASES:
-    servers = sorted({s for (c, s) in by if c == case}, key=lambda s: (s != "ringpush", s))
+    servers = sorted({s for (c, s) in by if c == case}, key=lambda s: (s != "ringpush", s != "kernel", s))
     if not servers:
         continue
     rows = {}
@@ -66,20 +68,22 @@ for case, title, unit, higher in CASES:
     }
     per_msg = case.startswith("echo") or case == "bcast10k"
     base = rows.get("ringpush", (None,))[0]
+    kernel = rows.get("kernel", (None,))[0]
     lines.append(f"### {title}\n")
     cpu_col = " server CPU per message |" if per_msg else ""
-    lines.append(f"| server | {unit} (median of {len(rows[servers[0]][3])}) | vs ringpush | p50 | p99 |{cpu_col} runs |")
-    lines.append("|---|---:|---:|---:|---:|" + ("---:|" if per_msg else "") + "---|")
+    lines.append(f"| server | {unit} (median of {len(rows[servers[0]][3])}) | vs ringpush | vs kernel | p50 | p99 |{cpu_col} runs |")
+    lines.append("|---|---:|---:|---:|---:|---:|" + ("---:|" if per_msg else "") + "---|")
     for s in servers:
         med, p50, p99, all_runs, cpu = rows[s]
         ratio = f"{med / base:.2f}x" if base else "-"
+        of_kernel = f"{med / kernel:.2f}x" if kernel else "-"
         fmt = (lambda v: f"{v:,.0f}")
         lat = (lambda v: "-" if v is None else (f"{v / 1000:.1f} ms" if v >= 10000 else f"{v} us"))
         cpu_cell = (" - |" if cpu is None else f" {cpu:.2f} us |") if per_msg else ""
         lines.append(
-            f"| {s} | {fmt(med)} | {ratio} | {lat(p50)} | {lat(p99)} |{cpu_cell} {', '.join(fmt(v) for v in all_runs)} |"
+            f"| {s} | {fmt(med)} | {ratio} | {of_kernel} | {lat(p50)} | {lat(p99)} |{cpu_cell} {', '.join(fmt(v) for v in all_runs)} |"
         )
-    lines.append(f"\n({'higher' if higher else 'lower'} is better)\n")
+    lines.append(f"\n({'higher' if higher else 'lower'} is better; \"vs kernel\": the server's median over the kernel baseline's, the same client and core)\n")
 
 push_cases = [c for c in ("push-sse-1", "push-longpoll-1", "push-poll-1", "push-sse-10", "push-longpoll-10", "push-poll-10")
               if by.get((c, "ringpush"))]
@@ -97,6 +101,27 @@ if push_cases:
         got = statistics.median(r["received"] / max(r["expected_deliveries"], 1) for r in rs)
         summary[c] = {"wire_bytes_per_event": wire, "server_cpu_us_per_event": cpu, "p50_us": p50}
         lines.append(f"| {rate} | {names[mode]} | {wire:.0f} B | {cpu:.2f} us | {p50 / 1000:.1f} ms | {got:.1%} |")
+    lines.append("")
+
+deflate_cases = [c for c in ("bcast10k-json", "bcast10k-deflate") if any(k[0] == c for k in by)]
+if deflate_cases:
+    lines.append("### Broadcast of a 1 KB JSON message to 10,000 subscribers, without and with permessage-deflate\n")
+    lines.append("| server | case | deliveries/s (median) | wire bytes per delivery | server CPU per delivery | delivery p50 | runs |")
+    lines.append("|---|---|---:|---:|---:|---:|---|")
+    for c in deflate_cases:
+        for s in sorted({k[1] for k in by if k[0] == c}, key=lambda s: (s != "ringpush", s)):
+            rs = by[(c, s)]
+            rate = statistics.median(r["received_per_sec"] for r in rs)
+            wire = statistics.median(r["wire_bytes_per_message"] for r in rs)
+            cpus = [r["server_cpu_us_per_message"] for r in rs if r.get("server_cpu_us_per_message")]
+            cpu = statistics.median(cpus) if cpus else None
+            p50 = statistics.median(r["latency_us"]["p50"] for r in rs)
+            summary.setdefault(c, {})[s] = {
+                "deliveries_per_sec": rate, "wire_bytes_per_delivery": wire, "server_cpu_us_per_delivery": cpu, "p50_us": p50,
+            }
+            cpu_cell = "-" if cpu is None else f"{cpu:.2f} us"
+            runs_cell = ", ".join(f"{r['received_per_sec']:,.0f}" for r in rs)
+            lines.append(f"| {s} | {c} | {rate:,.0f} | {wire:.0f} B | {cpu_cell} | {p50 / 1000:.1f} ms | {runs_cell} |")
     lines.append("")
 
 builds_path = f"{out}/builds.txt"
@@ -121,13 +146,15 @@ except ImportError:
     sys.exit(0)
 
 plotted = [(c, t, u, h) for c, t, u, h in CASES if c in summary]
+if not plotted:
+    sys.exit(0)  # only cases without a plot of their own (bcast10k-json/-deflate, push-*)
 fig, axes = plt.subplots(1, len(plotted), figsize=(4 * len(plotted), 4.2))
 if len(plotted) == 1:
     axes = [axes]
 for ax, (case, title, unit, higher) in zip(axes, plotted):
     servers = list(summary[case])
     vals = [summary[case][s]["median"] for s in servers]
-    colors = ["#2f7ed8" if s == "ringpush" else ("#999999" if s == "raw-io_uring" else "#f28f43") for s in servers]
+    colors = ["#2f7ed8" if s == "ringpush" else ("#999999" if s in ("raw-io_uring", "kernel") else "#f28f43") for s in servers]
     ax.bar(range(len(servers)), vals, color=colors)
     ax.set_xticks(range(len(servers)))
     ax.set_xticklabels(servers, rotation=35, ha="right", fontsize=8)

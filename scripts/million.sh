@@ -8,6 +8,9 @@
 #   sudo scripts/million.sh 200000
 #   sudo SCENARIO=storm scripts/million.sh          the reconnect storm: all cut at once
 #   sudo SCENARIO=storm NO_JITTER=1 scripts/million.sh   ... without jitter
+#   sudo SERVER=kernel scripts/million.sh    the same load against the kernel baseline
+#                                      (benches/peers/rust raw-echo ws: ringpush's io_uring
+#                                      driver, no protocol work), the yardstick of issue 16
 #
 # Applies tuning/99-ringpush.conf with scripts/tune.sh (restored on exit, whatever
 # happens, the server's exit status included), prints the server's memory and fd count
@@ -45,6 +48,11 @@ if [ -z "${BIN:-}" ]; then
     BIN=target/release/ringpush
 fi
 SERVER_BIN=${SERVER_BIN:-$BIN}
+SERVER=${SERVER:-ringpush}
+KERNEL_BIN=benches/peers/rust/target/release/raw-echo
+if [ "$SERVER" = kernel ]; then
+    cargo build --release --quiet --manifest-path benches/peers/rust/Cargo.toml -p raw-echo
+fi
 scripts/tune.sh apply "$N" >/dev/null
 srv_err=$(mktemp -t ringpush-million.XXXXXX)
 SRV=
@@ -64,11 +72,21 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$SERVER_BIN" serve --listen 127.0.0.1:0 2>"$srv_err" &
-SRV=$!
-for _ in $(seq 1 50); do grep -q "listening on" "$srv_err" && break; sleep 0.1; done
-PORT=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$srv_err" | cut -d: -f2)
-[ -n "$PORT" ] || { echo "million.sh: server did not start: $(cat "$srv_err")" >&2; exit 1; }
+if [ "$SERVER" = kernel ]; then
+    PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    "$KERNEL_BIN" ws --listen "127.0.0.1:$PORT" --max-conns "$((N + 1))" 2>"$srv_err" &
+    SRV=$!
+    for _ in $(seq 1 50); do
+        python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1",int(sys.argv[1])),0.2)' "$PORT" 2>/dev/null && break
+        sleep 0.1
+    done
+else
+    "$SERVER_BIN" serve --listen 127.0.0.1:0 2>"$srv_err" &
+    SRV=$!
+    for _ in $(seq 1 50); do grep -q "listening on" "$srv_err" && break; sleep 0.1; done
+    PORT=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$srv_err" | cut -d: -f2)
+fi
+[ -n "$PORT" ] && kill -0 "$SRV" 2>/dev/null || { echo "million.sh: server did not start: $(cat "$srv_err")" >&2; exit 1; }
 echo "server pid $SRV on port $PORT; $(grep MemAvailable /proc/meminfo)"
 
 "$BIN" load --url "ws://127.0.0.1:$PORT/ws/all" --scenario "$SCENARIO" --messages 1 \
@@ -93,7 +111,7 @@ echo "load exit $status; report in $OUT"
 # sockets (/proc/net/sockstat: both ends of every connection, and orphans: client
 # sockets the exiting load generator's kernel teardown has closed) and the server's CPU
 # share, to tell whether the server or the kernel's teardown sets the pace.
-python3 - "$PORT" "$SRV" <<'PY' || echo "million.sh: could not follow the way down" >&2
+[ "$SERVER" = kernel ] || python3 - "$PORT" "$SRV" <<'PY' || echo "million.sh: could not follow the way down" >&2
 import os, sys, time, urllib.request
 port, pid = sys.argv[1], sys.argv[2]
 tick = os.sysconf("SC_CLK_TCK")
@@ -155,7 +173,7 @@ if r["errors"]:
 ' "$OUT"
 # How the server saw connections end: in a clean run only peer_eof, the load generator
 # closing its sockets as it exits.
-python3 -c '
+[ "$SERVER" = kernel ] || python3 -c '
 import sys, urllib.request
 m = urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1], timeout=10).read().decode()
 n = {}

@@ -9,8 +9,10 @@
 //! # What it does not do
 //!
 //! - No TLS: terminate it in a proxy (samples in `tuning/`).
-//! - No WebSocket extensions (permessage-deflate) and no subprotocols: offers are
-//!   ignored, as RFC 6455 §9.1 allows.
+//! - One WebSocket extension, permessage-deflate (RFC 7692), and only without context
+//!   takeover (`--compression shared`): a published message is compressed once per
+//!   shard and shared. No per-connection compressor (`dedicated`) and no subprotocols:
+//!   those offers are declined, as RFC 6455 §9.1 allows.
 //! - No HTTP/2 or HTTP/3, no chunked request bodies: publish bodies need
 //!   `Content-Length`.
 //! - Not portable: Linux with io_uring only.

@@ -148,6 +148,13 @@ struct ServeArgs {
     /// the client's address [default: off].
     #[arg(long)]
     access_log: bool,
+    /// permessage-deflate: `shared` accepts it without context takeover, each published
+    /// message compressed once per shard; `off` declines [default: shared].
+    #[arg(long, value_name = "MODE", value_parser = config::parse_compression)]
+    compression: Option<ringpush::proto::deflate::CompressionMode>,
+    /// Messages shorter than this are sent uncompressed [default: 128].
+    #[arg(long, value_name = "N", value_parser = |s: &str| config::COMPRESSION_MIN_BYTES.parse(s), allow_hyphen_values = true)]
+    compression_min_bytes: Option<usize>,
     /// Check the configuration (file + flags), print it as TOML and exit, like `nginx -t`.
     #[arg(long)]
     check_config: bool,
@@ -185,6 +192,8 @@ impl ServeArgs {
             trusted_proxies: (!self.trusted_proxies.is_empty())
                 .then(|| self.trusted_proxies.clone()),
             access_log: self.access_log.then_some(true),
+            compression: self.compression,
+            compression_min_bytes: self.compression_min_bytes,
         }
     }
 }
@@ -322,6 +331,15 @@ struct LoadArgs {
     /// Worker threads, each with its own rings [default: CPUs in the affinity mask].
     #[arg(long, value_name = "N", value_parser = |s: &str| THREADS.parse(s), allow_hyphen_values = true)]
     threads: Option<usize>,
+    /// WebSockets offer permessage-deflate (as browsers do) and inflate what the server
+    /// compresses; the report's wire bytes per message then show what compression saves.
+    #[arg(long)]
+    compression: bool,
+    /// Messages carry JSON text after their timestamp (objects of ids, symbols and
+    /// prices, like a market-data feed) instead of repeated `x`, which deflate would
+    /// shrink to nothing.
+    #[arg(long)]
+    json_payload: bool,
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
@@ -479,6 +497,8 @@ fn load(args: &LoadArgs) -> ExitCode {
             jitter: !args.no_jitter,
         },
         threads: args.threads,
+        compression: args.compression,
+        json_payload: args.json_payload,
         progress: true,
         leave: args.leave == "close",
     };

@@ -48,6 +48,9 @@ pub struct ShardMetrics {
     messages_out: AtomicU64,
     bytes_out: AtomicU64,
     drops_slow: AtomicU64,
+    deflate_messages: AtomicU64,
+    deflate_bytes_in: AtomicU64,
+    deflate_bytes_out: AtomicU64,
     input_paused: AtomicU64,
     replay_resumes: AtomicU64,
     replay_events: AtomicU64,
@@ -115,6 +118,15 @@ impl ShardMetrics {
     pub fn message_out(&self, bytes: usize) {
         add(&self.messages_out, 1);
         add(&self.bytes_out, bytes as u64);
+    }
+
+    /// A published message was compressed for this shard's permessage-deflate
+    /// subscribers: `payload` bytes in, a frame of `frame` bytes out (`None`: it did not
+    /// get shorter and goes out plain).
+    pub fn deflated(&self, payload: usize, frame: Option<usize>) {
+        add(&self.deflate_messages, 1);
+        add(&self.deflate_bytes_in, payload as u64);
+        add(&self.deflate_bytes_out, frame.unwrap_or(payload) as u64);
     }
 
     /// `n` messages of `bytes` in all arrived from clients (an echo batch).
@@ -432,6 +444,24 @@ pub fn render(shards: &[ShardMetrics], cluster: Option<&ClusterMetrics>) -> Stri
         "ringpush_bytes_out_total",
         "Payload bytes queued to subscribers.",
         &|m| load(&m.bytes_out),
+    );
+    counter(
+        &mut s,
+        "ringpush_deflate_messages_total",
+        "Published messages compressed (permessage-deflate), once per shard and window size.",
+        &|m| load(&m.deflate_messages),
+    );
+    counter(
+        &mut s,
+        "ringpush_deflate_in_bytes_total",
+        "Payload bytes given to the permessage-deflate compressor.",
+        &|m| load(&m.deflate_bytes_in),
+    );
+    counter(
+        &mut s,
+        "ringpush_deflate_out_bytes_total",
+        "Frame bytes the compressor gave back (the payload's when it did not shrink).",
+        &|m| load(&m.deflate_bytes_out),
     );
     counter(
         &mut s,

@@ -32,6 +32,22 @@ fn demo_page_in_chromium() {
     );
 }
 
+/// permessage-deflate in Chromium: `ws.extensions` names it, a broadcast from a plain
+/// peer arrives compressed and intact, the page's own compressed messages reach the
+/// peer, `/echo` round-trips up to 200 KB.
+#[test]
+fn permessage_deflate_in_chromium() {
+    assert!(Path::new(CHROMIUM).exists(), "{CHROMIUM} is missing");
+    let Some(srv) = Server::start(&["--shards", "2"]) else {
+        return;
+    };
+    run_peer(
+        "node",
+        "tests/browser/deflate.mjs",
+        &[&srv.addr.to_string()],
+    );
+}
+
 /// The demo page with authorization on: opened with a token (minted by PyJWT) it chats,
 /// streams and publishes; without one, neither transport opens.
 #[test]

@@ -1,5 +1,5 @@
 //! Interop with real peer clients nobody here wrote: Python `websockets` and Node `ws`
-//! (installed by scripts/test.sh), plus 30,000 concurrent connections from Python
+//! (installed by scripts/test.sh), with and without permessage-deflate, plus 30,000 concurrent connections from Python
 //! processes on many 127.0.x.y source addresses.
 
 mod common;
@@ -31,6 +31,34 @@ fn node_ws_client() {
     run_peer(
         "node",
         "tests/interop/ws_client.mjs",
+        &[&srv.addr.to_string()],
+    );
+}
+
+/// permessage-deflate with Python `websockets` (it offers the extension by default):
+/// negotiated, messages small and large round-trip both ways, a compressing and a plain
+/// subscriber get the same broadcast, 1009 past the limit once inflated.
+#[test]
+fn python_websockets_deflate() {
+    let Some(srv) = Server::start(&["--shards", "2"]) else {
+        return;
+    };
+    run_peer(
+        "python3",
+        "tests/interop/ws_deflate.py",
+        &[&srv.addr.to_string()],
+    );
+}
+
+/// The same with Node `ws` (its default offer, every message compressed).
+#[test]
+fn node_ws_deflate() {
+    let Some(srv) = Server::start(&["--shards", "2"]) else {
+        return;
+    };
+    run_peer(
+        "node",
+        "tests/interop/ws_deflate.mjs",
         &[&srv.addr.to_string()],
     );
 }

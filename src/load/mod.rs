@@ -74,6 +74,10 @@ pub struct LoadConfig {
     pub backoff: Backoff,
     /// Worker threads; `None`: one per CPU in the affinity mask.
     pub threads: Option<usize>,
+    /// WebSockets offer permessage-deflate.
+    pub compression: bool,
+    /// Payloads are JSON text after the timestamp, not `x` repeated.
+    pub json_payload: bool,
     /// Print a progress line every second to stderr.
     pub progress: bool,
     /// At the end, leave together with close frames (`true`), or just exit (the kernel
@@ -423,6 +427,8 @@ fn plan(cfg: &LoadConfig) -> Result<Plan, String> {
         backoff: cfg.backoff,
         threads,
         table_slots,
+        compression: cfg.compression,
+        json_payload: cfg.json_payload,
     })
 }
 

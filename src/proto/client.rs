@@ -5,6 +5,9 @@
 //! WebSocket: sends the RFC 6455 §4.1 opening handshake, checks the 101 and its
 //! `Sec-WebSocket-Accept`, decodes the server's (unmasked) frames with the same
 //! [`Decoder`] the server uses, answers pings and close frames, and masks what it sends.
+//! With `deflate`, it offers permessage-deflate as browsers do
+//! (`permessage-deflate; client_max_window_bits`) and, when the server agrees, inflates
+//! compressed messages (it sends its own uncompressed, which RFC 7692 §6 allows).
 //! SSE: sends `GET` with `Accept: text/event-stream` (and `Last-Event-ID` when resuming),
 //! checks the 200 and content type, de-chunks the body if the server chunked it, and parses
 //! events with the spec-exact [`EventParser`].
@@ -103,6 +106,8 @@ pub struct Client {
     rng: Rng,
     /// Polling: the request path without `since`, the `Host` value, and the position.
     poll: Option<Box<PollState>>,
+    /// permessage-deflate was offered.
+    offer_deflate: bool,
 }
 
 #[derive(Debug)]
@@ -115,13 +120,15 @@ struct PollState {
 
 impl Client {
     /// A connection to `path` on `host`; appends the request to `out`. `seed` feeds the
-    /// handshake key and the masks. `last_event_id` resumes an SSE stream.
+    /// handshake key and the masks. `last_event_id` resumes an SSE stream. `deflate`:
+    /// a WebSocket offers permessage-deflate.
     pub fn new(
         transport: Transport,
         host: &str,
         path: &str,
         seed: u64,
         last_event_id: Option<&str>,
+        deflate: bool,
         out: &mut Vec<u8>,
     ) -> Client {
         let mut c = Client {
@@ -132,6 +139,7 @@ impl Client {
             sse: None,
             rng: Rng::new(seed),
             poll: None,
+            offer_deflate: deflate && transport == Transport::Ws,
         };
         if transport == Transport::Poll {
             c.poll = Some(Box::new(PollState {
@@ -163,6 +171,11 @@ impl Client {
                     b"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ",
                 );
                 out.extend_from_slice(&c.key);
+                if c.offer_deflate {
+                    out.extend_from_slice(
+                        b"\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits",
+                    );
+                }
             }
             Transport::Poll => {}
             Transport::Sse => {
@@ -313,7 +326,7 @@ impl Client {
         events.push(ClientEvent::Closed(kind));
     }
 
-    fn parse_head(&self, head: &[u8]) -> Result<State, CloseKind> {
+    fn parse_head(&mut self, head: &[u8]) -> Result<State, CloseKind> {
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut resp = httparse::Response::new(&mut headers);
         match resp.parse(head) {
@@ -346,6 +359,16 @@ impl Client {
                 let want = accept_key(&self.key);
                 if header("sec-websocket-accept") != Some(&want[..]) {
                     return Err(CloseKind::BadHandshake("wrong Sec-WebSocket-Accept"));
+                }
+                // RFC 6455 §4.1: an extension we did not offer fails the connection.
+                if let Some(ext) = header("sec-websocket-extensions") {
+                    let agreed = std::str::from_utf8(ext)
+                        .ok()
+                        .filter(|v| v.trim_start().starts_with("permessage-deflate"));
+                    if agreed.is_none() || !self.offer_deflate {
+                        return Err(CloseKind::BadHandshake("an extension we did not offer"));
+                    }
+                    self.decoder.enable_deflate();
                 }
                 Ok(State::Ws)
             }
@@ -470,7 +493,7 @@ mod tests {
 
     fn ws_client() -> (Client, Vec<u8>) {
         let mut req = Vec::new();
-        let c = Client::new(Transport::Ws, "h:1", "/echo", 42, None, &mut req);
+        let c = Client::new(Transport::Ws, "h:1", "/echo", 42, None, false, &mut req);
         (c, req)
     }
 
@@ -589,7 +612,15 @@ mod tests {
         for stream in [raw, chunked] {
             for split in [1, 3, stream.len()] {
                 let mut req = Vec::new();
-                let mut c = Client::new(Transport::Sse, "h", "/sse/t", 1, Some("e-0"), &mut req);
+                let mut c = Client::new(
+                    Transport::Sse,
+                    "h",
+                    "/sse/t",
+                    1,
+                    Some("e-0"),
+                    false,
+                    &mut req,
+                );
                 assert!(String::from_utf8_lossy(&req).contains("Last-Event-ID: e-0\r\n"));
                 let mut events = Vec::new();
                 for chunk in stream.chunks(split) {
@@ -610,7 +641,15 @@ mod tests {
     #[test]
     fn polls_follow_next() {
         let mut out = Vec::new();
-        let mut c = Client::new(Transport::Poll, "h", "/poll/t?wait=5s", 1, None, &mut out);
+        let mut c = Client::new(
+            Transport::Poll,
+            "h",
+            "/poll/t?wait=5s",
+            1,
+            None,
+            false,
+            &mut out,
+        );
         assert_eq!(out, b"GET /poll/t?wait=5s HTTP/1.1\r\nHost: h\r\n\r\n");
         let body = br#"{"events":[{"id":"e-1","event":"message","data":"x"}],"next":"e-1"}"#;
         let resp = [
@@ -640,7 +679,15 @@ mod tests {
 
     #[test]
     fn sse_wrong_type() {
-        let mut c = Client::new(Transport::Sse, "h", "/sse/t", 1, None, &mut Vec::new());
+        let mut c = Client::new(
+            Transport::Sse,
+            "h",
+            "/sse/t",
+            1,
+            None,
+            false,
+            &mut Vec::new(),
+        );
         let mut events = Vec::new();
         c.handle_bytes(
             b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n",

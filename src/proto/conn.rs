@@ -38,6 +38,8 @@ use std::time::{Duration, Instant};
 
 use super::auth::{Authorizer, Grant, TokenError};
 use super::close::{CloseCode, close_payload};
+use super::deflate::{self, CompressionMode};
+use super::extension::{self, Deflate};
 use super::frame::{OpCode, Role, write_frame};
 use super::handshake::{self, HandshakeError};
 use super::http::{self, HttpError, Method, RequestHead, Route, Status, Topic};
@@ -85,6 +87,10 @@ pub struct ConnConfig {
     /// Peers whose `X-Forwarded-For` is believed (`--trusted-proxy`); when non-empty,
     /// every request head yields [`Event::ForwardedFor`].
     pub trusted_proxies: Vec<Cidr>,
+    /// permessage-deflate negotiation (`--compression`).
+    pub compression: CompressionMode,
+    /// Messages shorter than this go out uncompressed (`--compression-min-bytes`).
+    pub compression_min_bytes: usize,
 }
 
 /// Seconds since the Unix epoch at a known `Instant`, so that `now: Instant` gives the
@@ -131,6 +137,8 @@ impl Default for ConnConfig {
             admin_split: false,
             proxy_protocol: false,
             trusted_proxies: Vec::new(),
+            compression: CompressionMode::Shared,
+            compression_min_bytes: deflate::DEFAULT_MIN_BYTES,
         }
     }
 }
@@ -316,6 +324,8 @@ enum State {
         phase: WsPhase,
         /// `/echo`: each message goes back from here, in order with every other frame.
         echo: bool,
+        /// permessage-deflate was agreed: the window we compress with.
+        deflate: Option<Deflate>,
         /// Pongs owed, encoded, waiting in the control lane until the driver takes
         /// them. Each ping gets its pong while they fit in [`PENDING_PONG_BYTES`]; past
         /// that only the latest ping is answered (RFC 6455 §5.5.3 allows it), so a ping
@@ -388,6 +398,15 @@ pub const RESUME_SLICE: usize = 16 * 1024;
 pub const OUTPUT_SLICE: usize = 16 * 1024;
 
 impl Connection {
+    /// The permessage-deflate agreement of an open WebSocket (`None`: not agreed, or not
+    /// a WebSocket): the driver sends it compressed frames of published messages.
+    pub fn deflate(&self) -> Option<Deflate> {
+        match &self.state {
+            State::Ws { deflate, .. } => *deflate,
+            _ => None,
+        }
+    }
+
     /// A new connection accepted at `now`. `seed` is any per-connection random value.
     pub fn new(now: Instant, cfg: &ConnConfig, seed: u32) -> Connection {
         let deadline = now + cfg.handshake_timeout;
@@ -856,12 +875,24 @@ impl Connection {
             Route::Echo | Route::Ws { .. } => {
                 match handshake::validate(&head, &cfg.allowed_origins) {
                     Ok(accept) => {
-                        handshake::write_accept(&mut self.out, &accept);
+                        let deflate = match cfg.compression {
+                            CompressionMode::Off => None,
+                            CompressionMode::Shared => head
+                                .sec_websocket_extensions
+                                .as_deref()
+                                .and_then(extension::negotiate),
+                        };
+                        handshake::write_accept(&mut self.out, &accept, deflate.as_ref());
+                        let mut dec = Decoder::new(Role::Server);
+                        if deflate.is_some() {
+                            dec.enable_deflate();
+                        }
                         self.state = State::Ws {
-                            dec: Decoder::new(Role::Server),
+                            dec,
                             deadline: now + cfg.ping_interval,
                             phase: WsPhase::Open,
                             echo: matches!(route, Route::Echo),
+                            deflate,
                             pongs: Vec::new(),
                         };
                         let kind = match route {
@@ -1034,9 +1065,18 @@ impl Connection {
 
     /// `/echo`: the message goes back at once, in order with every frame before and
     /// after it (a close frame for a protocol error that follows in the same read
-    /// included). Counted for the metrics in one event per batch.
-    fn echo(&mut self, op: OpCode, payload: &[u8]) {
-        write_frame(&mut self.out, true, op, payload);
+    /// included), compressed on its own when permessage-deflate was agreed. Counted for
+    /// the metrics in one event per batch.
+    fn echo(&mut self, cfg: &ConnConfig, op: OpCode, payload: &[u8]) {
+        let bits = self.deflate().map(|d| d.server_window_bits);
+        deflate::write_message(
+            &mut self.out,
+            op,
+            payload,
+            deflate::PER_CONNECTION_LEVEL,
+            bits,
+            cfg.compression_min_bytes,
+        );
         if let Some(Event::Echoed { messages, bytes }) = self.events.back_mut() {
             *messages += 1;
             *bytes += payload.len() as u64;
@@ -1056,7 +1096,7 @@ impl Connection {
         }
     }
 
-    fn ws_message(&mut self, _now: Instant, _cfg: &ConnConfig, msg: Message) {
+    fn ws_message(&mut self, _now: Instant, cfg: &ConnConfig, msg: Message) {
         let State::Ws {
             phase, echo, pongs, ..
         } = &mut self.state
@@ -1072,8 +1112,8 @@ impl Connection {
             // After our close frame, data is dropped (§5.5.1: the peer may still be
             // sending; we no longer process it) and pings are not answered.
             Message::Text(_) | Message::Binary(_) | Message::Ping(_) if closing.is_some() => {}
-            Message::Text(payload) if echo => self.echo(OpCode::Text, &payload),
-            Message::Binary(payload) if echo => self.echo(OpCode::Binary, &payload),
+            Message::Text(payload) if echo => self.echo(cfg, OpCode::Text, &payload),
+            Message::Binary(payload) if echo => self.echo(cfg, OpCode::Binary, &payload),
             Message::Text(payload) => self.events.push_back(Event::Message {
                 text: true,
                 payload,
@@ -1178,6 +1218,85 @@ mod tests {
         let mut out = Vec::new();
         write_frame(&mut out, true, op, payload);
         out
+    }
+
+    fn upgrade_with(path: &str, extensions: &str) -> Vec<u8> {
+        let mut u = upgrade(path);
+        u.truncate(u.len() - 2);
+        u.extend_from_slice(format!("Sec-WebSocket-Extensions: {extensions}\r\n\r\n").as_bytes());
+        u
+    }
+
+    /// permessage-deflate: agreed on `/echo` and `/ws/..` when offered and allowed; a
+    /// compressed message comes back compressed, a short one plain; `off` and bad offers
+    /// are declined, never refused.
+    #[test]
+    fn permessage_deflate() {
+        let now = Instant::now();
+        let cfg = ConnConfig::default();
+        let answer = "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n";
+        let long = "{\"symbol\":\"ACME\",\"bid\":101.25,\"ask\":101.5} ".repeat(8);
+        let mut z = Vec::new();
+        deflate::Deflater::new(1, 15).compress(long.as_bytes(), &mut z);
+        let mut input = upgrade_with("/echo", "permessage-deflate; client_max_window_bits");
+        crate::proto::frame::write_masked_frame_rsv1(
+            &mut input,
+            true,
+            true,
+            OpCode::Text,
+            &z,
+            [5, 6, 7, 8],
+        );
+        input.extend(frame(true, OpCode::Text, b"short"));
+        let (c, o) = feed(now, &cfg, &[&input]);
+        let sent = text(&o);
+        assert!(sent.contains(answer), "{sent}");
+        assert_eq!(c.deflate().map(|d| d.server_window_bits), Some(15));
+        let head_len = sent.find("\r\n\r\n").unwrap() + 4;
+        let frames = &o.sent[head_len..];
+        assert_eq!(frames[0], 0xc1, "compressed echo: RSV1");
+        let mut dec = Decoder::new(Role::Client);
+        dec.enable_deflate();
+        let (n, first) = dec.decode(frames, usize::MAX).unwrap();
+        assert_eq!(first, Some(Message::Text(long.into_bytes())));
+        assert_eq!(frames[n], 0x81, "under --compression-min-bytes: plain");
+        assert_eq!(
+            dec.decode(&frames[n..], usize::MAX).unwrap().1,
+            Some(Message::Text(b"short".to_vec()))
+        );
+
+        // Declined: --compression off, a bad offer, another extension. Still a 101.
+        let off = ConnConfig {
+            compression: CompressionMode::Off,
+            ..ConnConfig::default()
+        };
+        for (cfg, offer) in [
+            (&off, "permessage-deflate"),
+            (&cfg, "permessage-deflate; bogus"),
+            (&cfg, "x-webkit-deflate-frame"),
+        ] {
+            let (c, o) = feed(now, cfg, &[&upgrade_with("/ws/t", offer)]);
+            let sent = text(&o);
+            assert!(sent.starts_with("HTTP/1.1 101 "), "{sent}");
+            assert!(
+                !sent.contains("Sec-WebSocket-Extensions"),
+                "{offer}: {sent}"
+            );
+            assert_eq!(c.deflate(), None);
+        }
+        // Not agreed: RSV1 is a protocol error (1002).
+        let mut input = upgrade("/echo");
+        crate::proto::frame::write_masked_frame_rsv1(
+            &mut input,
+            true,
+            true,
+            OpCode::Text,
+            &z,
+            [5, 6, 7, 8],
+        );
+        let (_, o) = feed(now, &cfg, &[&input]);
+        let head_len = text(&o).find("\r\n\r\n").unwrap() + 4;
+        assert_eq!(&o.sent[head_len..head_len + 4], &[0x88, 0x13, 0x03, 0xea]);
     }
 
     #[test]

@@ -87,6 +87,9 @@ pub enum Role {
 pub struct FrameHeader {
     /// Final fragment of its message.
     pub fin: bool,
+    /// RSV1: with permessage-deflate, "this message is compressed" (RFC 7692 §6), on the
+    /// first frame of a data message only.
+    pub rsv1: bool,
     /// The opcode.
     pub opcode: OpCode,
     /// The masking key, present on client-to-server frames.
@@ -98,8 +101,15 @@ pub struct FrameHeader {
 /// A frame header that breaks RFC 6455. Each variant is one rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FrameError {
-    /// RSV1-3 set without a negotiated extension (§5.2). Close 1002.
+    /// RSV1-3 set without a negotiated extension (§5.2); RSV2 or RSV3 at all (no
+    /// extension we negotiate defines them). Close 1002.
     ReservedBits,
+    /// RSV1 on a control frame with permessage-deflate (RFC 7692 §6.1: "An endpoint
+    /// MUST NOT set the "Per-Message Compressed" bit of control frames"). Close 1002.
+    CompressedControl,
+    /// RSV1 on a continuation frame (RFC 7692 §6.1: the bit is set on "the first frame
+    /// of a message" only). Close 1002.
+    CompressedContinuation,
     /// A reserved opcode (§5.2). Close 1002.
     UnknownOpcode(u8),
     /// A control frame with FIN clear (§5.5: "Control frames MUST NOT be fragmented"). 1002.
@@ -124,6 +134,8 @@ impl FrameError {
     pub fn close_code(self) -> CloseCode {
         match self {
             FrameError::ReservedBits
+            | FrameError::CompressedControl
+            | FrameError::CompressedContinuation
             | FrameError::UnknownOpcode(_)
             | FrameError::FragmentedControl
             | FrameError::ControlTooLong
@@ -140,6 +152,8 @@ impl fmt::Display for FrameError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FrameError::ReservedBits => f.write_str("reserved bits set"),
+            FrameError::CompressedControl => f.write_str("compressed control frame"),
+            FrameError::CompressedContinuation => f.write_str("RSV1 on a continuation frame"),
             FrameError::UnknownOpcode(op) => write!(f, "reserved opcode {op:#x}"),
             FrameError::FragmentedControl => f.write_str("fragmented control frame"),
             FrameError::ControlTooLong => f.write_str("control frame over 125 bytes"),
@@ -159,19 +173,30 @@ impl FrameHeader {
     /// minus what earlier fragments used); a larger one is [`FrameError::TooLarge`].
     /// Control frames are bounded by the 125-byte rule instead, so a ping between the
     /// fragments of a nearly full message is still accepted.
+    ///
+    /// `deflate`: permessage-deflate was negotiated, so RSV1 may be set on the first
+    /// frame of a data message (RFC 7692 §6).
     pub fn parse(
         buf: &[u8],
         role: Role,
         max_payload: u64,
+        deflate: bool,
     ) -> Result<Parsed<FrameHeader>, FrameError> {
         let Some(&b0) = buf.first() else {
             return Ok(Parsed::Partial);
         };
-        if b0 & 0x70 != 0 {
+        let rsv1 = b0 & 0x40 != 0;
+        if b0 & 0x30 != 0 || (rsv1 && !deflate) {
             return Err(FrameError::ReservedBits);
         }
         let fin = b0 & 0x80 != 0;
         let opcode = OpCode::from_u8(b0 & 0x0f).ok_or(FrameError::UnknownOpcode(b0 & 0x0f))?;
+        if rsv1 && opcode.is_control() {
+            return Err(FrameError::CompressedControl);
+        }
+        if rsv1 && opcode == OpCode::Continuation {
+            return Err(FrameError::CompressedContinuation);
+        }
         if opcode.is_control() && !fin {
             return Err(FrameError::FragmentedControl);
         }
@@ -229,6 +254,7 @@ impl FrameHeader {
         Ok(Parsed::Complete {
             value: FrameHeader {
                 fin,
+                rsv1,
                 opcode,
                 mask,
                 payload_len,
@@ -239,7 +265,7 @@ impl FrameHeader {
 
     /// Encodes the header into `out`, returning the number of bytes written (2 to 14).
     pub fn encode(&self, out: &mut [u8; MAX_FRAME_HEADER]) -> usize {
-        out[0] = (u8::from(self.fin) << 7) | self.opcode.as_u8();
+        out[0] = (u8::from(self.fin) << 7) | (u8::from(self.rsv1) << 6) | self.opcode.as_u8();
         let mask_bit = if self.mask.is_some() { 0x80 } else { 0 };
         let mut pos = match self.payload_len {
             n @ 0..=125 => {
@@ -277,8 +303,15 @@ impl FrameHeader {
 
 /// Appends an unmasked (server-to-client) frame.
 pub fn write_frame(out: &mut Vec<u8>, fin: bool, opcode: OpCode, payload: &[u8]) {
+    write_frame_rsv1(out, fin, false, opcode, payload);
+}
+
+/// Appends an unmasked frame with RSV1 as given: set on a whole compressed message
+/// (RFC 7692 §6: `payload` is its compressed bytes).
+pub fn write_frame_rsv1(out: &mut Vec<u8>, fin: bool, rsv1: bool, opcode: OpCode, payload: &[u8]) {
     let header = FrameHeader {
         fin,
+        rsv1,
         opcode,
         mask: None,
         payload_len: payload.len() as u64,
@@ -298,8 +331,21 @@ pub fn write_masked_frame(
     payload: &[u8],
     mask: [u8; 4],
 ) {
+    write_masked_frame_rsv1(out, fin, false, opcode, payload, mask);
+}
+
+/// Appends a masked frame with RSV1 as given (a client's compressed message).
+pub fn write_masked_frame_rsv1(
+    out: &mut Vec<u8>,
+    fin: bool,
+    rsv1: bool,
+    opcode: OpCode,
+    payload: &[u8],
+    mask: [u8; 4],
+) {
     let header = FrameHeader {
         fin,
+        rsv1,
         opcode,
         mask: Some(mask),
         payload_len: payload.len() as u64,
@@ -322,7 +368,7 @@ mod tests {
     const MAX: u64 = u64::MAX >> 1;
 
     fn parse(buf: &[u8]) -> Result<Parsed<FrameHeader>, FrameError> {
-        FrameHeader::parse(buf, Role::Server, MAX)
+        FrameHeader::parse(buf, Role::Server, MAX, false)
     }
 
     fn complete(buf: &[u8]) -> (FrameHeader, usize) {
@@ -343,13 +389,14 @@ mod tests {
             h,
             FrameHeader {
                 fin: true,
+                rsv1: false,
                 opcode: OpCode::Text,
                 mask: Some([0x37, 0xfa, 0x21, 0x3d]),
                 payload_len: 5
             }
         );
         // §5.7: unmasked frames as a client sees them.
-        let h = FrameHeader::parse(&[0x01, 0x03], Role::Client, MAX).unwrap();
+        let h = FrameHeader::parse(&[0x01, 0x03], Role::Client, MAX, false).unwrap();
         assert_eq!(
             h.map(|h| (h.fin, h.opcode)),
             Parsed::Complete {
@@ -369,6 +416,7 @@ mod tests {
         for len in [0u64, 1, 125, 126, 127, 0xffff, 0x10000, 1 << 40, MAX] {
             let h = FrameHeader {
                 fin: true,
+                rsv1: false,
                 opcode: OpCode::Binary,
                 mask: Some([1, 2, 3, 4]),
                 payload_len: len,
@@ -394,6 +442,33 @@ mod tests {
         assert_eq!(e(&[0xc1]), FrameError::ReservedBits, "RSV1");
         assert_eq!(e(&[0xa1]), FrameError::ReservedBits, "RSV2");
         assert_eq!(e(&[0x91]), FrameError::ReservedBits, "RSV3");
+        // permessage-deflate (RFC 7692 §6.1): RSV1 on a data message's first frame only.
+        let d = |b: &[u8]| FrameHeader::parse(b, Role::Server, MAX, true);
+        assert!(
+            matches!(d(&[0xc1, 0x80, 0, 0, 0, 0]), Ok(Parsed::Complete { value, .. }) if value.rsv1)
+        );
+        assert!(
+            matches!(d(&[0x42, 0x80, 0, 0, 0, 0]), Ok(Parsed::Complete { value, .. }) if value.rsv1 && !value.fin)
+        );
+        assert_eq!(d(&[0xc0]), Err(FrameError::CompressedContinuation));
+        assert_eq!(d(&[0x40]), Err(FrameError::CompressedContinuation));
+        for op in [0x8, 0x9, 0xa] {
+            assert_eq!(
+                d(&[0xc0 | op]),
+                Err(FrameError::CompressedControl),
+                "{op:#x}"
+            );
+        }
+        assert_eq!(
+            d(&[0xe1]),
+            Err(FrameError::ReservedBits),
+            "RSV2 stays reserved"
+        );
+        assert_eq!(
+            d(&[0xd1]),
+            Err(FrameError::ReservedBits),
+            "RSV3 stays reserved"
+        );
         for op in [3, 4, 5, 6, 7, 0xb, 0xc, 0xd, 0xe, 0xf] {
             assert_eq!(e(&[0x80 | op]), FrameError::UnknownOpcode(op));
         }
@@ -419,7 +494,7 @@ mod tests {
         );
         assert_eq!(e(&[0x81, 0x05]), FrameError::Unmasked);
         assert_eq!(
-            FrameHeader::parse(&[0x81, 0x85], Role::Client, MAX),
+            FrameHeader::parse(&[0x81, 0x85], Role::Client, MAX, false),
             Err(FrameError::MaskedFromServer)
         );
         assert_eq!(e(&[0x82, 0xfe, 0x00, 0x7d]), FrameError::NonMinimalLength);
@@ -455,14 +530,16 @@ mod tests {
     fn too_large_from_header_alone() {
         let hdr = [0x82, 0xff, 0, 0, 0, 0, 0x40, 0, 0, 0]; // 1 GiB, no mask bytes yet
         assert_eq!(
-            FrameHeader::parse(&hdr, Role::Server, 1 << 20),
+            FrameHeader::parse(&hdr, Role::Server, 1 << 20, false),
             Err(FrameError::TooLarge)
         );
         assert_eq!(
-            FrameHeader::parse(&[0x82, 0x80 | 101], Role::Server, 100),
+            FrameHeader::parse(&[0x82, 0x80 | 101], Role::Server, 100, false),
             Err(FrameError::TooLarge)
         );
-        assert!(FrameHeader::parse(&[0x82, 0x80 | 100, 0, 0, 0, 0], Role::Server, 100).is_ok());
+        assert!(
+            FrameHeader::parse(&[0x82, 0x80 | 100, 0, 0, 0, 0], Role::Server, 100, false).is_ok()
+        );
     }
 
     #[test]
@@ -484,6 +561,16 @@ mod tests {
         out.clear();
         write_frame(&mut out, true, OpCode::Pong, b"Hello");
         assert_eq!(out, [0x8a, 0x05, b'H', b'e', b'l', b'l', b'o']);
+        // RFC 7692 §7.2.3.1: a compressed "Hello" in one frame.
+        out.clear();
+        write_frame_rsv1(
+            &mut out,
+            true,
+            true,
+            OpCode::Text,
+            &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00],
+        );
+        assert_eq!(out, [0xc1, 0x07, 0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]);
     }
 
     fn opcode() -> impl Strategy<Value = OpCode> {
@@ -503,19 +590,19 @@ mod tests {
         fn header_round_trip(op in opcode(), fin: bool, mask: Option<[u8; 4]>, len in prop_oneof![0u64..=200, 0u64..=0x2_0000, 0u64..=MAX]) {
             let fin = fin || op.is_control();
             let len = if op.is_control() { len % 126 } else { len };
-            let h = FrameHeader { fin, opcode: op, mask, payload_len: len };
+            let h = FrameHeader { fin, rsv1: false, opcode: op, mask, payload_len: len };
             let mut buf = [0; MAX_FRAME_HEADER];
             let n = h.encode(&mut buf);
             let role = if mask.is_some() { Role::Server } else { Role::Client };
-            prop_assert_eq!(FrameHeader::parse(&buf[..n], role, MAX), Ok(Parsed::Complete { value: h, consumed: n }));
+            prop_assert_eq!(FrameHeader::parse(&buf[..n], role, MAX, false), Ok(Parsed::Complete { value: h, consumed: n }));
         }
 
         /// Arbitrary bytes never panic, and a result is the same whatever follows it.
         #[test]
         fn arbitrary_bytes(buf in proptest::collection::vec(any::<u8>(), 0..20)) {
-            let r = FrameHeader::parse(&buf, Role::Server, 1 << 20);
+            let r = FrameHeader::parse(&buf, Role::Server, 1 << 20, false);
             if let Ok(Parsed::Complete { consumed, .. }) = r {
-                prop_assert_eq!(FrameHeader::parse(&buf[..consumed], Role::Server, 1 << 20), r);
+                prop_assert_eq!(FrameHeader::parse(&buf[..consumed], Role::Server, 1 << 20, false), r);
             }
         }
     }

@@ -2,8 +2,8 @@
 //!
 //! [`validate`] checks an already parsed [`RequestHead`] against the rules of §4.2.1 and
 //! computes `Sec-WebSocket-Accept`; [`write_accept`] and [`write_error`] write the answer.
-//! No subprotocol and no extension is ever selected (§4.2.2 step 5.4-5.5 allow omitting
-//! them), so frames never carry RSV bits and `permessage-deflate` offers are ignored.
+//! No subprotocol is ever selected (§4.2.2 step 5.4 allows omitting it); the one
+//! extension is permessage-deflate, negotiated by [`super::extension`] and answered here.
 //!
 //! Not checked: `Host` (§4.2.1 item 2), because a missing one tells us nothing about the
 //! WebSocket and every real client sends it, and the request-URI (routing did that).
@@ -14,6 +14,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use sha1::{Digest, Sha1};
 
+use super::extension::{self, Deflate};
 use super::http::{self, Method, RequestHead, Status};
 
 /// The GUID appended to the client's key (RFC 6455 §1.3, §4.2.2 step 5.4).
@@ -153,16 +154,21 @@ pub fn validate(
 }
 
 /// Writes the `101 Switching Protocols` response (RFC 6455 §4.2.2 step 5): `Upgrade:
-/// websocket`, `Connection: Upgrade`, `Sec-WebSocket-Accept`; no subprotocol and no
-/// extension. WebSocket frames may follow at once.
-pub fn write_accept(out: &mut Vec<u8>, accept: &[u8; 28]) {
+/// websocket`, `Connection: Upgrade`, `Sec-WebSocket-Accept`, and
+/// `Sec-WebSocket-Extensions` when permessage-deflate was agreed (§4.2.2 step 5.5); no
+/// subprotocol. WebSocket frames may follow at once.
+pub fn write_accept(out: &mut Vec<u8>, accept: &[u8; 28], deflate: Option<&Deflate>) {
     // Written by hand rather than through `http::write_head` because the value is bytes:
     // converting would need a UTF-8 check that could only fail on a caller's bug.
     out.extend_from_slice(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
     );
     out.extend_from_slice(accept);
-    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(b"\r\n");
+    if let Some(d) = deflate {
+        extension::write_response(out, d);
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Writes the plain-text error response for a refused handshake: body `err.message()`
@@ -484,7 +490,7 @@ mod tests {
     #[test]
     fn responses() {
         let mut out = Vec::new();
-        write_accept(&mut out, &accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="));
+        write_accept(&mut out, &accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), None);
         assert_eq!(
             out,
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"

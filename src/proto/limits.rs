@@ -65,6 +65,17 @@ pub const MAX_EVENT_ID_LEN: usize = 1024;
 /// `proxy_read_timeout` 60 s, AWS ALB 60 s), so no honest client needs more.
 pub const MAX_POLL_WAIT: std::time::Duration = std::time::Duration::from_secs(5 * 60);
 
+/// The most bytes a permessage-deflate compressed message may take on the wire: the
+/// message limit plus what deflate's stored blocks add to data that does not compress
+/// (5 bytes per block of up to 64 KiB, RFC 1951 §3.2.4), with room to spare: 0.1% + 64.
+///
+/// Stops a peer from parking more than about a message's worth of compressed bytes per
+/// connection; the inflated size is held to the message limit itself, and the inflate
+/// stops at it (a deflate bomb costs the limit, not its inflated size).
+pub fn compressed_limit(max_message: usize) -> usize {
+    max_message.saturating_add(max_message / 1024 + 64)
+}
+
 /// Default for `--max-message-bytes`: 1 MiB.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 

@@ -5,13 +5,18 @@
 //! unmasked, text checked for UTF-8 as it arrives, the message size limit enforced from
 //! each frame's header. An idle decoder holds no heap memory: the payload buffer is
 //! handed out with each message, and a partial header is kept in 14 inline bytes.
+//!
+//! With permessage-deflate ([`Decoder::enable_deflate`]), a message whose first frame has
+//! RSV1 set is collected compressed and inflated once complete, into a buffer that never
+//! grows past the message limit (RFC 7692 §6.2; [`super::deflate::inflate`]).
 
 use std::fmt;
 
 use super::Parsed;
 use super::close::{CloseCode, CloseError, parse_close_payload};
+use super::deflate::{self, InflateError};
 use super::frame::{FrameError, FrameHeader, OpCode, Role};
-use super::limits::MAX_FRAME_HEADER;
+use super::limits::{MAX_FRAME_HEADER, compressed_limit};
 use super::mask::unmask;
 
 /// A complete message or control frame from the peer.
@@ -42,6 +47,9 @@ pub enum WsError {
     InvalidUtf8,
     /// A malformed close payload (§5.5.1). Close 1002 or 1007.
     Close(CloseError),
+    /// A compressed message that inflates past the message limit (1009) or is not
+    /// valid deflate data (1007) (RFC 7692 §6.2).
+    Inflate(InflateError),
 }
 
 impl WsError {
@@ -54,6 +62,7 @@ impl WsError {
             }
             WsError::InvalidUtf8 => CloseCode::INVALID_PAYLOAD,
             WsError::Close(e) => e.close_code(),
+            WsError::Inflate(e) => e.close_code(),
         }
     }
 }
@@ -70,6 +79,7 @@ impl fmt::Display for WsError {
             }
             WsError::InvalidUtf8 => f.write_str("text message is not UTF-8"),
             WsError::Close(e) => e.fmt(f),
+            WsError::Inflate(e) => e.fmt(f),
         }
     }
 }
@@ -111,6 +121,11 @@ pub struct Decoder {
     /// Length of the prefix of `data` known to be valid UTF-8 (text messages only).
     utf8_ok: usize,
     ctrl: Vec<u8>,
+    /// permessage-deflate was negotiated: RSV1 marks a compressed message.
+    deflate: bool,
+    /// The open message is compressed: `data` holds deflate bytes, checked for UTF-8
+    /// only once inflated.
+    compressed: bool,
 }
 
 /// Initial reservation for a data payload: the declared length, up to this much. A peer
@@ -129,7 +144,15 @@ impl Decoder {
             data: Vec::new(),
             utf8_ok: 0,
             ctrl: Vec::new(),
+            deflate: false,
+            compressed: false,
         }
+    }
+
+    /// permessage-deflate was negotiated: from now on RSV1 on the first frame of a data
+    /// message means it is compressed (RFC 7692 §6).
+    pub fn enable_deflate(&mut self) {
+        self.deflate = true;
     }
 
     /// Is a message or frame partly received? (An idle connection answers false.)
@@ -168,7 +191,7 @@ impl Decoder {
                 return Ok((pos, None));
             }
             let cur = self.cur.take().expect("frame in progress");
-            if let Some(msg) = self.finish_frame(cur)? {
+            if let Some(msg) = self.finish_frame(cur, max_message)? {
                 return Ok((pos, Some(msg)));
             }
             if pos == input.len() {
@@ -184,15 +207,25 @@ impl Decoder {
         input: &[u8],
         max_message: usize,
     ) -> Result<Option<(Current, usize)>, WsError> {
-        let budget = (max_message - self.data.len()) as u64;
+        // A compressed message may be a little longer on the wire than the limit (see
+        // `compressed_limit`); an uncompressed one is held to the limit below.
+        let wire_max = if self.deflate {
+            compressed_limit(max_message)
+        } else {
+            max_message
+        };
+        let budget = wire_max.saturating_sub(self.data.len()) as u64;
         let had = usize::from(self.hdr_len);
         let (parsed, from_input) = if had == 0 {
-            (FrameHeader::parse(input, self.role, budget)?, input.len())
+            (
+                FrameHeader::parse(input, self.role, budget, self.deflate)?,
+                input.len(),
+            )
         } else {
             let add = input.len().min(MAX_FRAME_HEADER - had);
             self.hdr[had..had + add].copy_from_slice(&input[..add]);
             (
-                FrameHeader::parse(&self.hdr[..had + add], self.role, budget)?,
+                FrameHeader::parse(&self.hdr[..had + add], self.role, budget, self.deflate)?,
                 add,
             )
         };
@@ -218,9 +251,17 @@ impl Decoder {
             OpCode::Text | OpCode::Binary => {
                 self.open = Some(h.opcode);
                 self.utf8_ok = 0;
-                self.data.reserve(h.payload_len.min(RESERVE_CAP) as usize);
+                self.compressed = h.rsv1;
             }
             _ => {}
+        }
+        if !h.opcode.is_control() {
+            if !self.compressed && h.payload_len > (max_message - self.data.len()) as u64 {
+                return Err(FrameError::TooLarge.into());
+            }
+            if h.opcode != OpCode::Continuation {
+                self.data.reserve(h.payload_len.min(RESERVE_CAP) as usize);
+            }
         }
         let cur = Current {
             opcode: h.opcode,
@@ -244,7 +285,7 @@ impl Decoder {
         if let Some(mask) = cur.mask {
             unmask(&mut buf[start..], mask, cur.done);
         }
-        if !cur.opcode.is_control() && self.open == Some(OpCode::Text) {
+        if !cur.opcode.is_control() && self.open == Some(OpCode::Text) && !self.compressed {
             self.check_utf8()?;
         }
         Ok(())
@@ -261,7 +302,11 @@ impl Decoder {
         Ok(())
     }
 
-    fn finish_frame(&mut self, cur: Current) -> Result<Option<Message>, WsError> {
+    fn finish_frame(
+        &mut self,
+        cur: Current,
+        max_message: usize,
+    ) -> Result<Option<Message>, WsError> {
         let msg = match cur.opcode {
             OpCode::Ping => Message::Ping(std::mem::take(&mut self.ctrl)),
             OpCode::Pong => Message::Pong(std::mem::take(&mut self.ctrl)),
@@ -271,6 +316,18 @@ impl Decoder {
                 Message::Close(parsed.map(|(code, reason)| (code, reason.to_owned())))
             }
             _ if !cur.fin => return Ok(None),
+            _ if self.compressed => {
+                let data = std::mem::take(&mut self.data);
+                self.compressed = false;
+                let data = deflate::inflate(&data, max_message).map_err(WsError::Inflate)?;
+                match self.open.take() {
+                    Some(OpCode::Text) if std::str::from_utf8(&data).is_err() => {
+                        return Err(WsError::InvalidUtf8);
+                    }
+                    Some(OpCode::Text) => Message::Text(data),
+                    _ => Message::Binary(data),
+                }
+            }
             _ => {
                 let data = std::mem::take(&mut self.data);
                 match self.open.take() {
@@ -551,6 +608,146 @@ pub(crate) mod tests {
         );
         let bytes: Vec<&[u8]> = bad.chunks(1).collect();
         assert_eq!(decode_pieces(&bytes, MAX), whole);
+    }
+
+    /// A deflate decoder fed `pieces`.
+    fn inflate_pieces(pieces: &[&[u8]], max: usize) -> (Vec<Message>, Option<WsError>) {
+        let mut d = Decoder::new(Role::Server);
+        d.enable_deflate();
+        let mut out = Vec::new();
+        for piece in pieces {
+            let mut rest = *piece;
+            while !rest.is_empty() {
+                match d.decode(rest, max) {
+                    Ok((n, msg)) => {
+                        out.extend(msg);
+                        rest = &rest[n..];
+                    }
+                    Err(e) => return (out, Some(e)),
+                }
+            }
+        }
+        (out, None)
+    }
+
+    fn zframe(fin: bool, rsv1: bool, op: OpCode, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        crate::proto::frame::write_masked_frame_rsv1(
+            &mut out,
+            fin,
+            rsv1,
+            op,
+            payload,
+            [9, 8, 7, 6],
+        );
+        out
+    }
+
+    fn deflated(payload: &[u8]) -> Vec<u8> {
+        let mut z = Vec::new();
+        deflate::Deflater::new(6, 15).compress(payload, &mut z);
+        z
+    }
+
+    /// RFC 7692 §6, §7.2.3: compressed messages, whole and fragmented (RSV1 on the first
+    /// frame only), between plain ones and control frames, in any split.
+    #[test]
+    fn compressed_messages() {
+        let text = "{\"price\":101.25,\"symbol\":\"ACME\"} ".repeat(40);
+        let z = deflated(text.as_bytes());
+        let (a, b) = z.split_at(z.len() / 2);
+        let wire = cat(&[
+            zframe(
+                true,
+                true,
+                OpCode::Text,
+                &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00],
+            ),
+            zframe(true, false, OpCode::Text, b"plain"),
+            zframe(false, true, OpCode::Text, a),
+            zframe(true, false, OpCode::Ping, b"p"),
+            zframe(true, false, OpCode::Continuation, b),
+            zframe(true, true, OpCode::Binary, &deflated(b"")),
+        ]);
+        let want = vec![
+            Message::Text(b"Hello".to_vec()),
+            Message::Text(b"plain".to_vec()),
+            Message::Ping(b"p".to_vec()),
+            Message::Text(text.clone().into_bytes()),
+            Message::Binary(Vec::new()),
+        ];
+        assert_eq!(inflate_pieces(&[&wire], MAX), (want.clone(), None));
+        let bytes: Vec<&[u8]> = wire.chunks(1).collect();
+        assert_eq!(inflate_pieces(&bytes, MAX), (want, None));
+        // The limit holds for the inflated size: exactly the text fits, one byte less not.
+        let one = zframe(true, true, OpCode::Text, &z);
+        assert_eq!(inflate_pieces(&[&one], text.len()).1, None);
+        assert_eq!(
+            inflate_pieces(&[&one], text.len() - 1).1,
+            Some(WsError::Inflate(InflateError::TooBig))
+        );
+        // An uncompressed message is held to the limit itself.
+        let plain = zframe(true, false, OpCode::Binary, &[0; 101]);
+        assert_eq!(
+            inflate_pieces(&[&plain], 100).1,
+            Some(WsError::Frame(FrameError::TooLarge))
+        );
+        // Incompressible data may be a little longer compressed than the limit.
+        let mut rng = Rng::new(7);
+        let noise: Vec<u8> = (0..1000).map(|_| rng.next_u64() as u8).collect();
+        let zn = deflated(&noise);
+        assert!(zn.len() > noise.len(), "{}", zn.len());
+        assert_eq!(
+            inflate_pieces(&[&zframe(true, true, OpCode::Binary, &zn)], 1000),
+            (vec![Message::Binary(noise)], None)
+        );
+    }
+
+    #[test]
+    fn compressed_violations() {
+        let bad = |wire: Vec<u8>| inflate_pieces(&[&wire], MAX).1.map(WsError::close_code);
+        // Corrupt deflate data: 1007.
+        assert_eq!(
+            bad(zframe(true, true, OpCode::Text, &[0xff, 0xff, 0xff])),
+            Some(CloseCode::INVALID_PAYLOAD)
+        );
+        // Inflated text that is not UTF-8: 1007.
+        assert_eq!(
+            bad(zframe(true, true, OpCode::Text, &deflated(b"\xff\xfe"))),
+            Some(CloseCode::INVALID_PAYLOAD)
+        );
+        // A bomb: 10 KB inflating to 10 MiB against a 1 MiB limit: 1009.
+        let mut bomb = Vec::new();
+        deflate::Deflater::new(9, 15).compress(&vec![b'a'; 10 << 20], &mut bomb);
+        assert!(bomb.len() < 16 * 1024);
+        assert_eq!(
+            bad(zframe(true, true, OpCode::Binary, &bomb)),
+            Some(CloseCode::MESSAGE_TOO_BIG)
+        );
+        // RSV1 on a continuation or a control frame: 1002 (RFC 7692 §6.1).
+        let cont = cat(&[
+            zframe(false, true, OpCode::Text, &[0xf2]),
+            zframe(true, true, OpCode::Continuation, &[0x00]),
+        ]);
+        assert_eq!(
+            inflate_pieces(&[&cont], MAX).1,
+            Some(WsError::Frame(FrameError::CompressedContinuation))
+        );
+        assert_eq!(
+            bad(zframe(true, true, OpCode::Ping, b"")),
+            Some(CloseCode::PROTOCOL_ERROR)
+        );
+        // Without the extension, RSV1 stays a protocol error.
+        assert_eq!(
+            decode_all(&zframe(
+                true,
+                true,
+                OpCode::Text,
+                &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]
+            ))
+            .1,
+            Some(WsError::Frame(FrameError::ReservedBits))
+        );
     }
 
     fn message() -> impl Strategy<Value = Message> {

@@ -12,6 +12,8 @@
 //! | `frame`     | frame headers: parse, validate, encode                        | RFC 6455 §5.2   |
 //! | `mask`      | client-to-server masking                                      | RFC 6455 §5.3   |
 //! | `message`   | fragmentation, control frames, UTF-8, message size            | RFC 6455 §5.4-6 |
+//! | `deflate`   | permessage-deflate payloads: compress, bounded inflate        | RFC 7692 §7.2   |
+//! | `extension` | the `Sec-WebSocket-Extensions` offer and our answer           | RFC 7692 §5, §7.1|
 //! | `close`     | close codes and the close handshake payload                   | RFC 6455 §7.4   |
 //! | `sse`       | event-stream encoding and event ids                           | WHATWG HTML §9.2|
 //! | `proxy`     | PROXY protocol v1/v2 headers, X-Forwarded-For from trusted peers | haproxy.org PROXY |
@@ -24,6 +26,8 @@ pub mod auth;
 pub mod client;
 pub mod close;
 pub mod conn;
+pub mod deflate;
+pub mod extension;
 pub mod frame;
 pub mod handshake;
 pub mod http;

@@ -273,6 +273,8 @@ pub struct Ws {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Frame {
     pub fin: bool,
+    /// RSV1: a permessage-deflate compressed message.
+    pub rsv1: bool,
     pub opcode: OpCode,
     pub payload: Vec<u8>,
 }
@@ -292,6 +294,15 @@ impl Ws {
     }
 
     fn open(addr: SocketAddr, path: &str, src: u8, extra: &str) -> Ws {
+        Ws::open_head(addr, path, src, extra).0
+    }
+
+    /// Like [`Ws::connect_with`], also returning the 101's head.
+    pub fn connect_head(addr: SocketAddr, path: &str, extra: &str) -> (Ws, String) {
+        Ws::open_head(addr, path, 1, extra)
+    }
+
+    fn open_head(addr: SocketAddr, path: &str, src: u8, extra: &str) -> (Ws, String) {
         let mut s = tcp_from(addr, src);
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         s.write_all(upgrade_request(path, extra).as_bytes())
@@ -304,7 +315,7 @@ impl Ws {
                 .contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo=\r\n"),
             "{head}"
         );
-        Ws { s, buf: rest }
+        (Ws { s, buf: rest }, head)
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) {
@@ -317,10 +328,24 @@ impl Ws {
         self.send_raw(&out);
     }
 
+    /// Sends a frame with RSV1 as given (a compressed message's first frame).
+    pub fn send_rsv1(&mut self, fin: bool, rsv1: bool, op: OpCode, payload: &[u8]) {
+        let mut out = Vec::new();
+        ringpush::proto::frame::write_masked_frame_rsv1(
+            &mut out,
+            fin,
+            rsv1,
+            op,
+            payload,
+            [0x12, 0x34, 0x56, 0x78],
+        );
+        self.send_raw(&out);
+    }
+
     /// A complete frame from the buffered bytes, if there is one. An invalid frame from
     /// the server fails the test.
     fn take_frame(&mut self) -> Option<Frame> {
-        match FrameHeader::parse(&self.buf, Role::Client, u64::MAX >> 1) {
+        match FrameHeader::parse(&self.buf, Role::Client, u64::MAX >> 1, true) {
             Ok(Parsed::Complete { value: h, consumed }) => {
                 let end = consumed + h.payload_len as usize;
                 if self.buf.len() < end {
@@ -330,6 +355,7 @@ impl Ws {
                 self.buf.drain(..end);
                 Some(Frame {
                     fin: h.fin,
+                    rsv1: h.rsv1,
                     opcode: h.opcode,
                     payload,
                 })

@@ -1,7 +1,12 @@
 // uws-peer: the ringpush peer contract on uWebSockets (uWebSockets.js, the Node.js binding
 // of uWebSockets/uSockets), written the way uWS.js's examples write a server.
 //
-//   node server.mjs --listen 127.0.0.1:9003 --threads 2
+//   node server.mjs --listen 127.0.0.1:9003 --threads 2 [--compression off|shared]
+//
+//   --compression shared: permessage-deflate with uWS.SHARED_COMPRESSOR (no context
+//   takeover, one compressor per thread), and every send and publish asks for
+//   compression, so a published message is compressed once per publish; the peer of
+//   ringpush's `--compression shared`. Default off.
 //
 //   GET /echo       + Upgrade: every message back to the sender, same opcode.
 //   GET /ws/{topic} + Upgrade: the socket subscribes to the topic; each message it sends
@@ -24,23 +29,24 @@ const require = createRequire(import.meta.url);
 const uWS = require('uWebSockets.js');
 
 function parseArgs(argv) {
-  const opts = { listen: '127.0.0.1:9003', threads: os.availableParallelism?.() ?? os.cpus().length };
+  const opts = { listen: '127.0.0.1:9003', threads: os.availableParallelism?.() ?? os.cpus().length, compression: 'off' };
   for (let i = 0; i < argv.length; i++) {
     const [flag, inline] = argv[i].split('=', 2);
     const value = () => inline ?? argv[++i];
     if (flag === '--listen') opts.listen = value();
     else if (flag === '--threads') opts.threads = Number(value());
+    else if (flag === '--compression') opts.compression = value();
     else {
       console.error(`uws-peer: unknown argument ${argv[i]} (accepted: --listen HOST:PORT, --threads N)`);
       process.exit(2);
     }
   }
   const m = /^\[?([^\]]*)\]?:(\d+)$/.exec(opts.listen ?? '');
-  if (!m || !(opts.threads >= 1)) {
-    console.error('uws-peer: --listen HOST:PORT and --threads N >= 1 expected');
+  if (!m || !(opts.threads >= 1) || !['off', 'shared'].includes(opts.compression)) {
+    console.error('uws-peer: --listen HOST:PORT, --threads N >= 1 and --compression off|shared expected');
     process.exit(2);
   }
-  return { host: m[1], port: Number(m[2]), threads: Math.floor(opts.threads) };
+  return { host: m[1], port: Number(m[2]), threads: Math.floor(opts.threads), compression: opts.compression };
 }
 
 const TOPIC = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -50,12 +56,13 @@ const apps = [];
 let relay = null;
 let mainApp = null;
 
-function serve({ host, port, threads }) {
+function serve({ host, port, threads, compression }) {
+  const compress = compression === 'shared';
   relay = threads > 1 ? new BroadcastChannel('ringpush-uws-peer') : null;
   // Same limits as ringpush's defaults: 1 MiB messages, 4 MiB queued per socket.
-  // idleTimeout 120 s with uWS's automatic pings (its defaults), no compression.
+  // idleTimeout 120 s with uWS's automatic pings (its defaults); compression as asked.
   const common = {
-    compression: uWS.DISABLED,
+    compression: compress ? uWS.SHARED_COMPRESSOR : uWS.DISABLED,
     maxPayloadLength: 1 << 20,
     maxBackpressure: 4 << 20,
     idleTimeout: 120,
@@ -64,7 +71,7 @@ function serve({ host, port, threads }) {
     .ws('/echo', {
       ...common,
       message: (ws, message, isBinary) => {
-        ws.send(message, isBinary);
+        ws.send(message, isBinary, compress);
       },
     })
     .ws('/ws/*', {
@@ -88,7 +95,7 @@ function serve({ host, port, threads }) {
       },
       message: (ws, message, isBinary) => {
         const { topic } = ws.getUserData();
-        ws.publish(topic, message, isBinary);
+        ws.publish(topic, message, isBinary, compress);
         // `message` is only valid during this call: the relay gets a copy.
         if (relay) relay.postMessage({ topic, data: message.slice(0), isBinary });
       },
@@ -103,7 +110,7 @@ function serve({ host, port, threads }) {
   apps.push(app);
   if (relay) {
     relay.onmessage = ({ data: { topic, data, isBinary } }) => {
-      app.publish(topic, data, isBinary);
+      app.publish(topic, data, isBinary, compress);
     };
   }
 

@@ -97,7 +97,15 @@ impl Worker<'_> {
         };
         let last_event_id = c.stream.as_ref().and_then(|s| s.last_event_id.as_deref());
         let host = &plan.targets[c.target as usize].host;
-        let client = Client::new(transport, host, path, seed, last_event_id, &mut c.out);
+        let client = Client::new(
+            transport,
+            host,
+            path,
+            seed,
+            last_event_id,
+            plan.compression,
+            &mut c.out,
+        );
         c.client = Some(client);
         c.ops.start(Kind::Recv);
         let e = op::recv_multi(c.slot, BGID, 0)

@@ -46,6 +46,9 @@ pub struct RequestHead {
     pub sec_websocket_key: Option<String>,
     /// `Sec-WebSocket-Version` (must not repeat in a request, RFC 6455 §11.3.5).
     pub sec_websocket_version: Option<String>,
+    /// `Sec-WebSocket-Extensions` (may repeat, RFC 6455 §11.3.2); repeated field lines
+    /// joined, in order, so the first offer stays first.
+    pub sec_websocket_extensions: Option<String>,
     /// `Origin` (must not repeat).
     pub origin: Option<String>,
     /// `Authorization` (must not repeat).
@@ -81,6 +84,7 @@ impl RequestHead {
             connection: None,
             sec_websocket_key: None,
             sec_websocket_version: None,
+            sec_websocket_extensions: None,
             origin: None,
             authorization: None,
             last_event_id: None,
@@ -107,6 +111,7 @@ enum Field {
     Connection,
     SecWebSocketKey,
     SecWebSocketVersion,
+    SecWebSocketExtensions,
     Origin,
     Authorization,
     LastEventId,
@@ -120,12 +125,13 @@ enum Field {
 impl Field {
     /// Field names are case-insensitive (RFC 9110 §5.1).
     fn from_name(name: &str) -> Option<Field> {
-        const NAMES: [(&str, Field); 13] = [
+        const NAMES: [(&str, Field); 14] = [
             ("host", Field::Host),
             ("upgrade", Field::Upgrade),
             ("connection", Field::Connection),
             ("sec-websocket-key", Field::SecWebSocketKey),
             ("sec-websocket-version", Field::SecWebSocketVersion),
+            ("sec-websocket-extensions", Field::SecWebSocketExtensions),
             ("origin", Field::Origin),
             ("authorization", Field::Authorization),
             ("last-event-id", Field::LastEventId),
@@ -153,6 +159,7 @@ impl Field {
                 | Field::TransferEncoding
                 | Field::Expect
                 | Field::XForwardedFor
+                | Field::SecWebSocketExtensions
         )
     }
 }
@@ -230,6 +237,7 @@ pub fn parse_request_head(buf: &[u8], limits: &Limits) -> Result<Parsed<RequestH
             Field::Connection => &mut head.connection,
             Field::SecWebSocketKey => &mut head.sec_websocket_key,
             Field::SecWebSocketVersion => &mut head.sec_websocket_version,
+            Field::SecWebSocketExtensions => &mut head.sec_websocket_extensions,
             Field::Origin => &mut head.origin,
             Field::Authorization => &mut head.authorization,
             Field::LastEventId => &mut head.last_event_id,

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::{Conn, Shard};
 use crate::proto::close::CloseCode;
+use crate::proto::deflate;
 use crate::proto::frame::{OpCode, write_frame};
 use crate::proto::http::{Status, Topic};
 use crate::pubsub::local::{Delivery, Member, PollAnswer, Synced};
@@ -406,6 +407,9 @@ impl Shard {
         let cap = self.config.max_outbox_bytes;
         let epoch = self.epoch;
         let mut ws_frame: Option<Rc<[u8]>> = None;
+        // permessage-deflate: the message compressed once per window size a subscriber
+        // asked for (almost always one: 15), shared like the plain frame.
+        let mut ws_deflated: Vec<(u8, Rc<[u8]>)> = Vec::new();
         let mut sse_body: Option<Rc<[u8]>> = None;
         let mut sse_single: Option<Rc<[u8]>> = None;
         let mut touched = std::mem::take(&mut self.touched);
@@ -432,16 +436,40 @@ impl Shard {
             c.take_transmit();
             let push = match d {
                 Delivery::Ws => {
-                    let frame = ws_frame.get_or_insert_with(|| {
-                        let op = if msg.text {
-                            OpCode::Text
-                        } else {
-                            OpCode::Binary
-                        };
-                        let mut f = Vec::with_capacity(msg.payload.len() + 10);
-                        write_frame(&mut f, true, op, &msg.payload);
-                        f.into()
-                    });
+                    let op = if msg.text {
+                        OpCode::Text
+                    } else {
+                        OpCode::Binary
+                    };
+                    let bits = c
+                        .proto
+                        .deflate()
+                        .map(|d| d.server_window_bits)
+                        .filter(|_| msg.payload.len() >= conn_cfg.compression_min_bytes);
+                    let frame = match bits {
+                        Some(bits) => match ws_deflated.iter().find(|(b, _)| *b == bits) {
+                            Some((_, f)) => f,
+                            None => {
+                                let mut f = Vec::with_capacity(msg.payload.len() / 2 + 10);
+                                let z = deflate::write_message(
+                                    &mut f,
+                                    op,
+                                    &msg.payload,
+                                    deflate::BROADCAST_LEVEL,
+                                    Some(bits),
+                                    0,
+                                );
+                                metrics.deflated(msg.payload.len(), z.then_some(f.len()));
+                                ws_deflated.push((bits, f.into()));
+                                &ws_deflated[ws_deflated.len() - 1].1
+                            }
+                        },
+                        None => ws_frame.get_or_insert_with(|| {
+                            let mut f = Vec::with_capacity(msg.payload.len() + 10);
+                            write_frame(&mut f, true, op, &msg.payload);
+                            f.into()
+                        }),
+                    };
                     c.out.push(Chunk::Shared(frame.clone()), cap)
                 }
                 Delivery::SseSingle => {

@@ -5,7 +5,11 @@
 //! ```text
 //! raw-echo --listen 127.0.0.1:PORT --threads N
 //! raw-echo client --connect 127.0.0.1:PORT --connections 100 --message-bytes 32 --duration 10s --threads N
+//! raw-echo ws --listen 127.0.0.1:PORT --threads N --max-conns 1000000
 //! ```
+//!
+//! `raw-echo ws` is the same budget for WebSocket traffic, driven by `ringpush load`
+//! itself: see `ws.rs`.
 //!
 //! A WebSocket server's echo rate on the same machine, divided by this one's, is the
 //! fraction of the kernel's budget the server leaves unused by protocol work
@@ -21,6 +25,7 @@
 mod client;
 mod server;
 mod sys;
+mod ws;
 
 use clap::{Parser, Subcommand};
 use peer_common::ServerArgs;
@@ -42,12 +47,16 @@ struct Cli {
 enum Command {
     /// Closed-loop echo client: one message in flight per connection; prints one JSON line.
     Client(client::ClientArgs),
+    /// The WebSocket kernel baseline: handshake, then echo pre-built frames on /echo and
+    /// fan one frame out to every held connection on /ws/{topic}, with ringpush's driver.
+    Ws(ws::WsArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Client(args)) => client::run(&args),
+        Some(Command::Ws(args)) => ws::run(&args),
         None => server::run(&cli.server),
     };
     if let Err(e) = result {
