@@ -2,7 +2,8 @@
 # Installs everything the tests need (idempotently) and runs every test.
 #
 #   scripts/test.sh            everything: fmt, clippy, unit + integration tests (peer
-#                              clients, Chromium and redis-server installed first),
+#                              clients, Chromium, redis-server, nginx and HAProxy
+#                              installed first),
 #                              Autobahn|TestSuite, fuzz smoke
 #   FUZZ_SECONDS=0 scripts/test.sh   skip the fuzz smoke runs
 #   AUTOBAHN=0 scripts/test.sh       skip the Autobahn|TestSuite run (scripts/autobahn.sh)
@@ -77,32 +78,54 @@ ensure_chromium() {
     [ -x /usr/bin/chromium ]
 }
 
+# Installs Debian packages without letting their own services start: they would take
+# the ports the tests do not use anyway (redis 6379, nginx 80) and outlive the run. As
+# container images do, a policy-rc.d that exits 101 keeps them down, unless the machine
+# already has a policy.
+debian_install() {
+    local sudo="" policy=/usr/sbin/policy-rc.d added_policy=0 rc=0
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
+    echo "== installing $* from Debian"
+    # The package lists may be missing or stale on a fresh machine.
+    if ! apt-cache policy "$1" 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+        $sudo apt-get update -qq || return 1
+    fi
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null && $sudo chmod +x "$policy" && added_policy=1
+    fi
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null || rc=1
+    [ "$added_policy" = 0 ] || $sudo rm -f "$policy"
+    return "$rc"
+}
+
 # Debian's redis-server (7.0; it brings redis-cli with redis-tools) for tests/cluster.rs,
 # which starts its own servers on free loopback ports and never uses one it did not start.
 ensure_redis() {
     command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 && return 0
-    local sudo="" policy=/usr/sbin/policy-rc.d added_policy=0 rc=0
-    [ "$(id -u)" -eq 0 ] || sudo=sudo
-    echo "== installing redis-server from Debian"
-    if ! apt-cache policy redis-server 2>/dev/null | grep -q 'Candidate: [0-9]'; then
-        $sudo apt-get update -qq || return 1
-    fi
-    # The package's own service on port 6379 is not wanted: keep it from starting, as
-    # container images do (policy-rc.d exit 101), unless the machine already says.
-    if [ ! -e "$policy" ]; then
-        printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null && $sudo chmod +x "$policy" && added_policy=1
-    fi
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends redis-server >/dev/null || rc=1
-    [ "$added_policy" = 0 ] || $sudo rm -f "$policy"
-    [ "$rc" = 0 ] && command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1
+    debian_install redis-server || return 1
+    command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1
+}
+
+# Debian's nginx (1.22, with the stream module) and HAProxy (2.6) for tests/proxies.rs,
+# which starts its own on free loopback ports from tuning/nginx.conf and
+# tuning/haproxy.cfg. /usr/sbin is not on every user's PATH: look there too.
+have_sbin() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
+ensure_proxies() {
+    have_sbin nginx && have_sbin haproxy && [ -e /usr/lib/nginx/modules/ngx_stream_module.so ] && return 0
+    debian_install nginx libnginx-mod-stream haproxy || return 1
+    have_sbin nginx && have_sbin haproxy
 }
 
 # --- stages ------------------------------------------------------------------------
 stage peer-clients ensure_peer_clients
 stage chromium ensure_chromium
 stage redis ensure_redis
+stage proxies ensure_proxies
 stage fmt cargo fmt --all -- --check
 stage clippy cargo clippy --all-targets --locked -- -D warnings
+# tests/proxies.rs fails instead of skipping when nginx or haproxy is missing: the
+# proxies stage above installs them.
+export RINGPUSH_REQUIRE_PROXIES=1
 # --all-targets also runs each criterion bench once in test mode, so benches stay working.
 stage test cargo test --all-targets --locked --no-fail-fast
 stage doctest cargo test --doc --locked

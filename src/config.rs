@@ -34,6 +34,7 @@ use crate::proto::conn::ConnConfig;
 use crate::proto::deflate::{CompressionMode, DEFAULT_MIN_BYTES};
 use crate::proto::http::parse_duration;
 use crate::proto::limits::{DEFAULT_MAX_MESSAGE_BYTES, Limits, MAX_FRAME_HEADER};
+use crate::proto::proxy::Cidr;
 
 /// Everything `ringpush serve` can be told.
 ///
@@ -148,6 +149,32 @@ pub struct Config {
     /// This node's name in logs, metrics and Redis client names. Default: the host name
     /// and the process id.
     pub node_id: Option<String>,
+    /// Every connection to `listen` must start with a PROXY protocol header (v2, or v1
+    /// text), which gives the client's address; a connection without a valid one is
+    /// closed. Default off. Turn it on only when the port is reachable by the proxy
+    /// alone (HAProxy `send-proxy-v2`, nginx stream `proxy_protocol on`): whoever
+    /// reaches it may claim any address. The admin listener never expects one.
+    pub proxy_protocol: bool,
+    /// Peers whose `X-Forwarded-For` is believed: address ranges of the reverse proxies
+    /// in front (`--trusted-proxy 10.0.0.0/8`, repeatable). The client is then the
+    /// rightmost address in that header that is not one of them (`proto::proxy`).
+    /// Default empty: the header is ignored and the TCP peer is the client, because a
+    /// client can write anything there. The client's address is used by `access_log`,
+    /// so far its one consumer: without the log this changes nothing
+    /// ([`Config::warnings`] says so).
+    pub trusted_proxies: Vec<Cidr>,
+    /// One line on standard error per WebSocket or event stream opened and closed and
+    /// per refused request, with the client's address (through the proxy, see
+    /// `proxy_protocol` and `trusted_proxies`) and the TCP peer's. Default off: at a
+    /// million connections a reconnect storm would be a million lines. On, each
+    /// connection costs one more ring operation and two system calls to learn its
+    /// peer's address (`IORING_OP_FIXED_FD_INSTALL`, `getpeername`, `close`), and 96
+    /// bytes while it lives.
+    ///
+    /// # Warning
+    /// Refusals are logged too, so a client that is refused over and over writes a
+    /// line each time; keep it off where the log is not rotated.
+    pub access_log: bool,
     /// permessage-deflate (RFC 7692). Default `shared`: accepted when a client offers it,
     /// without context takeover either way, so a published message is compressed once
     /// per shard and the same frame goes to every subscriber that agreed, and a
@@ -188,6 +215,9 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(10),
             redis: None,
             node_id: None,
+            proxy_protocol: false,
+            trusted_proxies: Vec::new(),
+            access_log: false,
             compression: CompressionMode::Shared,
             compression_min_bytes: DEFAULT_MIN_BYTES,
         }
@@ -564,6 +594,13 @@ pub struct Overrides {
     pub redis: Option<String>,
     /// `--node-id`.
     pub node_id: Option<String>,
+    /// `--proxy-protocol` (a boolean in TOML).
+    pub proxy_protocol: Option<bool>,
+    /// `--trusted-proxy`, repeatable (an array in TOML); a higher source's list
+    /// replaces a lower one's, as with `--allowed-origin`.
+    pub trusted_proxies: Option<Vec<Cidr>>,
+    /// `--access-log` (a boolean in TOML).
+    pub access_log: Option<bool>,
     /// `--compression`.
     pub compression: Option<CompressionMode>,
     /// `--compression-min-bytes`.
@@ -601,6 +638,9 @@ struct FileKeys {
     drain_timeout: Option<Spanned<Value>>,
     redis: Option<Spanned<Value>>,
     node_id: Option<Spanned<Value>>,
+    proxy_protocol: Option<Spanned<Value>>,
+    trusted_proxy: Option<Spanned<Value>>,
+    access_log: Option<Spanned<Value>>,
     compression: Option<Spanned<Value>>,
     compression_min_bytes: Option<Spanned<Value>>,
 }
@@ -707,6 +747,41 @@ impl FileReader<'_> {
         Ok(Some(origins))
     }
 
+    /// A switch: `true` or `false` (a TOML boolean).
+    fn switch(
+        &self,
+        raw: Option<Spanned<Value>>,
+        flag: &'static str,
+    ) -> Result<Option<bool>, ConfigError> {
+        let Some(raw) = raw else { return Ok(None) };
+        match raw.get_ref() {
+            Value::Boolean(b) => Ok(Some(*b)),
+            other => Err(ConfigError {
+                flag,
+                message: format!(
+                    "expected true or false, got {other}{}",
+                    self.place(Some(raw.span()))
+                ),
+            }),
+        }
+    }
+
+    /// An array of address ranges, or one as a plain string.
+    fn cidrs(&self, raw: Option<Spanned<Value>>) -> Result<Option<Vec<Cidr>>, ConfigError> {
+        let Some(raw) = raw else { return Ok(None) };
+        let span = raw.span();
+        let items = match raw.into_inner() {
+            Value::Array(items) => items,
+            one => vec![one],
+        };
+        let mut cidrs = Vec::with_capacity(items.len());
+        for item in items {
+            let item = Spanned::new(span.clone(), item);
+            cidrs.extend(self.value(Some(item), "--trusted-proxy", false, Cidr::parse)?);
+        }
+        Ok(Some(cidrs))
+    }
+
     fn read(&self) -> Result<Overrides, ConfigError> {
         let keys: FileKeys = toml::from_str(self.text).map_err(|e| ConfigError {
             flag: "--config",
@@ -749,6 +824,9 @@ impl FileReader<'_> {
             drain_timeout: self.duration(keys.drain_timeout, DRAIN_TIMEOUT)?,
             redis: self.value(keys.redis, "--redis", false, parse_redis_url)?,
             node_id: self.value(keys.node_id, "--node-id", false, parse_node_id)?,
+            proxy_protocol: self.switch(keys.proxy_protocol, "--proxy-protocol")?,
+            trusted_proxies: self.cidrs(keys.trusted_proxy)?,
+            access_log: self.switch(keys.access_log, "--access-log")?,
             compression: self.value(keys.compression, "--compression", false, parse_compression)?,
             compression_min_bytes: self.count(keys.compression_min_bytes, COMPRESSION_MIN_BYTES)?,
         })
@@ -795,6 +873,9 @@ impl Overrides {
             history_memory,
             allowed_origins,
             drain_timeout,
+            proxy_protocol,
+            trusted_proxies,
+            access_log,
             compression,
             compression_min_bytes
         );
@@ -910,6 +991,12 @@ impl Config {
                 self.max_outbox_bytes
             ));
         }
+        if !self.trusted_proxies.is_empty() && !self.access_log {
+            w.push(
+                "--trusted-proxy without --access-log: the client's address is used by nothing else yet"
+                    .to_owned(),
+            );
+        }
         if self.pong_timeout >= self.ping_interval {
             w.push(format!(
                 "--pong-timeout {} is not below --ping-interval {}: a dead peer is found only after both",
@@ -983,6 +1070,14 @@ impl Config {
         let _ = writeln!(s, "drain-timeout = \"{}\"", d(self.drain_timeout));
         opt(&mut s, "redis", self.redis.clone());
         opt(&mut s, "node-id", self.node_id.clone());
+        let _ = writeln!(s, "proxy-protocol = {}", self.proxy_protocol);
+        let proxies = self
+            .trusted_proxies
+            .iter()
+            .map(|c| Value::String(c.to_string()))
+            .collect();
+        let _ = writeln!(s, "trusted-proxy = {}", Value::Array(proxies));
+        let _ = writeln!(s, "access-log = {}", self.access_log);
         let mode = match self.compression {
             CompressionMode::Off => "off",
             CompressionMode::Shared => "shared",
@@ -1006,6 +1101,8 @@ impl Config {
             sse_retry: self.sse_retry,
             allowed_origins: self.allowed_origins.clone(),
             publish_token: self.publish_token.clone(),
+            proxy_protocol: self.proxy_protocol,
+            trusted_proxies: self.trusted_proxies.clone(),
             compression: self.compression,
             compression_min_bytes: self.compression_min_bytes,
             ..ConnConfig::default()
@@ -1021,6 +1118,48 @@ mod tests {
 
     fn file_error(text: &str) -> ConfigError {
         Overrides::from_toml(text).unwrap_err()
+    }
+
+    #[test]
+    fn proxy_keys() {
+        let o = Overrides::from_toml(
+            "proxy-protocol = true\ntrusted-proxy = [\"10.0.0.0/8\", \"::1\"]\naccess-log = false\n",
+        )
+        .unwrap();
+        assert_eq!(o.proxy_protocol, Some(true));
+        assert_eq!(o.access_log, Some(false));
+        assert_eq!(
+            o.trusted_proxies,
+            Some(vec![
+                Cidr::parse("10.0.0.0/8").unwrap(),
+                Cidr::parse("::1/128").unwrap()
+            ])
+        );
+        let one = Overrides::from_toml("trusted-proxy = \"192.0.2.1\"").unwrap();
+        assert_eq!(one.trusted_proxies.map(|v| v.len()), Some(1));
+        let e = file_error("proxy-protocol = \"yes\"");
+        assert_eq!(e.flag, "--proxy-protocol");
+        assert_eq!(e.message, "expected true or false, got \"yes\" (line 1)");
+        let e = file_error("\ntrusted-proxy = [\"10.1.0.0/8\"]");
+        assert_eq!(e.flag, "--trusted-proxy");
+        assert!(
+            e.message.contains("host bits set under /8"),
+            "{}",
+            e.message
+        );
+        assert!(e.message.ends_with("(line 2)"), "{}", e.message);
+        let mut c = Config {
+            trusted_proxies: vec![Cidr::parse("10.0.0.0/8").unwrap()],
+            ..Config::default()
+        };
+        assert_eq!(c.validate(), Ok(()));
+        assert!(
+            c.warnings()[0].contains("--access-log"),
+            "{:?}",
+            c.warnings()
+        );
+        c.access_log = true;
+        assert!(c.warnings().is_empty(), "{:?}", c.warnings());
     }
 
     #[test]
@@ -1281,6 +1420,12 @@ mod tests {
             history in 0usize..=1_000_000,
             origins in proptest::collection::vec("https://[a-z]{1,8}\\.example(:[0-9]{1,5})?", 0..3),
             port: u16,
+            proxy_protocol: bool,
+            access_log: bool,
+            proxies in proptest::collection::vec(
+                prop_oneof![Just("10.0.0.0/8"), Just("192.0.2.7"), Just("fd00::/8"), Just("::1")],
+                0..3,
+            ),
         ) {
             let c = Config {
                 listen: SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], port)),
@@ -1290,6 +1435,9 @@ mod tests {
                 sse_retry: retry,
                 history,
                 allowed_origins: origins,
+                proxy_protocol,
+                access_log,
+                trusted_proxies: proxies.iter().map(|p| Cidr::parse(p).unwrap()).collect(),
                 ..Config::default()
             };
             prop_assert_eq!(c.validate(), Ok(()));

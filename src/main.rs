@@ -135,6 +135,19 @@ struct ServeArgs {
     /// This node's name in logs and metrics [default: HOSTNAME-PID].
     #[arg(long, value_name = "NAME", value_parser = config::parse_node_id)]
     node_id: Option<String>,
+    /// Every connection must start with a PROXY protocol header (v2 or v1) giving the
+    /// client's address; without one it is closed. Only for a port that the proxy
+    /// alone can reach.
+    #[arg(long)]
+    proxy_protocol: bool,
+    /// Repeatable; believe X-Forwarded-For from peers in this range (10.0.0.0/8, or one
+    /// address) [default: none: the header is ignored].
+    #[arg(long = "trusted-proxy", value_name = "CIDR", value_parser = ringpush::proto::proxy::Cidr::parse)]
+    trusted_proxies: Vec<ringpush::proto::proxy::Cidr>,
+    /// A line on stderr per WebSocket/SSE open and close and per refused request, with
+    /// the client's address [default: off].
+    #[arg(long)]
+    access_log: bool,
     /// permessage-deflate: `shared` accepts it without context takeover, each published
     /// message compressed once per shard; `off` declines [default: shared].
     #[arg(long, value_name = "MODE", value_parser = config::parse_compression)]
@@ -175,6 +188,10 @@ impl ServeArgs {
             drain_timeout: self.drain_timeout,
             redis: self.redis.clone(),
             node_id: self.node_id.clone(),
+            proxy_protocol: self.proxy_protocol.then_some(true),
+            trusted_proxies: (!self.trusted_proxies.is_empty())
+                .then(|| self.trusted_proxies.clone()),
+            access_log: self.access_log.then_some(true),
             compression: self.compression,
             compression_min_bytes: self.compression_min_bytes,
         }

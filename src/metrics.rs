@@ -188,6 +188,7 @@ impl ShardMetrics {
             CloseReason::Rejected(Reject::Http(e)) => http_label(e),
             CloseReason::Rejected(Reject::Handshake(e)) => handshake_label(e),
             CloseReason::HandshakeTimeout => "timeout",
+            CloseReason::BadProxyHeader(_) => "proxy_header",
             CloseReason::Overloaded => return,
             other => {
                 let i = match other {

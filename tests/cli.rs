@@ -192,6 +192,10 @@ fn bad_load_and_check_values() {
         &["--connections", "whole number"],
     );
     assert_usage_error(&["check", "--listen", "127.0.0.1:1"], &["--listen"]);
+    assert_usage_error(
+        &["--trusted-proxy", "10.0.0.0/33"],
+        &["--trusted-proxy", "CIDR range like 10.0.0.0/8"],
+    );
 }
 
 #[test]
@@ -298,8 +302,20 @@ fn check_config_output_reads_back() {
         "s3cr3t",
         "--allowed-origin",
         "https://a.example",
+        "--proxy-protocol",
+        "--trusted-proxy",
+        "10.0.0.0/8",
+        "--trusted-proxy",
+        "fd00::/8",
+        "--access-log",
     ]);
     assert!(!out.contains("s3cr3t"), "the token is not printed:\n{out}");
+    assert!(out.contains("proxy-protocol = true"), "{out}");
+    assert!(
+        out.contains("trusted-proxy = [\"10.0.0.0/8\", \"fd00::/8\"]"),
+        "{out}"
+    );
+    assert!(out.contains("access-log = true"), "{out}");
     assert!(out.contains("max-connections = 5000"), "{out}");
     assert!(out.contains("sse-retry = \"1500ms\""), "{out}");
     assert!(out.contains("drain-timeout = \"2m\""), "{out}");
@@ -417,6 +433,9 @@ fn help_and_version() {
         "--publish-token",
         "--allowed-origin",
         "--drain-timeout",
+        "--proxy-protocol",
+        "--trusted-proxy",
+        "--access-log",
         "serve",
         "load",
         "check",

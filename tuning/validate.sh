@@ -4,6 +4,7 @@
 #   tuning/validate.sh
 #
 #   nginx.conf          nginx -t (on a copy whose log and pid paths point to a temp dir)
+#   nginx-stream.conf   the same, when nginx's stream module is installed
 #   haproxy.cfg         haproxy -c (and cluster/haproxy.cfg)
 #   cluster/ringpush.toml  ringpush serve --check-config
 #   ringpush.service    systemd-analyze verify (on a copy whose ExecStart is /bin/true)
@@ -29,8 +30,19 @@ if command -v nginx >/dev/null 2>&1; then
     else
         fail "nginx.conf: $out"
     fi
+    if [ -e /usr/lib/nginx/modules/ngx_stream_module.so ]; then
+        sed -e "s#/var/log/nginx/#$tmp/#" -e "s#/run/nginx-ringpush-stream.pid#$tmp/nginx-stream.pid#" \
+            nginx-stream.conf >"$tmp/nginx-stream.conf"
+        if out=$(nginx -t -q -e "$tmp/error.log" -c "$tmp/nginx-stream.conf" 2>&1); then
+            pass "nginx-stream.conf"
+        else
+            fail "nginx-stream.conf: $out"
+        fi
+    else
+        echo "SKIP: nginx-stream.conf: nginx's stream module is not installed (libnginx-mod-stream)"
+    fi
 else
-    echo "SKIP: nginx.conf: nginx is not installed"
+    echo "SKIP: nginx.conf, nginx-stream.conf: nginx is not installed"
 fi
 
 if command -v haproxy >/dev/null 2>&1; then

@@ -1,7 +1,10 @@
 //! The per-connection state machine: one request head, then HTTP, a WebSocket or an
-//! event stream.
+//! event stream; behind `--proxy-protocol`, a PROXY header first.
 //!
 //! ```text
+//!   Proxy ──► (PROXY header parsed, `--proxy-protocol` only; malformed: Closed)
+//!    │
+//!    ▼
 //!            head parsed                 101 sent
 //!   Head ───────────────┬──────────────────────────► Ws ──┐ close sent by us:
 //!    ▲                  │ POST body      body read        │ wait for the peer's close
@@ -42,6 +45,7 @@ use super::handshake::{self, HandshakeError};
 use super::http::{self, HttpError, Method, RequestHead, Route, Status, Topic};
 use super::limits::Limits;
 use super::message::{Decoder, Message, WsError};
+use super::proxy::{self, Cidr, ProxyError};
 use super::{Parsed, sse};
 
 /// Settings shared by every connection of a shard.
@@ -77,6 +81,12 @@ pub struct ConnConfig {
     /// `/metrics` and `/healthz` live on an admin listener of their own
     /// (`--admin-listen`): 404 on the others, and only they on it.
     pub admin_split: bool,
+    /// Every connection (but the admin listener's) starts with a PROXY protocol header
+    /// (`--proxy-protocol`, see `proxy`); without a valid one it is closed.
+    pub proxy_protocol: bool,
+    /// Peers whose `X-Forwarded-For` is believed (`--trusted-proxy`); when non-empty,
+    /// every request head yields [`Event::ForwardedFor`].
+    pub trusted_proxies: Vec<Cidr>,
     /// permessage-deflate negotiation (`--compression`).
     pub compression: CompressionMode,
     /// Messages shorter than this go out uncompressed (`--compression-min-bytes`).
@@ -125,6 +135,8 @@ impl Default for ConnConfig {
             auth: None,
             clock: WallClock::now(),
             admin_split: false,
+            proxy_protocol: false,
+            trusted_proxies: Vec::new(),
             compression: CompressionMode::Shared,
             compression_min_bytes: deflate::DEFAULT_MIN_BYTES,
         }
@@ -238,6 +250,15 @@ pub enum Event {
         /// How long until the token expires.
         valid_for: Duration,
     },
+    /// The PROXY header (`--proxy-protocol`) was read: the client's address, or
+    /// `None` when the header names none (a proxy's health check) and the TCP peer's
+    /// stands. Comes before any other event.
+    Proxied(Option<std::net::SocketAddr>),
+    /// With trusted proxies configured ([`ConnConfig::trusted_proxies`]): a request
+    /// head's `X-Forwarded-For` (field lines joined), before the request's other
+    /// events. The driver resolves the client with [`proxy::forwarded_client`]; on a
+    /// keep-alive connection from a proxy each request may come from another client.
+    ForwardedFor(Option<String>),
     /// The connection is over; close the socket once the outbox is flushed.
     Closed(CloseReason),
 }
@@ -274,10 +295,16 @@ pub enum CloseReason {
     ProtocolError(WsError),
     /// Refused at admission (connection limit or full table) with 503.
     Overloaded,
+    /// `--proxy-protocol`: the connection did not start with a valid PROXY header;
+    /// closed without a reply.
+    BadProxyHeader(ProxyError),
 }
 
 #[derive(Debug)]
 enum State {
+    /// `--proxy-protocol`: reading the PROXY header, which must be complete by
+    /// `deadline` (the handshake timeout covers it and the request head together).
+    Proxy { deadline: Instant },
     /// Reading a request head. `idle`: at least one request was served (keep-alive).
     Head { deadline: Instant, idle: bool },
     /// Reading a publish body.
@@ -382,10 +409,15 @@ impl Connection {
 
     /// A new connection accepted at `now`. `seed` is any per-connection random value.
     pub fn new(now: Instant, cfg: &ConnConfig, seed: u32) -> Connection {
+        let deadline = now + cfg.handshake_timeout;
         Connection {
-            state: State::Head {
-                deadline: now + cfg.handshake_timeout,
-                idle: false,
+            state: if cfg.proxy_protocol {
+                State::Proxy { deadline }
+            } else {
+                State::Head {
+                    deadline,
+                    idle: false,
+                }
             },
             inbuf: Vec::new(),
             out: Vec::new(),
@@ -399,6 +431,13 @@ impl Connection {
     /// and `/healthz` (see [`ConnConfig::admin_split`]).
     pub fn admin(mut self) -> Connection {
         self.admin = true;
+        // The admin listener is not behind the proxy: no PROXY header there.
+        if let State::Proxy { deadline } = self.state {
+            self.state = State::Head {
+                deadline,
+                idle: false,
+            };
+        }
         self
     }
 
@@ -412,7 +451,10 @@ impl Connection {
         }
         match self.state {
             State::Ws { .. } => self.ws_input(now, cfg, data),
-            State::Head { .. } | State::Body { .. } | State::Waiting { .. } => {
+            State::Proxy { .. }
+            | State::Head { .. }
+            | State::Body { .. }
+            | State::Waiting { .. } => {
                 let used = self.http_input(now, cfg, data);
                 self.keep_unparsed(&data[used..]);
             }
@@ -448,9 +490,10 @@ impl Connection {
                 self.ws_input(now, cfg, &buf[..n]);
                 n
             }
-            State::Head { .. } | State::Body { .. } | State::Waiting { .. } => {
-                self.http_input(now, cfg, &buf)
-            }
+            State::Proxy { .. }
+            | State::Head { .. }
+            | State::Body { .. }
+            | State::Waiting { .. } => self.http_input(now, cfg, &buf),
             State::Sse { .. } | State::Linger { .. } | State::Closed => buf.len(),
         };
         if self.keeps_input() && used < buf.len() {
@@ -480,7 +523,11 @@ impl Connection {
     fn keeps_input(&self) -> bool {
         matches!(
             self.state,
-            State::Head { .. } | State::Body { .. } | State::Waiting { .. } | State::Ws { .. }
+            State::Proxy { .. }
+                | State::Head { .. }
+                | State::Body { .. }
+                | State::Waiting { .. }
+                | State::Ws { .. }
         )
     }
 
@@ -511,7 +558,7 @@ impl Connection {
                 };
                 self.finish(reason);
             }
-            State::Body { deadline, .. } if now >= *deadline => {
+            State::Proxy { deadline } | State::Body { deadline, .. } if now >= *deadline => {
                 self.finish(CloseReason::HandshakeTimeout)
             }
             State::Ws {
@@ -542,7 +589,8 @@ impl Connection {
     /// The next instant at which [`Connection::handle_timeout`] has work, if any.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match &self.state {
-            State::Head { deadline, .. }
+            State::Proxy { deadline }
+            | State::Head { deadline, .. }
             | State::Body { deadline, .. }
             | State::Linger { deadline, .. }
             | State::Ws { deadline, .. } => Some(*deadline),
@@ -731,6 +779,22 @@ impl Connection {
                 // Pipelined requests answered here (`/healthz`) or by the driver stop
                 // once an output slice is queued: the driver moves it to the outbox,
                 // which may be full, before asking for more.
+                State::Proxy { deadline } => match proxy::parse(&buf[pos..]) {
+                    Ok(Parsed::Partial) => return pos,
+                    Ok(Parsed::Complete { value, consumed }) => {
+                        pos += consumed;
+                        self.events.push_back(Event::Proxied(value.source));
+                        self.state = State::Head {
+                            deadline: *deadline,
+                            idle: false,
+                        };
+                    }
+                    Err(e) => {
+                        // Not a proxy, or a broken one: nothing to answer.
+                        self.finish(CloseReason::BadProxyHeader(e));
+                        return buf.len();
+                    }
+                },
                 State::Head { .. } if self.out.len() >= OUTPUT_SLICE => return pos,
                 State::Head { .. } => match http::parse_request_head(&buf[pos..], &cfg.limits) {
                     Ok(Parsed::Partial) => return pos,
@@ -779,7 +843,11 @@ impl Connection {
     }
 
     /// Acts on a complete request head.
-    fn dispatch(&mut self, now: Instant, cfg: &ConnConfig, head: RequestHead) {
+    fn dispatch(&mut self, now: Instant, cfg: &ConnConfig, mut head: RequestHead) {
+        if !cfg.trusted_proxies.is_empty() {
+            let xff = head.x_forwarded_for.take();
+            self.events.push_back(Event::ForwardedFor(xff));
+        }
         let route = match http::route(&head) {
             Ok(route) => route,
             Err(e) => return self.reject(now, cfg, Reject::Http(e)),
@@ -1942,6 +2010,106 @@ mod tests {
         );
         c.handle_timeout(now + cfg.close_timeout, &cfg);
         assert_eq!(c.poll_event(), Some(Event::Closed(CloseReason::Overloaded)));
+    }
+
+    /// `--proxy-protocol`: the header comes first, whole or a byte at a time, and the
+    /// request behind it (in the same segment or not) is served as usual.
+    #[test]
+    fn proxy_header_then_request() {
+        let now = Instant::now();
+        let cfg = ConnConfig {
+            proxy_protocol: true,
+            ..ConnConfig::default()
+        };
+        let mut v2 = crate::proto::proxy::V2_SIGNATURE.to_vec();
+        v2.extend_from_slice(&[
+            0x21, 0x11, 0, 12, 192, 0, 2, 7, 127, 0, 0, 1, 0x12, 0x67, 0x1f, 0x90,
+        ]);
+        let mut input = v2.clone();
+        input.extend_from_slice(&upgrade("/echo"));
+        input.extend_from_slice(&frame(true, OpCode::Text, b"hi"));
+        let (c, whole) = feed(now, &cfg, &[&input]);
+        let client = Some("192.0.2.7:4711".parse().unwrap());
+        assert_eq!(whole.events[0], Event::Proxied(client));
+        assert_eq!(whole.events[1], Event::WsOpen(WsKind::Echo));
+        assert!(text(&whole).starts_with("HTTP/1.1 101"));
+        assert!(whole.sent.ends_with(&server_frame(OpCode::Text, b"hi")));
+        assert!(!c.is_closed());
+        let bytes: Vec<&[u8]> = input.chunks(1).collect();
+        let (_, split) = feed(now, &cfg, &bytes);
+        assert_eq!(split.sent, whole.sent, "a byte at a time");
+        assert_eq!(split.events[..2], whole.events[..2]);
+
+        // v1, and the admin listener, which expects none.
+        let mut v1 = b"PROXY TCP4 192.0.2.7 127.0.0.1 4711 8080\r\n".to_vec();
+        v1.extend_from_slice(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+        let (_, o) = feed(now, &cfg, &[&v1]);
+        assert_eq!(o.events, [Event::Proxied(client)]);
+        assert!(text(&o).starts_with("HTTP/1.1 200"));
+        let mut admin = Connection::new(now, &cfg, 7).admin();
+        admin.handle_bytes(now, &cfg, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(
+            String::from_utf8(admin.poll_transmit().unwrap())
+                .unwrap()
+                .starts_with("HTTP/1.1 200")
+        );
+    }
+
+    /// Without a valid header the connection is closed with no reply: an HTTP client on
+    /// a PROXY port, garbage, or a header that never completes.
+    #[test]
+    fn proxy_header_refusals() {
+        let now = Instant::now();
+        let cfg = ConnConfig {
+            proxy_protocol: true,
+            ..ConnConfig::default()
+        };
+        let (c, o) = feed(now, &cfg, &[b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"]);
+        assert!(c.is_closed());
+        assert!(o.sent.is_empty());
+        assert_eq!(
+            o.events,
+            [Event::Closed(CloseReason::BadProxyHeader(
+                ProxyError::Signature
+            ))]
+        );
+        let (c, o) = feed(now, &cfg, &[b"PROXY TCP4 1.2.3.4", b" x 1 2\r\n"]);
+        assert!(c.is_closed() && o.sent.is_empty());
+        // Slowloris on the header: the handshake timeout covers it.
+        let (mut c, _) = feed(now, &cfg, &[b"PROXY TCP4 "]);
+        assert_eq!(c.poll_timeout(), Some(now + cfg.handshake_timeout));
+        c.handle_timeout(now + cfg.handshake_timeout, &cfg);
+        assert_eq!(
+            c.poll_event(),
+            Some(Event::Closed(CloseReason::HandshakeTimeout))
+        );
+    }
+
+    /// With trusted proxies, every request head says what its X-Forwarded-For was,
+    /// before its other events; without, nothing does.
+    #[test]
+    fn forwarded_for_events() {
+        let now = Instant::now();
+        let cfg = ConnConfig {
+            trusted_proxies: vec![Cidr::parse("10.0.0.0/8").unwrap()],
+            ..ConnConfig::default()
+        };
+        let reqs = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 1.2.3.4\r\nX-Forwarded-For: 10.0.0.9\r\n\r\n\
+                     GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+        let (_, o) = feed(now, &cfg, &[reqs]);
+        assert_eq!(
+            o.events,
+            [
+                Event::ForwardedFor(Some("1.2.3.4, 10.0.0.9".into())),
+                Event::ForwardedFor(None),
+                Event::Request {
+                    route: Route::Metrics,
+                    body: Vec::new()
+                },
+            ]
+        );
+        let (_, o) = feed(now, &ConnConfig::default(), &[reqs]);
+        assert!(!o.events.iter().any(|e| matches!(e, Event::ForwardedFor(_))));
     }
 
     /// A connection is small: 1,000,000 of them must fit the 1 KiB-per-connection budget

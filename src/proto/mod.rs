@@ -16,6 +16,7 @@
 //! | `extension` | the `Sec-WebSocket-Extensions` offer and our answer           | RFC 7692 §5, §7.1|
 //! | `close`     | close codes and the close handshake payload                   | RFC 6455 §7.4   |
 //! | `sse`       | event-stream encoding and event ids                           | WHATWG HTML §9.2|
+//! | `proxy`     | PROXY protocol v1/v2 headers, X-Forwarded-For from trusted peers | haproxy.org PROXY |
 //! | `conn`      | the per-connection state machine tying the above together     |                 |
 //! | `client`    | the client side, as the load generator speaks it              | RFC 6455 §4.1   |
 //! | `rand`      | the one PRNG (masks, keys, jitter) and the one bit mixer      |                 |
@@ -33,6 +34,7 @@ pub mod http;
 pub mod limits;
 pub mod mask;
 pub mod message;
+pub mod proxy;
 pub mod rand;
 pub mod sse;
 

@@ -16,6 +16,7 @@
 //! - [`bus`]: pub/sub, the topics' owner and local side, and the other shards.
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender};
@@ -146,6 +147,37 @@ struct Conn {
     /// The outbox reached its cap and reading stopped: still at its cap at this instant,
     /// the connection is cut as a slow consumer (`--outbox-timeout`).
     stall_deadline: Option<Instant>,
+    /// `--access-log` only: who is at the other end. Boxed, so that without the log a
+    /// connection pays 8 bytes for it, not 96.
+    addrs: Option<Box<Addrs>>,
+}
+
+/// A connection's addresses, for the access log.
+#[derive(Debug, Default)]
+struct Addrs {
+    /// The TCP peer (the proxy, behind one); `None` until known, or if unknowable.
+    peer: Option<SocketAddr>,
+    /// The client as the PROXY header says (`--proxy-protocol`); `None`: the peer.
+    proxied: Option<SocketAddr>,
+    /// The client of the current request as a trusted proxy's X-Forwarded-For says
+    /// (port 0: the header has none); `None`: as above.
+    client: Option<SocketAddr>,
+}
+
+impl Addrs {
+    /// ` client=IP[:PORT] peer=IP:PORT` for a log line.
+    fn write(&self, s: &mut String) {
+        use std::fmt::Write as _;
+        match self.client.or(self.proxied).or(self.peer) {
+            Some(c) if c.port() == 0 => _ = write!(s, " client={}", c.ip()),
+            Some(c) => _ = write!(s, " client={c}"),
+            None => s.push_str(" client=-"),
+        }
+        match self.peer {
+            Some(p) => _ = write!(s, " peer={p}"),
+            None => s.push_str(" peer=-"),
+        }
+    }
 }
 
 /// The state of a connection's multishot receive.
@@ -278,6 +310,8 @@ struct Shard {
     /// Connections with bytes queued this turn (slab key, generation); see "Corked
     /// sends" in `io`.
     to_flush: Vec<(usize, u32)>,
+    /// `--access-log` lines of this turn, written to stderr with one call at its end.
+    log: String,
 }
 
 /// Runs a shard until shutdown completes.
@@ -384,6 +418,7 @@ impl Shard {
             rearm_busy: Vec::new(),
             to_flush: Vec::new(),
             due: VecDeque::new(),
+            log: String::new(),
         })
     }
 
@@ -418,6 +453,7 @@ impl Shard {
             self.housekeeping(now);
             self.flush_sends(now);
             self.send_wakes();
+            self.write_log();
             if self.drained(now) {
                 return Ok(());
             }
@@ -448,6 +484,7 @@ impl Shard {
                 }
             }
             Kind::Tick => self.arm_tick(),
+            Kind::PeerAddr => self.on_peer_addr(now, token, &cqe),
             Kind::Wake | Kind::Socket | Kind::Connect | Kind::Bind => {}
         }
     }
@@ -513,6 +550,13 @@ impl Shard {
                 c.out.keep_queued();
                 c.transport = Transport::Ws;
                 self.metrics.moved(Transport::Http, Some(Transport::Ws));
+                if self.conns[key].addrs.is_some() {
+                    let what = match &kind {
+                        WsKind::Topic(topic) => format!("ws open /ws/{topic}"),
+                        WsKind::Echo => "ws open /echo".to_owned(),
+                    };
+                    self.log_line(key, &what);
+                }
                 if let WsKind::Topic(topic) = kind {
                     self.open_ws(key, topic);
                 }
@@ -554,6 +598,10 @@ impl Shard {
                 c.out.keep_queued();
                 c.transport = Transport::Sse;
                 self.metrics.moved(Transport::Http, Some(Transport::Sse));
+                if self.conns[key].addrs.is_some() {
+                    let names: Vec<&str> = topics.iter().map(|t| t.as_str()).collect();
+                    self.log_line(key, &format!("sse open {}", names.join(",")));
+                }
                 self.open_sse(key, topics, last_event_id);
             }
             Event::Request { route, body } => match route {
@@ -586,14 +634,77 @@ impl Shard {
                 // The state machine answers these itself.
                 Route::Healthz | Route::Echo | Route::Ws { .. } | Route::Sse { .. } => {}
             },
+            Event::Proxied(source) => {
+                if let Some(a) = self.conns[key].addrs.as_deref_mut() {
+                    a.proxied = source;
+                }
+            }
+            Event::ForwardedFor(xff) => {
+                if let Some(a) = self.conns[key].addrs.as_deref_mut() {
+                    // Behind a PROXY header too, the header's client is the one that
+                    // reached the trusted proxy; with neither, the TCP peer.
+                    let from = a.proxied.or(a.peer);
+                    a.client = from.map(|from| {
+                        let ip = crate::proto::proxy::forwarded_client(
+                            from.ip(),
+                            xff.as_deref(),
+                            &self.conn_cfg.trusted_proxies,
+                        );
+                        if ip == from.ip() {
+                            from
+                        } else {
+                            SocketAddr::new(ip, 0)
+                        }
+                    });
+                }
+            }
             Event::Closed(reason) => self.on_conn_ended(key, reason),
         }
+    }
+
+    /// Adds an `--access-log` line about connection `key`, if it keeps its addresses.
+    fn log_line(&mut self, key: usize, what: &str) {
+        let Some(a) = self.conns[key].addrs.as_deref() else {
+            return;
+        };
+        self.log.push_str("ringpush: access");
+        a.write(&mut self.log);
+        self.log.push(' ');
+        self.log.push_str(what);
+        self.log.push('\n');
+    }
+
+    /// Writes this turn's access log lines, one `write` for all of them. Best effort:
+    /// a full or closed stderr loses lines rather than stopping the shard.
+    fn write_log(&mut self) {
+        if self.log.is_empty() {
+            return;
+        }
+        use std::io::Write as _;
+        let _ = std::io::stderr().lock().write_all(self.log.as_bytes());
+        self.log.clear();
     }
 
     /// The state machine says the connection is over (`Event::Closed`): counted, taken
     /// out of its topics, and its bytes flushed before `finish` closes the descriptor.
     fn on_conn_ended(&mut self, key: usize, reason: CloseReason) {
         self.metrics.closed(&reason);
+        if self.conns[key].addrs.is_some() {
+            let line = match (self.conns[key].transport, reason) {
+                (Transport::Ws, r) => Some(format!("ws close {r:?}")),
+                (Transport::Sse, r) => Some(format!("sse close {r:?}")),
+                (
+                    _,
+                    r @ (CloseReason::Rejected(_)
+                    | CloseReason::BadProxyHeader(_)
+                    | CloseReason::HandshakeTimeout),
+                ) => Some(format!("refused {r:?}")),
+                _ => None,
+            };
+            if let Some(line) = line {
+                self.log_line(key, &line);
+            }
+        }
         let c = &mut self.conns[key];
         // A peer that left or stopped answering reads nothing more. Plain HTTP is left
         // out: a client that half-closes after its request still reads the answer,

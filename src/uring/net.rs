@@ -100,10 +100,34 @@ pub fn local_addr(fd: &OwnedFd) -> io::Result<SocketAddr> {
     let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     // SAFETY: as above.
     cvt(unsafe { libc::getsockname(fd.as_raw_fd(), (&raw mut storage).cast(), &mut len) })?;
+    socket_addr(&storage)
+}
+
+/// The peer's address of the descriptor a [`super::op::install_fd`] completion
+/// returned (`fd`, its result), which this takes over and closes. The direct
+/// descriptor still holds the socket, so closing the copy ends nothing. Two system
+/// calls that do not block (`getpeername`, `close`).
+pub fn take_peer_addr(fd: i32) -> io::Result<SocketAddr> {
+    if fd < 0 {
+        return Err(io::Error::from_raw_os_error(-fd));
+    }
+    // SAFETY: a successful FIXED_FD_INSTALL returns a new descriptor that nothing else
+    // owns; the OwnedFd closes it once, when this function returns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: zeroed sockaddr_storage is valid; getpeername writes at most `len` bytes.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: as above.
+    cvt(unsafe { libc::getpeername(fd.as_raw_fd(), (&raw mut storage).cast(), &mut len) })?;
+    socket_addr(&storage)
+}
+
+/// The address in a `sockaddr_storage` the kernel filled.
+fn socket_addr(storage: &libc::sockaddr_storage) -> io::Result<SocketAddr> {
     match i32::from(storage.ss_family) {
         libc::AF_INET => {
             // SAFETY: the kernel wrote a sockaddr_in for AF_INET.
-            let sin = unsafe { &*(&raw const storage).cast::<libc::sockaddr_in>() };
+            let sin = unsafe { &*std::ptr::from_ref(storage).cast::<libc::sockaddr_in>() };
             Ok(SocketAddr::from((
                 sin.sin_addr.s_addr.to_ne_bytes(),
                 u16::from_be(sin.sin_port),
@@ -111,7 +135,7 @@ pub fn local_addr(fd: &OwnedFd) -> io::Result<SocketAddr> {
         }
         libc::AF_INET6 => {
             // SAFETY: the kernel wrote a sockaddr_in6 for AF_INET6.
-            let sin6 = unsafe { &*(&raw const storage).cast::<libc::sockaddr_in6>() };
+            let sin6 = unsafe { &*std::ptr::from_ref(storage).cast::<libc::sockaddr_in6>() };
             Ok(SocketAddr::from((
                 sin6.sin6_addr.s6_addr,
                 u16::from_be(sin6.sin6_port),

@@ -59,6 +59,13 @@ pub fn accept(listener: RawFd) -> Sqe {
     .build())
 }
 
+/// Installs a fixed slot's file as a plain descriptor (close-on-exec), returned as the
+/// completion's result (Linux 6.8+): how a socket accepted as a direct descriptor gets
+/// its peer's address, with [`super::net::take_peer_addr`].
+pub fn install_fd(slot: u32) -> Sqe {
+    Sqe(opcode::FixedFdInstall::new(types::Fixed(slot), 0).build())
+}
+
 /// Cancels the operation submitted with `user_data`.
 pub fn cancel(user_data: u64) -> Sqe {
     Sqe(opcode::AsyncCancel::new(user_data).build())

@@ -73,10 +73,13 @@ pub enum Kind {
     AdminAccept = 13,
     /// A single-shot accept on a listener (a nearly full table).
     AcceptOnce = 14,
+    /// A connection's direct descriptor installed as a plain one, to read its peer's
+    /// address (`--access-log`).
+    PeerAddr = 15,
 }
 
 /// One more than the largest [`Kind`] value.
-const KINDS: u32 = 15;
+const KINDS: u32 = 16;
 
 impl Kind {
     fn from_u8(v: u8) -> Option<Kind> {
@@ -95,6 +98,7 @@ impl Kind {
             12 => Kind::SockOpt,
             13 => Kind::AdminAccept,
             14 => Kind::AcceptOnce,
+            15 => Kind::PeerAddr,
             _ => return None,
         })
     }

@@ -67,7 +67,11 @@ impl Node {
                     if let Some(addr) = addr {
                         let addr = addr.parse().expect("address");
                         return Some(Node {
-                            srv: Server { child, addr },
+                            srv: Server {
+                                child,
+                                addr,
+                                log: log.clone(),
+                            },
                             name: name.to_owned(),
                             log,
                         });

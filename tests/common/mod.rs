@@ -16,6 +16,8 @@ use ringpush::proto::frame::{FrameHeader, OpCode, Role, write_masked_frame};
 pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
+    /// Every line the server wrote to stderr after its first.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Server {
@@ -74,8 +76,15 @@ impl Server {
         {
             let addr = addr.parse().expect("address");
             // Keep draining stderr so the server never blocks on a full pipe.
-            std::thread::spawn(move || for _ in lines.by_ref() {});
-            return Some((Server { child, addr }, first));
+            let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let sink = log.clone();
+            std::thread::spawn(move || {
+                for line in lines.map_while(Result::ok) {
+                    // A test that panicked holding the lock must not stop the draining.
+                    sink.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+                }
+            });
+            return Some((Server { child, addr, log }, first));
         }
         let _ = child.wait();
         if first.contains("io_uring") {
@@ -300,8 +309,10 @@ impl Ws {
             .unwrap();
         let (head, rest) = read_head(&mut s);
         assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+        // Field names in any case: HAProxy passes them on in lower case.
         assert!(
-            head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"),
+            head.to_ascii_lowercase()
+                .contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo=\r\n"),
             "{head}"
         );
         (Ws { s, buf: rest }, head)

@@ -64,6 +64,9 @@ pub struct RequestHead {
     pub transfer_encoding: Option<String>,
     /// `Expect` (for `100-continue`, RFC 9110 §10.1.1); repeated field lines joined.
     pub expect: Option<String>,
+    /// `X-Forwarded-For`, which proxies append to; repeated field lines joined, in
+    /// order (HAProxy adds a line of its own, nginx extends the last one).
+    pub x_forwarded_for: Option<String>,
 }
 
 impl RequestHead {
@@ -89,6 +92,7 @@ impl RequestHead {
             content_length: None,
             transfer_encoding: None,
             expect: None,
+            x_forwarded_for: None,
         }
     }
 }
@@ -115,12 +119,13 @@ enum Field {
     ContentLength,
     TransferEncoding,
     Expect,
+    XForwardedFor,
 }
 
 impl Field {
     /// Field names are case-insensitive (RFC 9110 §5.1).
     fn from_name(name: &str) -> Option<Field> {
-        const NAMES: [(&str, Field); 13] = [
+        const NAMES: [(&str, Field); 14] = [
             ("host", Field::Host),
             ("upgrade", Field::Upgrade),
             ("connection", Field::Connection),
@@ -134,6 +139,7 @@ impl Field {
             ("content-length", Field::ContentLength),
             ("transfer-encoding", Field::TransferEncoding),
             ("expect", Field::Expect),
+            ("x-forwarded-for", Field::XForwardedFor),
         ];
         NAMES
             .iter()
@@ -152,6 +158,7 @@ impl Field {
                 | Field::Connection
                 | Field::TransferEncoding
                 | Field::Expect
+                | Field::XForwardedFor
                 | Field::SecWebSocketExtensions
         )
     }
@@ -237,6 +244,7 @@ pub fn parse_request_head(buf: &[u8], limits: &Limits) -> Result<Parsed<RequestH
             Field::IdempotencyKey => &mut head.idempotency_key,
             Field::TransferEncoding => &mut head.transfer_encoding,
             Field::Expect => &mut head.expect,
+            Field::XForwardedFor => &mut head.x_forwarded_for,
         };
         match slot {
             Some(prev) if field.is_list() => {

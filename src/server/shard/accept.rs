@@ -181,6 +181,20 @@ impl Shard {
         self.push(t, e);
     }
 
+    /// The peer's address of a new connection (`--access-log`), from its descriptor
+    /// installed as a plain one: then its receive is armed.
+    pub(super) fn on_peer_addr(&mut self, now: Instant, token: Token, cqe: &Completion) {
+        let peer = crate::uring::net::take_peer_addr(cqe.result);
+        if let Some(key) = self.conn_for(token) {
+            let c = &mut self.conns[key];
+            // Failing (ENOTCONN: the client has already gone) leaves it unknown.
+            if let (Some(a), Ok(peer)) = (c.addrs.as_deref_mut(), peer) {
+                a.peer = Some(peer);
+            }
+            self.on_op_done(now, token, Kind::PeerAddr);
+        }
+    }
+
     /// A new connection in slot `file_slot` of table `t`.
     pub(super) fn open_conn(&mut self, now: Instant, t: usize, file_slot: u32, admin: bool) {
         let generation = self.next_generation;
@@ -217,7 +231,17 @@ impl Shard {
             transport: Transport::Http,
             hard_deadline: None,
             stall_deadline: None,
+            addrs: None,
         });
+        if self.config.access_log && !over {
+            // The peer's address, for the log; receiving waits for it (`flow`).
+            let c = &mut self.conns[key];
+            c.addrs = Some(Box::default());
+            c.ops.start(Kind::PeerAddr);
+            let e = op::install_fd(file_slot)
+                .user_data(Token::new(Kind::PeerAddr, generation, key as u32).encode());
+            self.push(t, e);
+        }
         // `pump` arms the receive.
         self.pump(now, key);
     }

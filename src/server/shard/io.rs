@@ -108,7 +108,9 @@ impl Shard {
             c.stall_deadline = None;
         }
         let open = !(c.cancelled || c.ops.has(Kind::Close) || c.proto.is_closed());
-        let resume = !over && c.proto.wants_input(&self.conn_cfg);
+        // `--access-log`: the peer's address comes first, so that the first request is
+        // read knowing who sent it (whether its X-Forwarded-For is to be believed).
+        let resume = !over && c.proto.wants_input(&self.conn_cfg) && !c.ops.has(Kind::PeerAddr);
         let token = Token::new(Kind::Recv, c.generation, key as u32).encode();
         match c.recv {
             Recv::Off if open && resume => {
