@@ -125,19 +125,32 @@ fn sample(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// tuning/nginx.conf, adapted as the module docs say.
-fn nginx_conf(dir: &Path, port: u16, upstream: SocketAddr) -> String {
-    let mut c = sample("nginx.conf");
-    c = sub(&c, "listen 8081 ", &format!("listen 127.0.0.1:{port} "));
+/// An nginx sample with what both nginx tests change: the listen port in the sample
+/// (`sample_port`) and the upstream, the error log and pid file (`run`: their names in
+/// the sample) moved into `dir`, one worker sized for a test.
+fn nginx_sample(
+    name: &str,
+    sample_port: u16,
+    run: &str,
+    dir: &Path,
+    port: u16,
+    upstream: SocketAddr,
+) -> String {
+    let mut c = sample(name);
+    c = sub(
+        &c,
+        &format!("listen {sample_port} "),
+        &format!("listen 127.0.0.1:{port} "),
+    );
     c = sub(&c, "server 127.0.0.1:8080;", &format!("server {upstream};"));
     c = sub(
         &c,
-        "/var/log/nginx/ringpush-error.log",
+        &format!("/var/log/nginx/{run}-error.log"),
         &dir.join("error.log").display().to_string(),
     );
     c = sub(
         &c,
-        "/run/nginx-ringpush.pid",
+        &format!("/run/nginx-{run}.pid"),
         &dir.join("nginx.pid").display().to_string(),
     );
     c = sub(&c, "worker_processes auto;", "worker_processes 1;");
@@ -146,11 +159,16 @@ fn nginx_conf(dir: &Path, port: u16, upstream: SocketAddr) -> String {
         "worker_connections 1000000;",
         "worker_connections 1024;",
     );
-    c = sub(
+    sub(
         &c,
         "worker_rlimit_nofile 1048576;",
         "worker_rlimit_nofile 4096;",
-    );
+    )
+}
+
+/// tuning/nginx.conf, adapted as the module docs say.
+fn nginx_conf(dir: &Path, port: u16, upstream: SocketAddr) -> String {
+    let mut c = nginx_sample("nginx.conf", 8081, "ringpush", dir, port, upstream);
     // The WebSocket and event-stream timeouts, each "60s" in the sample.
     c = sub(&c, "proxy_read_timeout 60s;", "proxy_read_timeout 2s;");
     c = sub(&c, "proxy_send_timeout 60s;", "proxy_send_timeout 2s;");
@@ -164,29 +182,13 @@ fn nginx_conf(dir: &Path, port: u16, upstream: SocketAddr) -> String {
 
 /// tuning/nginx-stream.conf, adapted as the module docs say.
 fn nginx_stream_conf(dir: &Path, port: u16, upstream: SocketAddr) -> String {
-    let mut c = sample("nginx-stream.conf");
-    c = sub(&c, "listen 8082 ", &format!("listen 127.0.0.1:{port} "));
-    c = sub(&c, "server 127.0.0.1:8080;", &format!("server {upstream};"));
-    c = sub(
-        &c,
-        "/var/log/nginx/ringpush-stream-error.log",
-        &dir.join("error.log").display().to_string(),
-    );
-    c = sub(
-        &c,
-        "/run/nginx-ringpush-stream.pid",
-        &dir.join("nginx.pid").display().to_string(),
-    );
-    c = sub(&c, "worker_processes auto;", "worker_processes 1;");
-    c = sub(
-        &c,
-        "worker_connections 1000000;",
-        "worker_connections 1024;",
-    );
-    c = sub(
-        &c,
-        "worker_rlimit_nofile 1048576;",
-        "worker_rlimit_nofile 4096;",
+    let c = nginx_sample(
+        "nginx-stream.conf",
+        8082,
+        "ringpush-stream",
+        dir,
+        port,
+        upstream,
     );
     sub(&c, "proxy_timeout 60s;", "proxy_timeout 2s;")
 }
