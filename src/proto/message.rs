@@ -355,7 +355,15 @@ pub(crate) mod tests {
 
     /// Decodes all of `input` fed in the given pieces; stops at the first error.
     pub(crate) fn decode_pieces(pieces: &[&[u8]], max: usize) -> (Vec<Message>, Option<WsError>) {
-        let mut d = Decoder::new(Role::Server);
+        decode_pieces_with(Decoder::new(Role::Server), pieces, max)
+    }
+
+    /// Decodes all of `input` fed in the given pieces to `d`; stops at the first error.
+    fn decode_pieces_with(
+        mut d: Decoder,
+        pieces: &[&[u8]],
+        max: usize,
+    ) -> (Vec<Message>, Option<WsError>) {
         let mut out = Vec::new();
         for piece in pieces {
             let mut rest = *piece;
@@ -614,20 +622,7 @@ pub(crate) mod tests {
     fn inflate_pieces(pieces: &[&[u8]], max: usize) -> (Vec<Message>, Option<WsError>) {
         let mut d = Decoder::new(Role::Server);
         d.enable_deflate();
-        let mut out = Vec::new();
-        for piece in pieces {
-            let mut rest = *piece;
-            while !rest.is_empty() {
-                match d.decode(rest, max) {
-                    Ok((n, msg)) => {
-                        out.extend(msg);
-                        rest = &rest[n..];
-                    }
-                    Err(e) => return (out, Some(e)),
-                }
-            }
-        }
-        (out, None)
+        decode_pieces_with(d, pieces, max)
     }
 
     fn zframe(fin: bool, rsv1: bool, op: OpCode, payload: &[u8]) -> Vec<u8> {
