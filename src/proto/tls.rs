@@ -1,0 +1,557 @@
+//! TLS for one connection, sans-IO: ciphertext in, plaintext out; plaintext in,
+//! ciphertext out (rustls' unbuffered API).
+//!
+//! # Memory
+//!
+//! rustls' buffered connection keeps a receive buffer of at least 4 KiB for its whole
+//! life once it has read anything: 4 GiB at a million connections. The unbuffered API
+//! leaves the buffers to us, so a connection holds only what it must:
+//!
+//! - Received bytes are deciphered straight from the caller's buffer (the shard's
+//!   scratch); only a record cut by a receive boundary is copied here ([`Tls::partial`])
+//!   and freed when its rest has arrived.
+//! - Ciphertext goes into the caller's send buffer ([`Tls::seal`]); handshake flights
+//!   and alerts wait in [`Tls::take_output`]'s buffer until the caller takes them.
+//!
+//! An idle connection keeps rustls' state (keys and sequence numbers), nothing else.
+//!
+//! # What the caller does
+//!
+//! [`Tls::receive`] every received byte in order; send [`Tls::take_output`] whenever it
+//! has something, ahead of application data sealed later; [`Tls::seal`] application
+//! data once [`Tls::is_handshaking`] is false (plaintext queued before that waits in the
+//! caller's queue). A [`TlsError`] ends the connection: its alert is in the output.
+//!
+//! Kernel TLS offload would take the traffic secrets after the handshake
+//! (`dangerous_extract_secrets`) and leave the record layer to the socket; this
+//! kernel is built without `CONFIG_TLS`, so nothing here does that yet.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::client::UnbufferedClientConnection;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::{
+    ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus,
+};
+use rustls::{ClientConfig, ServerConfig};
+
+/// The most plaintext per TLS record (RFC 8446 §5.1).
+const MAX_RECORD: usize = 16 * 1024;
+/// Ciphertext beyond the plaintext per record, at most: header (5), explicit nonce (8,
+/// TLS 1.2 AES-GCM), tag (16), inner content type (1, TLS 1.3).
+const RECORD_OVERHEAD: usize = 5 + 8 + 16 + 1;
+
+/// A fatal TLS error: the connection must end (after sending [`Tls::take_output`], which
+/// holds the alert telling the peer why).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsError(pub String);
+
+impl fmt::Display for TlsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<rustls::Error> for TlsError {
+    fn from(e: rustls::Error) -> TlsError {
+        TlsError(e.to_string())
+    }
+}
+
+/// What a [`Tls::receive`] found besides application data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Received {
+    /// The handshake completed during this call.
+    pub handshake_done: bool,
+    /// The peer sent close_notify: no more data will come (an EOF for the layer above).
+    pub peer_closed: bool,
+}
+
+enum Side {
+    Server(UnbufferedServerConnection),
+    Client(UnbufferedClientConnection),
+}
+
+/// One connection's TLS state. Boxed by its owner: rustls' state is about a kilobyte,
+/// paid only by TLS connections.
+pub struct Tls {
+    side: Side,
+    /// A record cut by a receive boundary, waiting for its rest; empty (no allocation)
+    /// otherwise.
+    partial: Vec<u8>,
+    /// Handshake records and alerts for the peer, not yet taken.
+    output: Vec<u8>,
+    handshaking: bool,
+    failed: bool,
+}
+
+impl fmt::Debug for Tls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tls")
+            .field("partial", &self.partial.len())
+            .field("output", &self.output.len())
+            .field("handshaking", &self.handshaking)
+            .field("failed", &self.failed)
+            .finish()
+    }
+}
+
+/// Runs `$body` with `$conn` bound to the rustls connection of either side: their
+/// `process_tls_records` are two inherent methods with the same shape.
+macro_rules! on_side {
+    ($side:expr, $conn:ident => $body:expr) => {
+        match $side {
+            Side::Server($conn) => $body,
+            Side::Client($conn) => $body,
+        }
+    };
+}
+
+impl Tls {
+    /// The server side of a new connection.
+    pub fn server(config: Arc<ServerConfig>) -> Result<Tls, TlsError> {
+        let conn = UnbufferedServerConnection::new(config)?;
+        Ok(Tls::new(Side::Server(conn)))
+    }
+
+    /// The client side of a new connection to `name`.
+    pub fn client(config: Arc<ClientConfig>, name: ServerName<'static>) -> Result<Tls, TlsError> {
+        let mut tls = Tls::new(Side::Client(UnbufferedClientConnection::new(config, name)?));
+        // The client speaks first: its hello is ready now.
+        tls.process(&mut [])?;
+        Ok(tls)
+    }
+
+    fn new(side: Side) -> Tls {
+        Tls {
+            side,
+            partial: Vec::new(),
+            output: Vec::new(),
+            handshaking: true,
+            failed: false,
+        }
+    }
+
+    /// Still handshaking: application data must wait.
+    pub fn is_handshaking(&self) -> bool {
+        self.handshaking
+    }
+
+    /// Bytes held for a record cut by a receive boundary (for memory accounting).
+    pub fn partial_len(&self) -> usize {
+        self.partial.len()
+    }
+
+    /// Handshake records or alerts waiting to be sent?
+    pub fn has_output(&self) -> bool {
+        !self.output.is_empty()
+    }
+
+    /// Takes the handshake records and alerts to send, ahead of anything sealed later.
+    pub fn take_output(&mut self) -> Option<Vec<u8>> {
+        (!self.output.is_empty()).then(|| std::mem::take(&mut self.output))
+    }
+
+    /// Feeds received ciphertext; `plain` gets the application data in order. `scratch`
+    /// is the caller's reusable buffer (records are deciphered in place there).
+    pub fn receive(
+        &mut self,
+        data: &[u8],
+        scratch: &mut Vec<u8>,
+        mut plain: impl FnMut(&[u8]),
+    ) -> Result<Received, TlsError> {
+        if self.failed {
+            return Err(TlsError("the connection failed earlier".into()));
+        }
+        let was_handshaking = self.handshaking;
+        let mut joined;
+        let from_partial = !self.partial.is_empty();
+        let buf: &mut Vec<u8> = if from_partial {
+            joined = std::mem::take(&mut self.partial);
+            joined.extend_from_slice(data);
+            &mut joined
+        } else {
+            scratch.clear();
+            scratch.extend_from_slice(data);
+            scratch
+        };
+        let result = self.process_with(buf, &mut plain);
+        let (used, peer_closed) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                self.partial = Vec::new();
+                return Err(e);
+            }
+        };
+        if used < buf.len() {
+            if from_partial {
+                buf.drain(..used);
+                self.partial = std::mem::take(buf);
+            } else {
+                self.partial = buf[used..].to_vec();
+            }
+        }
+        Ok(Received {
+            handshake_done: was_handshaking && !self.handshaking,
+            peer_closed,
+        })
+    }
+
+    /// Seals application data into records appended to `out`. Small pieces share a
+    /// record (`scratch` gathers them): a turn's frames for one connection cost one
+    /// record and one AEAD call, not one each.
+    pub fn seal<'a>(
+        &mut self,
+        pieces: impl IntoIterator<Item = &'a [u8]>,
+        scratch: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), TlsError> {
+        debug_assert!(!self.handshaking, "sealing before the handshake completed");
+        scratch.clear();
+        for piece in pieces {
+            if scratch.len() + piece.len() <= MAX_RECORD {
+                scratch.extend_from_slice(piece);
+                continue;
+            }
+            if !scratch.is_empty() {
+                self.encrypt(scratch, out)?;
+                scratch.clear();
+            }
+            if piece.len() >= MAX_RECORD {
+                self.encrypt(piece, out)?;
+            } else {
+                scratch.extend_from_slice(piece);
+            }
+        }
+        if !scratch.is_empty() {
+            self.encrypt(scratch, out)?;
+            scratch.clear();
+        }
+        Ok(())
+    }
+
+    /// Appends a close_notify alert to the output (once the handshake is done; before,
+    /// closing the socket says as much).
+    pub fn close_notify(&mut self) {
+        if self.handshaking || self.failed {
+            return;
+        }
+        let output = &mut self.output;
+        let _ = on_side!(&mut self.side, conn => {
+            match conn.process_tls_records(&mut []).state {
+                Ok(ConnectionState::WriteTraffic(mut w)) => {
+                    grow_into(output, 64, |buf| w.queue_close_notify(buf).map_err(encrypt_size))
+                }
+                _ => Ok(()),
+            }
+        });
+    }
+
+    fn encrypt(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), TlsError> {
+        let records = data.len().div_ceil(MAX_RECORD).max(1);
+        let estimate = data.len() + records * RECORD_OVERHEAD;
+        on_side!(&mut self.side, conn => {
+            match conn.process_tls_records(&mut []).state {
+                Ok(ConnectionState::WriteTraffic(mut w)) => {
+                    grow_into(out, estimate, |buf| w.encrypt(data, buf).map_err(encrypt_size))
+                }
+                Ok(_) => Err(TlsError("not ready for application data".into())),
+                Err(e) => Err(e.into()),
+            }
+        })
+    }
+
+    /// Runs the state machine over `buf` (ciphertext); returns how much of it was used
+    /// and whether the peer closed.
+    fn process(&mut self, buf: &mut [u8]) -> Result<(usize, bool), TlsError> {
+        self.process_with(buf, &mut |_| {})
+    }
+
+    fn process_with(
+        &mut self,
+        buf: &mut [u8],
+        plain: &mut dyn FnMut(&[u8]),
+    ) -> Result<(usize, bool), TlsError> {
+        let mut used = 0;
+        let mut peer_closed = false;
+        loop {
+            let step = on_side!(&mut self.side, conn => {
+                let status = conn.process_tls_records(&mut buf[used..]);
+                step(status, &mut self.output, plain)
+            });
+            match step {
+                Ok((discard, next)) => {
+                    used += discard;
+                    match next {
+                        Next::Continue => {}
+                        Next::Ready => {
+                            self.handshaking = false;
+                            return Ok((used, peer_closed));
+                        }
+                        Next::NeedData => return Ok((used, peer_closed)),
+                        Next::PeerClosed => peer_closed = true,
+                        Next::Closed => return Ok((used, true)),
+                    }
+                }
+                Err((discard, e)) => {
+                    used += discard;
+                    self.failed = true;
+                    // The alert saying why is queued: the next call encodes it (one
+                    // call only: a second would process the input again and fail anew).
+                    // The same buffer: rustls may hold ranges into it (the rest of a
+                    // handshake flight).
+                    on_side!(&mut self.side, conn => {
+                        if let Ok(ConnectionState::EncodeTlsData(mut enc)) =
+                            conn.process_tls_records(&mut buf[used..]).state
+                        {
+                            let _ = grow_into(&mut self.output, 64, |b| enc.encode(b).map_err(encode_size));
+                        }
+                    });
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// What to do after one state of the machine.
+enum Next {
+    /// It moved on: ask again.
+    Continue,
+    /// Handshake done, every complete record read.
+    Ready,
+    /// Handshaking and waiting for the peer's bytes.
+    NeedData,
+    /// The peer sent close_notify (reported once).
+    PeerClosed,
+    /// Closed both ways.
+    Closed,
+}
+
+/// Acts on one status of either side's machine: plaintext to `plain`, records to `output`.
+fn step<Data>(
+    status: UnbufferedStatus<'_, '_, Data>,
+    output: &mut Vec<u8>,
+    plain: &mut dyn FnMut(&[u8]),
+) -> Result<(usize, Next), (usize, TlsError)> {
+    let UnbufferedStatus { mut discard, state } = status;
+    let next = match state {
+        Err(e) => return Err((discard, e.into())),
+        Ok(ConnectionState::ReadTraffic(mut r)) => {
+            while let Some(record) = r.next_record() {
+                let record = record.map_err(|e| (discard, e.into()))?;
+                discard += record.discard;
+                plain(record.payload);
+            }
+            Next::Continue
+        }
+        Ok(ConnectionState::EncodeTlsData(mut enc)) => {
+            grow_into(output, 512, |b| enc.encode(b).map_err(encode_size))
+                .map_err(|e| (discard, e))?;
+            Next::Continue
+        }
+        // The caller sends `output` before anything sealed later: in order, as if sent.
+        Ok(ConnectionState::TransmitTlsData(t)) => {
+            t.done();
+            Next::Continue
+        }
+        Ok(ConnectionState::BlockedHandshake) => Next::NeedData,
+        Ok(ConnectionState::WriteTraffic(_)) => Next::Ready,
+        Ok(ConnectionState::PeerClosed) => Next::PeerClosed,
+        Ok(ConnectionState::Closed) => Next::Closed,
+        // Early data is never accepted (`max_early_data_size` stays 0).
+        Ok(_) => return Err((discard, TlsError("unexpected TLS state".into()))),
+    };
+    Ok((discard, next))
+}
+
+/// `Ok(required size)` when a buffer was too small, the error otherwise.
+type Sized = Result<usize, TlsError>;
+
+fn encode_size(e: EncodeError) -> Sized {
+    match e {
+        EncodeError::InsufficientSize(InsufficientSizeError { required_size }) => Ok(required_size),
+        EncodeError::AlreadyEncoded => Err(TlsError("record encoded twice".into())),
+    }
+}
+
+fn encrypt_size(e: EncryptError) -> Sized {
+    match e {
+        EncryptError::InsufficientSize(InsufficientSizeError { required_size }) => {
+            Ok(required_size)
+        }
+        e => Err(TlsError(e.to_string())),
+    }
+}
+
+/// Appends what `write` writes to `out`, growing it to the size `write` asks for.
+fn grow_into(
+    out: &mut Vec<u8>,
+    estimate: usize,
+    mut write: impl FnMut(&mut [u8]) -> Result<usize, Sized>,
+) -> Result<(), TlsError> {
+    let start = out.len();
+    let mut room = estimate;
+    loop {
+        out.resize(start + room, 0);
+        match write(&mut out[start..]) {
+            Ok(n) => {
+                out.truncate(start + n);
+                return Ok(());
+            }
+            Err(Ok(required)) if required > room => room = required,
+            Err(Ok(_)) => {
+                out.truncate(start);
+                return Err(TlsError("TLS buffer sizing".into()));
+            }
+            Err(Err(e)) => {
+                out.truncate(start);
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// The server's TLS settings from a PEM certificate chain and key: TLS 1.2 and 1.3,
+/// ALPN `http/1.1`, stateless resumption tickets from `ticketer` (kept across reloads,
+/// so clients resume after a certificate change). Errors name the file.
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+    ticketer: Arc<dyn rustls::server::ProducesTickets>,
+) -> Result<ServerConfig, String> {
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("--tls-cert {}: {}", cert.display(), pem_error(e)))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "--tls-cert {}: no CERTIFICATE in the file",
+            cert.display()
+        ));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("--tls-key {}: {}", key.display(), pem_error(e)))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key_der)
+        .map_err(|e| {
+            format!(
+                "--tls-key {} does not fit --tls-cert {}: {e}",
+                key.display(),
+                cert.display()
+            )
+        })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.ticketer = ticketer;
+    config.send_tls13_tickets = 1;
+    Ok(config)
+}
+
+/// A ticketer for [`server_config`]: stateless tickets, keys rotated every 6 hours.
+pub fn ticketer() -> Result<Arc<dyn rustls::server::ProducesTickets>, String> {
+    rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| format!("TLS tickets: {e}"))
+}
+
+/// A client's TLS settings (the load generator's): trusting the certificates in the PEM
+/// file `ca`, or with `insecure` any certificate (benchmarks against self-signed
+/// servers). There is no system store to fall back on.
+pub fn client_config(ca: Option<&Path>, insecure: bool) -> Result<ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?;
+    let mut config = if insecure {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            .with_no_client_auth()
+    } else {
+        let mut roots = rustls::RootCertStore::empty();
+        let Some(ca) = ca else {
+            return Err("wss:// and https:// need --tls-ca FILE (or --tls-insecure)".into());
+        };
+        for cert in CertificateDer::pem_file_iter(ca)
+            .map_err(|e| format!("--tls-ca {}: {}", ca.display(), pem_error(e)))?
+        {
+            let cert = cert.map_err(|e| format!("--tls-ca {}: {}", ca.display(), pem_error(e)))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("--tls-ca {}: {e}", ca.display()))?;
+        }
+        if roots.is_empty() {
+            return Err(format!(
+                "--tls-ca {}: no CERTIFICATE in the file",
+                ca.display()
+            ));
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+fn pem_error(e: rustls::pki_types::pem::Error) -> String {
+    use rustls::pki_types::pem::Error;
+    match e {
+        Error::Io(e) => e.to_string(),
+        Error::NoItemsFound => "no PEM item of the expected kind in the file".into(),
+        e => format!("not valid PEM ({e:?})"),
+    }
+}
+
+/// Accepts any server certificate (`--tls-insecure`): signatures are still checked, so
+/// the handshake costs what a verified one does, minus the chain walk.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
