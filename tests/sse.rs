@@ -721,15 +721,6 @@ fn metrics_text() {
     );
 }
 
-fn rss_kib(pid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 /// `--history-memory`: retention stays within the budget however events and topics come
 /// (big events on one topic; thousands of topics by publishing to random names), the
 /// evictions show in the metrics, and a client whose position was evicted gets a reset
@@ -747,7 +738,7 @@ fn history_memory_bounds_retention() {
     ]) else {
         return;
     };
-    let before = rss_kib(srv.pid());
+    let before = common::rss_kib(srv.pid());
     // 40 events of 200 KB on one topic: 8 MB published, a quarter of the budget kept.
     let big: Vec<(String, Vec<u8>)> = (0..40u8)
         .map(|i| ("big".to_owned(), vec![b'a' + i % 26; 200_000]))
@@ -789,7 +780,7 @@ fn history_memory_bounds_retention() {
     let kept = metric(srv.addr, "ringpush_history_bytes");
     assert!(kept <= BUDGET, "{kept} bytes kept");
     assert!(topics < 10_000, "{topics} topics kept");
-    let grew = rss_kib(srv.pid()).saturating_sub(before);
+    let grew = common::rss_kib(srv.pid()).saturating_sub(before);
     println!("{topics} topics and {kept} bytes kept; server RSS +{grew} KiB");
     // A liveness bound on the process: the budget plus the publish traffic's buffers.
     assert!(grew < 64 * 1024, "RSS grew {grew} KiB");
