@@ -1,13 +1,17 @@
 // Interop: the Node `ws` client against ringpush.
-// Usage: node ws_client.mjs HOST:PORT   -- exits 0 and prints "ok" when every check passes.
+// Usage: node ws_client.mjs HOST:PORT [--ca FILE]   -- exits 0 and prints "ok" when every
+// check passes. With --ca, over wss:// trusting only the authority in FILE (PEM).
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import WebSocket from "ws";
 
-const base = `ws://${process.argv[2]}`;
+const caAt = process.argv.indexOf("--ca");
+const ca = caAt > 0 ? readFileSync(process.argv[caAt + 1]) : undefined;
+const base = `${ca ? "wss" : "ws"}://${process.argv[2]}`;
 
 function open(path) {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(base + path, { perMessageDeflate: false });
+    const ws = new WebSocket(base + path, { perMessageDeflate: false, ca });
     ws.once("open", () => resolve(ws));
     ws.once("error", reject);
   });

@@ -1,13 +1,23 @@
 """Interop: the Python `websockets` client (sync API) against ringpush.
 
-Usage: python3 ws_client.py HOST:PORT   -- exits 0 and prints "ok" when every check passes.
+Usage: python3 ws_client.py HOST:PORT [--ca FILE]
+  -- exits 0 and prints "ok" when every check passes. With --ca, over wss:// trusting
+  only the authority in FILE (PEM).
 """
+import ssl
 import sys
 
-from websockets.sync.client import connect
+from websockets.sync.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
-base = f"ws://{sys.argv[1]}"
+ca = sys.argv[sys.argv.index("--ca") + 1] if "--ca" in sys.argv else None
+base = f"{'wss' if ca else 'ws'}://{sys.argv[1]}"
+tls = ssl.create_default_context(cafile=ca) if ca else None
+
+
+def connect(url, **kwargs):
+    return ws_connect(url, ssl=tls, **kwargs)
+
 
 with connect(f"{base}/echo", max_size=2**20) as ws:
     for size in [0, 1, 125, 126, 127, 65535, 65536, 500_000]:
