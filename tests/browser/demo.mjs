@@ -193,7 +193,11 @@ try {
   await until("the form's event in the feed", async () =>
     (await feedItems(page)).some((e) => e.data === "from the form"),
   );
-  const status = await text(page, "#publish-status");
+  // The event can reach the feed before the page has read its publish's answer.
+  const status = await until("the publish status", async () => {
+    const t = await text(page, "#publish-status");
+    return t !== "" && t;
+  });
   const formId = status.replace(/^published as /, "");
   assert.ok(formId && formId !== status, `publish status: ${status}`);
   published.push([formId, "from the form"]);
