@@ -112,6 +112,8 @@ pub struct Tls {
     failed: bool,
     /// close_notify is in the output (or was sent).
     notified: bool,
+    /// The handshake resumed an earlier session (a ticket), without certificates.
+    resumed: bool,
 }
 
 impl fmt::Debug for Tls {
@@ -159,12 +161,18 @@ impl Tls {
             handshaking: true,
             failed: false,
             notified: false,
+            resumed: false,
         }
     }
 
     /// Still handshaking: application data must wait.
     pub fn is_handshaking(&self) -> bool {
         self.handshaking
+    }
+
+    /// The handshake resumed an earlier session (known once it is done).
+    pub fn is_resumed(&self) -> bool {
+        self.resumed
     }
 
     /// A fatal error happened: nothing more can be sealed or received.
@@ -348,14 +356,17 @@ impl Tls {
     /// After a TLS 1.3 handshake, rustls hands the record layer over to `Records`
     /// (nothing else holds onto its state). TLS 1.2 stays with rustls.
     fn hand_over(&mut self) -> Result<(), TlsError> {
-        let ready = match &self.engine {
+        let (done, tls13) = match &self.engine {
             Engine::Rustls(side) => on_side!(side.as_ref(), conn => {
-                !conn.is_handshaking()
-                    && conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3)
+                self.resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+                (
+                    !conn.is_handshaking(),
+                    conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3),
+                )
             }),
-            _ => false,
+            _ => (false, false),
         };
-        if !ready || self.failed {
+        if !(done && tls13) || self.failed {
             return Ok(());
         }
         let Engine::Rustls(side) = std::mem::replace(&mut self.engine, Engine::Gone) else {

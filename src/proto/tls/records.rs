@@ -222,16 +222,18 @@ impl Records {
             let Some(body) = msgs.get(4..4 + len) else {
                 return Err(self.fail(DECODE_ERROR, "a handshake message across records", output));
             };
-            match (msgs[0], body, &self.kernel) {
-                (KEY_UPDATE, [request @ (0 | 1)], _) => {
+            match (msgs[0], body, &mut self.kernel) {
+                (KEY_UPDATE, &[request @ (0 | 1)], _) => {
                     self.rx = Direction::new(self.kernel.update_rx()?)?;
                     rx_changed = true;
-                    if *request == 1 {
+                    if request == 1 {
                         self.update_tx(output)?;
                     }
                 }
-                // Tickets for a client to resume with: the load generator does not resume.
-                (NEW_SESSION_TICKET, _, Kernel::Client(_)) => {}
+                // A ticket for the client to resume with (kept in its config's store).
+                (NEW_SESSION_TICKET, body, Kernel::Client(k)) => {
+                    k.handle_new_session_ticket(body)?;
+                }
                 _ => {
                     return Err(self.fail(
                         UNEXPECTED_MESSAGE,
