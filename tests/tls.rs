@@ -429,3 +429,52 @@ fn key_updates_and_tls12() {
     old.send(true, OpCode::Binary, &big);
     assert_eq!(old.recv().unwrap().payload, big);
 }
+
+/// A client that keeps asking for KeyUpdates and never reads the answers is cut once a
+/// bounded number of them wait unsent (each would otherwise cost the server a record
+/// for as long as the client likes); others are served meanwhile.
+#[test]
+fn a_key_update_flood_is_cut() {
+    let pki = Pki::new("kuflood");
+    let Some(server) = tls_server(&pki, &["--shards", "1"]) else {
+        return;
+    };
+    let tcp = common::tcp_with(server.addr, 1, Some(4096));
+    tcp.set_write_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let name = "localhost".try_into().unwrap();
+    let conn = rustls::ClientConnection::new(pki.client_config(), name).unwrap();
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    // A WebSocket, so that no handshake timeout ends it.
+    write!(s, "{}", common::upgrade_request("/echo", "")).unwrap();
+    let (head, _) = common::read_head(&mut s);
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    let start = Instant::now();
+    let mut cut = None;
+    for _ in 0..2_000_000 {
+        s.conn.refresh_traffic_keys().unwrap();
+        if let Err(e) = s.conn.write_tls(&mut s.sock) {
+            cut = Some(e);
+            break;
+        }
+    }
+    // Closed by the server (a reset: it had unread bytes), not a write stuck on a
+    // server that stopped reading.
+    let e = cut.expect("still accepted after 2,000,000 KeyUpdates");
+    println!("cut after {:?}: {e}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+        ),
+        "{e}"
+    );
+    let mut echo = ws(server.addr, pki.client_config(), "/echo");
+    echo.send(true, OpCode::Text, b"served");
+    assert_eq!(echo.recv().unwrap().payload, b"served");
+}

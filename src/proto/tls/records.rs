@@ -34,6 +34,9 @@ const RECORD_OVERFLOW: u8 = 22;
 const DECODE_ERROR: u8 = 50;
 /// The tag of every AEAD suite of TLS 1.3.
 const TAG: usize = 16;
+/// Our own records (KeyUpdates) that may wait unsent before a peer asking for more of
+/// them is cut: its requests would otherwise grow our output without bound.
+const MAX_PENDING_OUTPUT: usize = 16 * 1024;
 /// Records one AES-GCM key may seal before it is replaced: RFC 8446 §5.5 allows
 /// 2^24.5; a KeyUpdate goes well before.
 const AES_GCM_LIMIT: u64 = 1 << 23;
@@ -227,6 +230,11 @@ impl Records {
                     self.rx = Direction::new(self.kernel.update_rx()?)?;
                     rx_changed = true;
                     if request == 1 {
+                        if output.len() > MAX_PENDING_OUTPUT {
+                            // Asking again and again without reading the answers: each
+                            // would cost us an unsent record.
+                            return Err(self.fail(UNEXPECTED_MESSAGE, "a KeyUpdate flood", output));
+                        }
                         self.update_tx(output)?;
                     }
                 }
