@@ -43,7 +43,7 @@
 //!
 //! # Fair reading
 //!
-//! Receive buffers are shared by every connection of a table (1024 of 4 KiB), and an
+//! Receive buffers are shared by every connection of a table (2048 of 1 KiB), and an
 //! armed receive takes them as data arrives, up to its byte limit. Clients that send
 //! without pause would take them all, turn after turn, and a connection whose receive
 //! found none (`ENOBUFS`) could wait behind them for seconds. So a receive that ended,
@@ -89,15 +89,19 @@ use crate::uring::op::{self, Held, SendBuf};
 use crate::uring::table::Completion;
 use crate::uring::token::{Kind, Token};
 
-/// Provided receive buffers per table: 1024 x 4 KiB = 4 MiB of receive memory whatever the
-/// connection count (about 200 bytes per connection at 20,000 per table); only connections
+/// Provided receive buffers per table: 2048 x 1 KiB = 2 MiB of receive memory whatever the
+/// connection count (about 100 bytes per connection at 20,000 per table); only connections
 /// with bytes in flight hold one. Traffic cycles through all of them (the ring is FIFO), so
-/// all become resident: 4096 per table cost 800 bytes per connection at 20,000 idle ones,
-/// and echo at 10,000 connections ran no faster with 4096 or 16384 than with 1024 (a
-/// multishot receive that finds none ends with ENOBUFS and is re-armed once buffers are
-/// back).
-pub(super) const RECV_BUFFERS: u16 = 1024;
-pub(super) const RECV_BUFFER_SIZE: u32 = 4096;
+/// all become resident. Their number matters more than their size: a multishot receive
+/// that finds none ends with ENOBUFS and is re-armed once buffers are back, and most
+/// client input (frames, request heads) is small. Measured 2026-12-02 (one shard, echo at
+/// 10,000 connections, server CPU per message, A/B pairs on a busy host): 1024 x 4 KiB
+/// 18.0-21.4 us, 2048 x 1 KiB 14.0-18.2 us, 512 x 2 KiB 31-34 us (ENOBUFS churn), 4096 x
+/// 512 B 14.1-14.8 us; echo of 16 KiB messages at 100 connections the same with 4 KiB and
+/// 1 KiB buffers (39-44 us). Earlier, 4096 x 4 KiB cost 800 bytes per idle connection
+/// at 20,000.
+pub(super) const RECV_BUFFERS: u16 = 2048;
+pub(super) const RECV_BUFFER_SIZE: u32 = 1024;
 /// Input one armed receive may take before it ends by itself and is re-armed: 64 KiB.
 /// It bounds the input held unprocessed for a connection whose outbox is full (see
 /// "Reading and backpressure"); a client sending at 1 GB/s costs 16,000 re-arms a

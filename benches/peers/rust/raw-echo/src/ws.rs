@@ -15,9 +15,9 @@
 //!
 //! A WebSocket server's echo or broadcast rate divided by this one's is the fraction of
 //! the kernel's budget it reaches (issue 16). Limits of the shortcut, which the rows of
-//! compare.sh and million.sh never hit: echo answers one frame per receive (4 KiB
+//! compare.sh and million.sh never hit: echo answers one frame per receive (1 KiB
 //! buffers, as ringpush's), as a closed loop with one message in flight sends them, so
-//! echo messages up to about 4,000 bytes (held connections reassemble frames of any
+//! echo messages up to about 1,000 bytes (held connections reassemble frames of any
 //! size); no pings, no timeouts.
 //!
 //! Scale: a table holds at most RLIMIT_NOFILE connections, so each thread owns several
@@ -60,8 +60,8 @@ const PER_TABLE: usize = 12_000;
 /// Fixed-file slots per table (under this machine's RLIMIT_NOFILE of 20,000).
 const SLOTS: u32 = 16_384;
 // ringpush's own (src/server/shard/io.rs), so the baseline differs only in the work it skips.
-const RECV_BUFFERS: u16 = 1024;
-const RECV_BUFFER_SIZE: u32 = 4096;
+const RECV_BUFFERS: u16 = 2048;
+const RECV_BUFFER_SIZE: u32 = 1024;
 const BGID: u16 = 1;
 
 // user_data: kind in bits 56-59, table in 40-55, slot in 20-39, generation in 0-19.
