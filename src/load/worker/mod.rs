@@ -38,9 +38,12 @@ mod traffic;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
 use slab::Slab;
 
 use super::backoff::Backoff;
@@ -95,6 +98,8 @@ pub struct Target {
     pub addr: SocketAddrV4,
     /// `Host` header value.
     pub host: String,
+    /// Over TLS: the name its certificate must be valid for (also the SNI).
+    pub tls_name: Option<ServerName<'static>>,
 }
 
 /// What every worker needs to know, read-only.
@@ -139,6 +144,8 @@ pub struct Plan {
     pub compression: bool,
     /// Payloads are JSON text after the timestamp.
     pub json_payload: bool,
+    /// Client TLS settings for targets with a [`Target::tls_name`].
+    pub tls: Option<Arc<ClientConfig>>,
 }
 
 /// Counters every worker updates and the coordinator reads.
@@ -221,6 +228,10 @@ struct Worker<'a> {
     last_progress: (u64, Instant),
     /// When this worker saw the run phase begin.
     run_started: Option<Instant>,
+    /// TLS: received records are deciphered here, and small pieces gathered here
+    /// before they are sealed into one record (one buffer each for the whole worker).
+    tls_in: Vec<u8>,
+    tls_seal: Vec<u8>,
 }
 
 /// Runs worker `id` until the phase becomes [`PHASE_STOP`]; returns its statistics.
@@ -277,6 +288,8 @@ pub fn run(id: usize, plan: &Plan, shared: &Shared) -> Result<Stats, String> {
         publisher: None,
         last_progress: (0, now),
         run_started: None,
+        tls_in: Vec::new(),
+        tls_seal: Vec::new(),
     };
     for i in 0..mine {
         let key = w.add_conn(Role::Plain, id + i * plan.threads);
@@ -352,6 +365,7 @@ impl Worker<'_> {
             ops: InFlight::default(),
             cancelled: false,
             client: None,
+            tls: None,
             out: Vec::new(),
             sending: Vec::new(),
             send_busy: false,
