@@ -128,6 +128,12 @@ pub struct Config {
     pub jwt_public_key: Option<PathBuf>,
     /// If set, a token's `iss` must be this.
     pub jwt_issuer: Option<String>,
+    /// `--tls-cert`: the PEM certificate chain (leaf first) of a listener that speaks
+    /// TLS only; set with `tls_key`. Read at start (a bad file stops the server) and
+    /// again on SIGHUP (a bad file is logged, the previous pair kept).
+    pub tls_cert: Option<PathBuf>,
+    /// `--tls-key`: the PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
     /// If set, a token's `aud` must include this.
     pub jwt_audience: Option<String>,
     /// If set, `/metrics` and `/healthz` are served there and nowhere else (404 on the
@@ -208,6 +214,8 @@ impl Default for Config {
             publish_token: None,
             jwt_secret: None,
             jwt_public_key: None,
+            tls_cert: None,
+            tls_key: None,
             jwt_issuer: None,
             jwt_audience: None,
             admin_listen: None,
@@ -580,6 +588,10 @@ pub struct Overrides {
     pub jwt_public_key: Option<PathBuf>,
     /// `--jwt-issuer`.
     pub jwt_issuer: Option<String>,
+    /// `--tls-cert`.
+    pub tls_cert: Option<PathBuf>,
+    /// `--tls-key`.
+    pub tls_key: Option<PathBuf>,
     /// `--jwt-audience`.
     pub jwt_audience: Option<String>,
     /// `--admin-listen`.
@@ -632,6 +644,8 @@ struct FileKeys {
     jwt_secret: Option<Spanned<Value>>,
     jwt_public_key: Option<Spanned<Value>>,
     jwt_issuer: Option<Spanned<Value>>,
+    tls_cert: Option<Spanned<Value>>,
+    tls_key: Option<Spanned<Value>>,
     jwt_audience: Option<Spanned<Value>>,
     admin_listen: Option<Spanned<Value>>,
     allowed_origin: Option<Spanned<Value>>,
@@ -818,6 +832,12 @@ impl FileReader<'_> {
                 parse_nonempty(t).map(PathBuf::from)
             })?,
             jwt_issuer: self.value(keys.jwt_issuer, "--jwt-issuer", false, parse_nonempty)?,
+            tls_cert: self.value(keys.tls_cert, "--tls-cert", false, |t| {
+                parse_nonempty(t).map(PathBuf::from)
+            })?,
+            tls_key: self.value(keys.tls_key, "--tls-key", false, |t| {
+                parse_nonempty(t).map(PathBuf::from)
+            })?,
             jwt_audience: self.value(keys.jwt_audience, "--jwt-audience", false, parse_nonempty)?,
             admin_listen: self.value(keys.admin_listen, "--admin-listen", false, parse_listen)?,
             allowed_origins: self.origins(keys.allowed_origin)?,
@@ -897,6 +917,12 @@ impl Overrides {
         if self.jwt_issuer.is_some() {
             c.jwt_issuer.clone_from(&self.jwt_issuer);
         }
+        if self.tls_cert.is_some() {
+            c.tls_cert.clone_from(&self.tls_cert);
+        }
+        if self.tls_key.is_some() {
+            c.tls_key.clone_from(&self.tls_key);
+        }
         if self.jwt_audience.is_some() {
             c.jwt_audience.clone_from(&self.jwt_audience);
         }
@@ -949,6 +975,21 @@ impl Config {
         }
         if let Some(t) = &self.jwt_secret {
             check_token(t, "--jwt-secret")?;
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => {
+                return Err(ConfigError {
+                    flag: "--tls-cert",
+                    message: "needs --tls-key (the certificate's private key)".into(),
+                });
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError {
+                    flag: "--tls-key",
+                    message: "needs --tls-cert (the certificate chain it belongs to)".into(),
+                });
+            }
+            _ => {}
         }
         if self.admin_listen.is_some_and(|a| a == self.listen) {
             return Err(ConfigError {
@@ -1055,6 +1096,9 @@ impl Config {
                 .map(|p| p.display().to_string()),
         );
         opt(&mut s, "jwt-issuer", self.jwt_issuer.clone());
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        opt(&mut s, "tls-cert", path(&self.tls_cert));
+        opt(&mut s, "tls-key", path(&self.tls_key));
         opt(&mut s, "jwt-audience", self.jwt_audience.clone());
         opt(
             &mut s,

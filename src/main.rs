@@ -112,6 +112,13 @@ struct ServeArgs {
     /// PEM public key for client tokens: RSA (RS256), EC P-256 (ES256), Ed25519 (EdDSA).
     #[arg(long, value_name = "FILE", value_parser = |s: &str| config::parse_nonempty(s).map(std::path::PathBuf::from))]
     jwt_public_key: Option<std::path::PathBuf>,
+    /// PEM certificate chain (leaf first): the port then speaks TLS only (wss://,
+    /// https://); reloaded with --tls-key on SIGHUP [default: plain TCP].
+    #[arg(long, value_name = "FILE", value_parser = |s: &str| config::parse_nonempty(s).map(std::path::PathBuf::from))]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", value_parser = |s: &str| config::parse_nonempty(s).map(std::path::PathBuf::from))]
+    tls_key: Option<std::path::PathBuf>,
     /// A token's `iss` must be this [default: any].
     #[arg(long, value_name = "ISS", value_parser = config::parse_nonempty)]
     jwt_issuer: Option<String>,
@@ -181,6 +188,8 @@ impl ServeArgs {
             jwt_secret: self.jwt_secret.clone(),
             jwt_public_key: self.jwt_public_key.clone(),
             jwt_issuer: self.jwt_issuer.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
             jwt_audience: self.jwt_audience.clone(),
             admin_listen: self.admin_listen,
             allowed_origins: (!self.allowed_origins.is_empty())

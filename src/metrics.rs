@@ -189,6 +189,7 @@ impl ShardMetrics {
             CloseReason::Rejected(Reject::Handshake(e)) => handshake_label(e),
             CloseReason::HandshakeTimeout => "timeout",
             CloseReason::BadProxyHeader(_) => "proxy_header",
+            CloseReason::TlsFailed => "tls",
             CloseReason::Overloaded => return,
             other => {
                 let i = match other {

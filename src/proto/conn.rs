@@ -298,6 +298,9 @@ pub enum CloseReason {
     /// `--proxy-protocol`: the connection did not start with a valid PROXY header;
     /// closed without a reply.
     BadProxyHeader(ProxyError),
+    /// The TLS layer under the connection failed (a bad handshake or record); closed
+    /// after TLS's alert, nothing else sent.
+    TlsFailed,
 }
 
 #[derive(Debug)]
@@ -737,6 +740,15 @@ impl Connection {
             }
             State::Ws { .. } | State::Closed => {}
             _ => self.finish(CloseReason::ServerClosed(code)),
+        }
+    }
+
+    /// The TLS layer under the connection failed: the connection is over, and nothing
+    /// it had queued may be sent.
+    pub fn fail_tls(&mut self) {
+        if !self.is_closed() {
+            self.out = Vec::new();
+            self.finish(CloseReason::TlsFailed);
         }
     }
 

@@ -8,7 +8,7 @@
 //! leaves the buffers to us, so a connection holds only what it must:
 //!
 //! - Received bytes are deciphered straight from the caller's buffer (the shard's
-//!   scratch); only a record cut by a receive boundary is copied here ([`Tls::partial`])
+//!   scratch); only a record cut by a receive boundary is copied here (`Tls::partial`)
 //!   and freed when its rest has arrived.
 //! - Ciphertext goes into the caller's send buffer ([`Tls::seal`]); handshake flights
 //!   and alerts wait in [`Tls::take_output`]'s buffer until the caller takes them.
@@ -87,6 +87,8 @@ pub struct Tls {
     output: Vec<u8>,
     handshaking: bool,
     failed: bool,
+    /// close_notify is in the output (or was sent).
+    notified: bool,
 }
 
 impl fmt::Debug for Tls {
@@ -133,12 +135,24 @@ impl Tls {
             output: Vec::new(),
             handshaking: true,
             failed: false,
+            notified: false,
         }
     }
 
     /// Still handshaking: application data must wait.
     pub fn is_handshaking(&self) -> bool {
         self.handshaking
+    }
+
+    /// A fatal error happened: nothing more can be sealed or received.
+    pub fn is_failed(&self) -> bool {
+        self.failed
+    }
+
+    /// Handshaking and not failed: the peer's next bytes are needed whatever the layer
+    /// above wants.
+    pub fn wants_input(&self) -> bool {
+        self.handshaking && !self.failed
     }
 
     /// Bytes held for a record cut by a receive boundary (for memory accounting).
@@ -234,12 +248,13 @@ impl Tls {
         Ok(())
     }
 
-    /// Appends a close_notify alert to the output (once the handshake is done; before,
-    /// closing the socket says as much).
+    /// Appends a close_notify alert to the output, once (and only after the handshake;
+    /// before it, closing the socket says as much).
     pub fn close_notify(&mut self) {
-        if self.handshaking || self.failed {
+        if self.handshaking || self.failed || self.notified {
             return;
         }
+        self.notified = true;
         let output = &mut self.output;
         let _ = on_side!(&mut self.side, conn => {
             match conn.process_tls_records(&mut []).state {

@@ -5,6 +5,7 @@ pub mod feed;
 pub mod outbox;
 pub mod shard;
 pub mod timer;
+pub mod tls;
 
 use std::fmt;
 use std::io;
@@ -117,9 +118,17 @@ pub fn run(config: Config) -> Result<(), RunError> {
         listeners.push(l);
     }
 
+    // `--tls-cert` / `--tls-key`: a file that cannot be used stops us here (exit 2).
+    let certs = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(Arc::new(
+            tls::Certs::load(cert.clone(), key.clone()).map_err(RunError::Usage)?,
+        )),
+        _ => None,
+    };
+
     // Signals go to this thread only: block them before the shards inherit the mask.
-    let signals = sys::Signals::block(&[libc::SIGINT, libc::SIGTERM])
-        .map_err(|e| format!("cannot block SIGINT/SIGTERM: {e}"))?;
+    let signals = sys::Signals::block(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP])
+        .map_err(|e| format!("cannot block SIGINT/SIGTERM/SIGHUP: {e}"))?;
     let shutdown = Arc::new(sys::eventfd().map_err(|e| format!("eventfd: {e}"))?);
 
     // `--admin-listen`: a listener per shard there too, the same way.
@@ -191,6 +200,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
             listener,
             admin_listener,
             auth: auth.clone(),
+            certs: certs.clone(),
             shutdown: shutdown.clone(),
             table_size,
             max_conns: per_shard,
@@ -228,12 +238,21 @@ pub fn run(config: Config) -> Result<(), RunError> {
     } else {
         "authorization off: any client may subscribe and publish"
     };
+    let tls_line = match &certs {
+        Some(c) => format!("; TLS only, certificate {}", c.cert_path().display()),
+        None => String::new(),
+    };
     eprintln!(
-        "ringpush: listening on {addr} ({shards} shards, up to {} connections; {authz}{admin}{cluster_line})",
+        "ringpush: listening on {addr} ({shards} shards, up to {} connections; {authz}{tls_line}{admin}{cluster_line})",
         per_shard * shards
     );
 
-    let sig = signals.wait();
+    let sig = loop {
+        match signals.wait() {
+            libc::SIGHUP => reload(certs.as_deref()),
+            sig => break sig,
+        }
+    };
     eprintln!(
         "ringpush: signal {sig}: shutting down (draining for up to {:?})",
         config.drain_timeout
@@ -243,6 +262,21 @@ pub fn run(config: Config) -> Result<(), RunError> {
         let _ = t.join();
     }
     Ok(())
+}
+
+/// SIGHUP: the TLS pair read again; new handshakes use it, open connections keep theirs.
+/// A file that cannot be used is logged and the previous pair kept.
+fn reload(certs: Option<&tls::Certs>) {
+    match certs {
+        None => eprintln!("ringpush: SIGHUP: nothing to reload (no --tls-cert)"),
+        Some(c) => match c.reload() {
+            Ok(()) => eprintln!(
+                "ringpush: SIGHUP: TLS certificate reloaded from {}",
+                c.cert_path().display()
+            ),
+            Err(e) => eprintln!("ringpush: SIGHUP: {e}; keeping the previous certificate"),
+        },
+    }
 }
 
 /// The one line for an `--admin-listen` address that cannot be used.

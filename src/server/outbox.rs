@@ -57,6 +57,9 @@ pub struct Outbox {
     /// response head ([`Outbox::keep_queued`]) and chunks a short write gave back (one
     /// of them partly sent: dropping its rest would leave a torn frame).
     keep: usize,
+    /// TLS: the front chunk is the rest of a sealed send that a short write left (see
+    /// [`Outbox::take_sealed_rest`]).
+    sealed_rest: bool,
 }
 
 impl Outbox {
@@ -154,6 +157,46 @@ impl Outbox {
             offset = 0;
         }
         debug_assert_eq!(n, 0, "sent more than handed over");
+    }
+
+    /// TLS: is the front chunk ciphertext a short write left? Then it goes next, alone
+    /// ([`Outbox::take_sealed_rest`]), before anything is sealed.
+    pub fn has_sealed_rest(&self) -> bool {
+        self.sealed_rest
+    }
+
+    /// TLS: the rest of a sealed send, for the next send.
+    pub fn take_sealed_rest(&mut self) -> SendBuf {
+        debug_assert!(self.sealed_rest && self.offset > 0);
+        self.sealed_rest = false;
+        let offset = std::mem::take(&mut self.offset);
+        let front = self.chunks.pop_front().expect("a sealed rest");
+        let rest = front.bytes().len() - offset;
+        self.queued -= rest;
+        self.keep = self.keep.saturating_sub(rest);
+        self.in_flight += rest;
+        SendBuf::new(vec![front], offset)
+    }
+
+    /// TLS: plaintext taken with [`Outbox::take_send`] was sealed into `ciphertext`:
+    /// the plaintext is done with, the ciphertext is the send (one chunk, so that a
+    /// short write leaves exactly one rest).
+    pub fn sealed(&mut self, plain: Option<SendBuf>, ciphertext: Vec<u8>) -> SendBuf {
+        if let Some(plain) = plain {
+            debug_assert_eq!(plain.offset, 0, "plaintext is never partly sent under TLS");
+            self.in_flight -= plain.len();
+        }
+        self.in_flight += ciphertext.len();
+        SendBuf::new(vec![Chunk::Owned(ciphertext)], 0)
+    }
+
+    /// TLS: a send of sealed bytes completed with `n` written; a rest goes back to the
+    /// front, marked as ciphertext.
+    pub fn sent_sealed(&mut self, buf: SendBuf, n: usize) {
+        debug_assert_eq!(buf.chunks.len(), 1);
+        let short = n < buf.len();
+        self.sent(buf, n);
+        self.sealed_rest = short;
     }
 
     /// A send of `buf` failed: its bytes are lost (the connection is going away).

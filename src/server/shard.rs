@@ -39,6 +39,7 @@ use crate::metrics::{ShardMetrics, Transport};
 use crate::proto::close::CloseCode;
 use crate::proto::conn::{CloseReason, ConnConfig, Connection, Event, WsKind};
 use crate::proto::http::{Route, Status};
+use crate::proto::tls::Tls;
 use crate::pubsub::BusMsg;
 use crate::pubsub::OwnerSide;
 use crate::pubsub::local::Local;
@@ -77,6 +78,8 @@ pub struct ShardInit {
     pub admin_listener: Option<OwnedFd>,
     /// Client tokens' checker, when authorization is on.
     pub auth: Option<Arc<crate::proto::auth::Authorizer>>,
+    /// `--tls-cert` / `--tls-key`: the listener speaks TLS only.
+    pub certs: Option<Arc<super::tls::Certs>>,
     /// Readable when the server should shut down.
     pub shutdown: Arc<OwnedFd>,
     /// Fixed-file slots per table (at most RLIMIT_NOFILE).
@@ -150,6 +153,9 @@ struct Conn {
     /// `--access-log` only: who is at the other end. Boxed, so that without the log a
     /// connection pays 8 bytes for it, not 96.
     addrs: Option<Box<Addrs>>,
+    /// TLS (`--tls-cert`): ciphertext on the socket, plaintext to and from `proto` (see
+    /// "TLS" in `io`). Boxed: a plain connection pays 8 bytes.
+    tls: Option<Box<Tls>>,
 }
 
 /// A connection's addresses, for the access log.
@@ -245,6 +251,18 @@ impl std::ops::Deref for Metrics {
 }
 
 impl Conn {
+    /// Nothing left to send: the outbox is empty and TLS has no records waiting.
+    fn all_sent(&self) -> bool {
+        self.out.is_empty() && self.tls.as_ref().is_none_or(|t| !t.has_output())
+    }
+
+    /// Something to send: queued bytes, a control frame, TLS records.
+    fn has_sendable(&self) -> bool {
+        self.out.has_waiting()
+            || self.proto.has_control()
+            || self.tls.as_ref().is_some_and(|t| t.has_output())
+    }
+
     /// Moves what the state machine has queued into the outbox, so that bytes written to
     /// the outbox directly (published events) come after it. Replies are never refused:
     /// they count against the cap, and over it the shard stops reading instead.
@@ -312,6 +330,12 @@ struct Shard {
     to_flush: Vec<(usize, u32)>,
     /// `--access-log` lines of this turn, written to stderr with one call at its end.
     log: String,
+    /// `--tls-cert`: the settings new connections get.
+    certs: Option<super::tls::ShardCerts>,
+    /// TLS scratch: received records deciphered in place, small pieces gathered into
+    /// one record.
+    tls_in: Vec<u8>,
+    tls_gather: Vec<u8>,
 }
 
 /// Runs a shard until shutdown completes.
@@ -419,6 +443,9 @@ impl Shard {
             to_flush: Vec::new(),
             due: VecDeque::new(),
             log: String::new(),
+            certs: init.certs.map(super::tls::ShardCerts::new),
+            tls_in: Vec::new(),
+            tls_gather: Vec::new(),
         })
     }
 
@@ -512,16 +539,19 @@ impl Shard {
             }
         }
         let c = &mut self.conns[key];
-        if !c.flush_queued
-            && !c.ops.has(Kind::Send)
-            && (c.out.has_waiting() || c.proto.has_control())
-        {
+        if (c.proto.is_lingering() || c.proto.is_closed()) && c.out.is_empty() && !c.peer_gone {
+            // Its last words said: TLS says it is the end (close_notify), once.
+            if let Some(tls) = c.tls.as_deref_mut() {
+                tls.close_notify();
+            }
+        }
+        if !c.flush_queued && !c.ops.has(Kind::Send) && c.has_sendable() {
             c.flush_queued = true;
             self.to_flush.push((key, c.generation));
         }
         self.flow(now, key);
         let c = &mut self.conns[key];
-        if c.proto.is_lingering() && !c.shut_wr && c.out.is_empty() {
+        if c.proto.is_lingering() && !c.shut_wr && c.all_sent() {
             c.shut_wr = true;
             c.ops.start(Kind::Shutdown);
             let e = op::shutdown(c.file_slot, libc::SHUT_WR)
@@ -534,7 +564,7 @@ impl Shard {
             if c.hard_deadline.is_none() {
                 c.hard_deadline = Some(now + self.conn_cfg.close_timeout);
             }
-            if c.out.is_empty() {
+            if c.all_sent() {
                 return self.finish(key);
             }
         }
@@ -697,6 +727,7 @@ impl Shard {
                     _,
                     r @ (CloseReason::Rejected(_)
                     | CloseReason::BadProxyHeader(_)
+                    | CloseReason::TlsFailed
                     | CloseReason::HandshakeTimeout),
                 ) => Some(format!("refused {r:?}")),
                 _ => None,

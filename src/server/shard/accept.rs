@@ -232,7 +232,17 @@ impl Shard {
             hard_deadline: None,
             stall_deadline: None,
             addrs: None,
+            tls: None,
         });
+        if let (Some(certs), false) = (self.certs.as_mut(), admin) {
+            match certs.session() {
+                Ok(tls) => self.conns[key].tls = Some(tls),
+                Err(e) => {
+                    eprintln!("ringpush: TLS: {e}");
+                    self.conns[key].proto.fail_tls();
+                }
+            }
+        }
         if self.config.access_log && !over {
             // The peer's address, for the log; receiving waits for it (`flow`).
             let c = &mut self.conns[key];

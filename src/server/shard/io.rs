@@ -58,13 +58,30 @@
 //! leaves in one send (a `writev` for several chunks) per connection instead of one
 //! each. A broadcast whose publishes arrive several per turn thus costs the kernel (and
 //! the subscriber) one send and one segment per subscriber, not one per message.
+//!
+//! # TLS
+//!
+//! With `--tls-cert`, the socket carries ciphertext and everything above it is
+//! unchanged: received bytes go through the connection's [`Tls`](crate::proto::tls::Tls)
+//! (deciphered in the shard's scratch, `tls_in`) and the plaintext to the state machine;
+//! the outbox still queues plaintext (shared frames stay shared across subscribers) and
+//! a send seals what is waiting into one buffer of records at the moment it starts
+//! (`take_sealed`), so a turn's frames for a connection cost one record, one AEAD pass
+//! and one send. The handshake's records go first; plaintext queued during the
+//! handshake (a 503 at admission) waits for it. Ciphertext, once made, cannot be
+//! dropped (the records are numbered), so a short write's rest goes back to the front of
+//! the outbox as kept bytes and is sent alone next ([`Outbox::take_sealed_rest`]). While
+//! handshaking, the receive stays armed whatever the state machine wants. An idle TLS
+//! connection holds rustls' state and no buffer.
+//!
+//! [`Outbox::take_sealed_rest`]: crate::server::outbox::Outbox::take_sealed_rest
 
 use std::time::Instant;
 
 use super::{Recv, Shard};
 use crate::proto::conn::Event;
 use crate::server::outbox::Chunk;
-use crate::uring::op::{self, Held};
+use crate::uring::op::{self, Held, SendBuf};
 use crate::uring::table::Completion;
 use crate::uring::token::{Kind, Token};
 
@@ -104,9 +121,13 @@ impl Shard {
             c.stall_deadline = None;
         }
         let open = !(c.cancelled || c.ops.has(Kind::Close) || c.proto.is_closed());
+        // A TLS handshake reads whatever the state machine wants (it may be refusing
+        // the connection with a 503 that can only be sent once the handshake is done).
+        let wants =
+            c.proto.wants_input(&self.conn_cfg) || c.tls.as_ref().is_some_and(|t| t.wants_input());
         // `--access-log`: the peer's address comes first, so that the first request is
         // read knowing who sent it (whether its X-Forwarded-For is to be believed).
-        let resume = !over && c.proto.wants_input(&self.conn_cfg) && !c.ops.has(Kind::PeerAddr);
+        let resume = !over && wants && !c.ops.has(Kind::PeerAddr);
         let token = Token::new(Kind::Recv, c.generation, key as u32).encode();
         match c.recv {
             Recv::Off if open && resume => {
@@ -121,7 +142,7 @@ impl Shard {
                 let t = c.table;
                 self.push(t, e);
             }
-            Recv::Armed if open && (over || !c.proto.wants_input(&self.conn_cfg)) => {
+            Recv::Armed if open && (over || !wants) => {
                 // By key: the kernel finds it in its hash of armed polls. A cancel by
                 // descriptor is matched against every armed request of the ring.
                 c.recv = Recv::Cancelling;
@@ -157,12 +178,25 @@ impl Shard {
             let bufs = &mut self.io.get_mut(t).bufs;
             let data = bufs.get(bid, res.max(0) as usize);
             let c = &mut self.conns[key];
-            if c.out.len() >= self.config.max_outbox_bytes {
-                // Received before the pause took effect: kept, not processed, so no
-                // more replies are queued (see "Reading and backpressure").
-                c.proto.defer_bytes(data);
-            } else {
-                c.proto.handle_bytes(now, &self.conn_cfg, data);
+            // Received before the pause took effect: kept, not processed, so no more
+            // replies are queued (see "Reading and backpressure").
+            let defer = c.out.len() >= self.config.max_outbox_bytes;
+            let proto = &mut c.proto;
+            let mut take = |plain: &[u8]| {
+                if defer {
+                    proto.defer_bytes(plain);
+                } else {
+                    proto.handle_bytes(now, &self.conn_cfg, plain);
+                }
+            };
+            match c.tls.as_deref_mut() {
+                None => take(data),
+                Some(tls) => match tls.receive(data, &mut self.tls_in, take) {
+                    Ok(r) if r.peer_closed => c.proto.handle_eof(now),
+                    Ok(_) => {}
+                    // Its alert is in the TLS output; nothing else goes out.
+                    Err(_) => c.proto.fail_tls(),
+                },
             }
             bufs.recycle(bid);
         } else if res == 0 || (res < 0 && res != -libc::ENOBUFS && res != -libc::ECANCELED) {
@@ -205,6 +239,8 @@ impl Shard {
             c.out.failed(buf);
             c.out.clear_unsent();
             c.proto.handle_eof(now);
+        } else if c.tls.is_some() {
+            c.out.sent_sealed(buf, cqe.result as usize);
         } else {
             c.out.sent(buf, cqe.result as usize);
         }
@@ -253,16 +289,65 @@ impl Shard {
         if c.ops.has(Kind::Send) || c.ops.has(Kind::Close) || c.cancelled {
             return;
         }
-        let control = c.proto.poll_control(now, &self.conn_cfg);
-        if control.is_none() && !c.out.has_waiting() {
-            return;
-        }
-        let buf = c.out.take_send(control.map(Chunk::Owned));
+        let buf = if c.tls.is_some() {
+            match self.take_sealed(now, key) {
+                Some(buf) => buf,
+                None => return,
+            }
+        } else {
+            let control = c.proto.poll_control(now, &self.conn_cfg);
+            if control.is_none() && !c.out.has_waiting() {
+                return;
+            }
+            c.out.take_send(control.map(Chunk::Owned))
+        };
+        let c = &mut self.conns[key];
         c.ops.start(Kind::Send);
         let data = Token::new(Kind::Send, c.generation, key as u32).encode();
         c.send_id = self.io.send(c.table, c.file_slot, buf, data);
         // Its deadline may have moved (a ping left).
         self.schedule(key);
+    }
+
+    /// A TLS connection's next send, all ciphertext (see "TLS" in the module docs):
+    /// the rest a short write left, alone; or the handshake's records, then control
+    /// frames and queued data sealed behind them. `None`: nothing to send.
+    fn take_sealed(&mut self, now: Instant, key: usize) -> Option<SendBuf> {
+        let c = &mut self.conns[key];
+        let tls = c.tls.as_deref_mut()?;
+        if c.out.has_sealed_rest() {
+            return Some(c.out.take_sealed_rest());
+        }
+        let mut ciphertext = tls.take_output().unwrap_or_default();
+        let mut plain = None;
+        if tls.is_failed() {
+            // Nothing more can be sealed: what waits is dropped (the alert goes alone).
+            if c.out.has_waiting() {
+                plain = Some(c.out.take_send(None));
+            }
+        } else if !tls.is_handshaking() {
+            let control = c.proto.poll_control(now, &self.conn_cfg);
+            if control.is_some() || c.out.has_waiting() {
+                let p = c.out.take_send(control.map(Chunk::Owned));
+                let pieces = p.chunks.iter().map(Chunk::bytes);
+                if tls
+                    .seal(pieces, &mut self.tls_gather, &mut ciphertext)
+                    .is_err()
+                {
+                    // Out of sequence numbers (2^64 records): the connection is over.
+                    c.proto.fail_tls();
+                }
+                plain = Some(p);
+            }
+        }
+        // Handshaking: queued plaintext (a 503 at admission) waits for the handshake.
+        if ciphertext.is_empty() {
+            if let Some(p) = plain {
+                c.out.failed(p);
+            }
+            return None;
+        }
+        Some(c.out.sealed(plain, ciphertext))
     }
 
     /// The connection is over: once no receive or send is in flight, close its slot.
