@@ -281,7 +281,7 @@ const CUT_AFTER: DurationRange = DurationRange {
 struct LoadArgs {
     /// Target: ws://HOST:PORT/PATH for WebSocket, http://HOST:PORT/sse/TOPIC for SSE;
     /// wss:// and https:// over TLS (port 443 by default; needs --tls-ca or
-    /// --tls-insecure). Repeatable (the nodes of a cluster, same transport and path on each): connection
+    /// --tls-insecure). Repeatable (the nodes of a cluster, same scheme and path on each): connection
     /// i starts on URL i mod n, the publisher on the first; a reconnect goes to another (a dead node's clients spread over the rest).
     #[arg(long = "url", value_name = "URL", default_value = "ws://127.0.0.1:8080/echo", value_parser = parse_url)]
     urls: Vec<String>,
