@@ -319,9 +319,11 @@ pub fn run(cfg: &LoadConfig) -> Result<Report, String> {
         .iter()
         .map(|p| p.and_then(sysinfo::rss_bytes))
         .collect();
+    let cpu_at_start = server_pid.and_then(sysinfo::cpu_secs);
     let handles = start_workers(&plan, &shared)?;
     let mut progress = Progress::new(cfg.progress);
     let connect = connect_phase(cfg, &plan, &shared, &mut progress);
+    let cpu_after_connect = server_pid.and_then(sysinfo::cpu_secs);
     if connect.unreachable {
         progress.finish();
         let stats = join_all(handles, plan.targets.len())?;
@@ -338,7 +340,7 @@ pub fn run(cfg: &LoadConfig) -> Result<Report, String> {
     }
     shared.phase.store(PHASE_RUN, Ordering::Release);
     let t1 = Instant::now();
-    let cpu_before = server_pid.and_then(sysinfo::cpu_secs);
+    let cpu_before = cpu_after_connect;
     run_phase(cfg, &shared, t1, &mut progress);
     drain_phase(cfg, &shared);
     let run_secs = t1.elapsed().as_secs_f64();
@@ -406,6 +408,10 @@ pub fn run(cfg: &LoadConfig) -> Result<Report, String> {
         connected: connect.open,
         connect_secs: connect.secs,
         handshake_us: Percentiles::of(&stats.handshake_us),
+        server_cpu_us_per_handshake: match (cpu_at_start, cpu_after_connect) {
+            (Some(a), Some(b)) if connect.open > 0 => Some((b - a) * 1e6 / connect.open as f64),
+            _ => None,
+        },
         errors,
         run_secs,
         sent: stats.sent,
