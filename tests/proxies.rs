@@ -789,6 +789,45 @@ fn nginx_stream_cuts_without_heartbeats_and_sse_resumes() {
     no_heartbeats_cut(Kind::NginxStream);
 }
 
+/// TLS terminated by ringpush behind nginx's `stream` module: nginx passes the client's
+/// TLS bytes through after its PROXY v1 header (in the clear), ringpush reads the header
+/// and then runs the handshake: a wss echo works and the access log names the client.
+#[test]
+fn nginx_stream_passes_tls_through_with_proxy_protocol() {
+    if binary(Kind::NginxStream).is_none() {
+        return;
+    }
+    let pki = common::tls::Pki::new("stream");
+    let (cert, key) = (pki.cert(), pki.key());
+    let Some(server) = Server::start(&[
+        "--access-log",
+        "--proxy-protocol",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]) else {
+        return;
+    };
+    let proxy = Proxy::start(Kind::NginxStream, server.addr).unwrap();
+    let tcp = tcp_from(proxy.addr, CLIENT);
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let name = "localhost".try_into().unwrap();
+    let conn = rustls::ClientConnection::new(pki.client_config(), name).unwrap();
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    s.write_all(common::upgrade_request("/echo", "").as_bytes())
+        .unwrap();
+    let (head, rest) = read_head(&mut s);
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    let mut ws = Ws::over(s, rest);
+    ws.send(true, OpCode::Text, b"through nginx, encrypted");
+    assert_eq!(ws.recv().unwrap().payload, b"through nginx, encrypted");
+    expect_log(
+        &server,
+        &["ws open /echo", &format!("client=127.0.0.{CLIENT}:")],
+    );
+}
+
 /// `--proxy-protocol` without a proxy: a PROXY v2 header that arrives a byte at a
 /// time, 20 ms apart, holds up nobody (another client is served meanwhile, on a
 /// one-shard server) and is then honoured; a v1 header in two segments too; anything

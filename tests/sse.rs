@@ -29,7 +29,11 @@ impl Stream {
     }
 
     fn open_from(addr: SocketAddr, path: &str, extra: &str, src: u8) -> Stream {
-        let mut s = tcp_from(addr, src);
+        Stream::open_with(tcp_from(addr, src), path, extra)
+    }
+
+    /// Over a connection made by the caller (with socket options set before connecting).
+    fn open_with(mut s: TcpStream, path: &str, extra: &str) -> Stream {
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n{extra}\r\n").unwrap();
         let (head, rest) = read_head(&mut s);
@@ -613,22 +617,13 @@ fn slow_stream_is_cut_and_resumes_without_loss() {
     let Some(srv) = Server::start(&["--max-outbox-bytes", "65536", "--history", "1000"]) else {
         return;
     };
-    let mut st = Stream::open(srv.addr, "/sse/slow", "");
-    // A small receive buffer, so the server's side fills up quickly.
-    {
-        use std::os::fd::AsRawFd;
-        let size: libc::c_int = 16 * 1024;
-        // SAFETY: setsockopt on a live socket we own, with a c_int option value.
-        unsafe {
-            libc::setsockopt(
-                st.s.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                (&raw const size).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-    }
+    // A small receive buffer (set before connecting, as a real client's would be), so
+    // the server's side fills up quickly.
+    let mut st = Stream::open_with(
+        common::tcp_with(srv.addr, 1, Some(16 * 1024)),
+        "/sse/slow",
+        "",
+    );
     std::thread::sleep(Duration::from_millis(100));
     let payload = "z".repeat(8000);
     let n = 1000; // 8 MB: past the socket buffers plus the 64 KiB cap
@@ -721,15 +716,6 @@ fn metrics_text() {
     );
 }
 
-fn rss_kib(pid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 /// `--history-memory`: retention stays within the budget however events and topics come
 /// (big events on one topic; thousands of topics by publishing to random names), the
 /// evictions show in the metrics, and a client whose position was evicted gets a reset
@@ -747,7 +733,7 @@ fn history_memory_bounds_retention() {
     ]) else {
         return;
     };
-    let before = rss_kib(srv.pid());
+    let before = common::rss_kib(srv.pid());
     // 40 events of 200 KB on one topic: 8 MB published, a quarter of the budget kept.
     let big: Vec<(String, Vec<u8>)> = (0..40u8)
         .map(|i| ("big".to_owned(), vec![b'a' + i % 26; 200_000]))
@@ -789,7 +775,7 @@ fn history_memory_bounds_retention() {
     let kept = metric(srv.addr, "ringpush_history_bytes");
     assert!(kept <= BUDGET, "{kept} bytes kept");
     assert!(topics < 10_000, "{topics} topics kept");
-    let grew = rss_kib(srv.pid()).saturating_sub(before);
+    let grew = common::rss_kib(srv.pid()).saturating_sub(before);
     println!("{topics} topics and {kept} bytes kept; server RSS +{grew} KiB");
     // A liveness bound on the process: the budget plus the publish traffic's buffers.
     assert!(grew < 64 * 1024, "RSS grew {grew} KiB");

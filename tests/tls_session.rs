@@ -166,3 +166,27 @@ fn config_errors_name_the_file() {
     let e = tls::server_config(&pki.cert(), &other.key(), t).unwrap_err();
     assert!(e.contains("does not fit"), "{e}");
 }
+
+/// The server's ticket, sent after the handshake, reaches the client through the
+/// client's own record layer; the next connection with the same client settings
+/// resumes, both sides seeing it.
+#[test]
+fn tickets_after_the_handshake_resume_the_next_connection() {
+    let pki = Pki::new("resume");
+    let config = tls::server_config(&pki.cert(), &pki.key(), tls::ticketer().unwrap()).unwrap();
+    let config = Arc::new(config);
+    let client_config = pki.client_config();
+    let name = || ServerName::try_from("localhost").unwrap();
+    let mut s = Tls::server(config.clone()).unwrap();
+    let mut c = Tls::client(client_config.clone(), name()).unwrap();
+    handshake(&mut s, &mut c, usize::MAX);
+    assert!(!s.is_resumed() && !c.is_resumed());
+    // The ticket follows the handshake.
+    carry(&mut s, &mut c, usize::MAX).unwrap();
+    let mut s2 = Tls::server(config).unwrap();
+    let mut c2 = Tls::client(client_config, name()).unwrap();
+    handshake(&mut s2, &mut c2, usize::MAX);
+    assert!(s2.is_resumed() && c2.is_resumed());
+    let sealed = seal(&mut c2, &[b"resumed"]);
+    assert_eq!(open(&mut s2, &sealed, usize::MAX), b"resumed");
+}

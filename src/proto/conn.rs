@@ -444,6 +444,42 @@ impl Connection {
         self
     }
 
+    /// Still waiting for the PROXY header (`--proxy-protocol`)?
+    pub fn awaits_proxy_header(&self) -> bool {
+        matches!(self.state, State::Proxy { .. })
+    }
+
+    /// Under TLS the PROXY header comes first, in the clear, and the TLS handshake after
+    /// it: takes the header's bytes only and returns how many of `data` it used (all of
+    /// them while the header is incomplete, kept until its rest arrives); the driver
+    /// gives the rest to TLS, whose plaintext then goes to [`Connection::handle_bytes`].
+    pub fn take_proxy_header(&mut self, data: &[u8]) -> usize {
+        let State::Proxy { deadline } = self.state else {
+            return 0;
+        };
+        let held = self.inbuf.len();
+        let mut buf = std::mem::take(&mut self.inbuf);
+        buf.extend_from_slice(data);
+        match proxy::parse(&buf) {
+            Ok(Parsed::Partial) => {
+                self.inbuf = buf;
+                data.len()
+            }
+            Ok(Parsed::Complete { value, consumed }) => {
+                self.events.push_back(Event::Proxied(value.source));
+                self.state = State::Head {
+                    deadline,
+                    idle: false,
+                };
+                consumed - held
+            }
+            Err(e) => {
+                self.finish(CloseReason::BadProxyHeader(e));
+                data.len()
+            }
+        }
+    }
+
     /// Bytes received from the peer. Input already pending goes first: then `data` is
     /// queued behind it and one step is processed, as by [`Connection::resume`].
     pub fn handle_bytes(&mut self, now: Instant, cfg: &ConnConfig, data: &[u8]) {
@@ -2022,6 +2058,45 @@ mod tests {
         );
         c.handle_timeout(now + cfg.close_timeout, &cfg);
         assert_eq!(c.poll_event(), Some(Event::Closed(CloseReason::Overloaded)));
+    }
+
+    /// Under TLS the driver takes the PROXY header alone: cut anywhere, it uses the
+    /// header's bytes and gives back exactly the bytes after it (the TLS hello).
+    #[test]
+    fn proxy_header_before_tls() {
+        let now = Instant::now();
+        let cfg = ConnConfig {
+            proxy_protocol: true,
+            ..ConnConfig::default()
+        };
+        let header = b"PROXY TCP4 192.0.2.7 127.0.0.1 4711 8080\r\n";
+        let mut input = header.to_vec();
+        input.extend_from_slice(b"\x16\x03\x01hello");
+        for cut in 1..input.len() {
+            let mut c = Connection::new(now, &cfg, 1);
+            assert!(c.awaits_proxy_header());
+            let (a, b) = input.split_at(cut);
+            let mut rest = Vec::new();
+            for piece in [a, b] {
+                if c.awaits_proxy_header() {
+                    let used = c.take_proxy_header(piece);
+                    rest.extend_from_slice(&piece[used..]);
+                } else {
+                    rest.extend_from_slice(piece);
+                }
+            }
+            assert_eq!(rest, b"\x16\x03\x01hello", "cut at {cut}");
+            assert!(!c.awaits_proxy_header());
+            let client = Some("192.0.2.7:4711".parse().unwrap());
+            assert_eq!(c.poll_event(), Some(Event::Proxied(client)));
+        }
+        let mut c = Connection::new(now, &cfg, 1);
+        let hello = b"\x16\x03\x01 a TLS hello, no header";
+        assert_eq!(c.take_proxy_header(hello), hello.len());
+        assert!(matches!(
+            c.poll_event(),
+            Some(Event::Closed(CloseReason::BadProxyHeader(_)))
+        ));
     }
 
     /// `--proxy-protocol`: the header comes first, whole or a byte at a time, and the

@@ -17,7 +17,7 @@
 //! | `close`     | close codes and the close handshake payload                   | RFC 6455 §7.4   |
 //! | `sse`       | event-stream encoding and event ids                           | WHATWG HTML §9.2|
 //! | `proxy`     | PROXY protocol v1/v2 headers, X-Forwarded-For from trusted peers | haproxy.org PROXY |
-//! | `tls`       | TLS records for one connection (rustls, unbuffered), server and client settings | RFC 8446, 5246 |
+//! | `tls`       | TLS for one connection: rustls for the handshake (and TLS 1.2), our TLS 1.3 record layer after it | RFC 8446, 5246 |
 //! | `conn`      | the per-connection state machine tying the above together     |                 |
 //! | `client`    | the client side, as the load generator speaks it              | RFC 6455 §4.1   |
 //! | `rand`      | the one PRNG (masks, keys, jitter) and the one bit mixer      |                 |

@@ -44,13 +44,27 @@ pub fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
 }
 
 /// A listening TCP socket with SO_REUSEPORT, so each shard binds its own listener on the
-/// same address and the kernel spreads incoming connections over them.
+/// same address and the kernel spreads incoming connections over them. `TCP_NODELAY`
+/// is set on it, so accepted connections inherit it: the shard already gathers a loop
+/// turn's bytes into one send per connection, and Nagle's algorithm would only hold a
+/// small event back until the peer's (possibly delayed) ACK.
 ///
 /// # Warning
 /// SO_REUSEPORT also lets a second process of the same user bind the port and silently
 /// take part of the connections; call [`probe_exclusive`] first.
 pub fn reuseport_listener(addr: SocketAddr, backlog: i32) -> io::Result<OwnedFd> {
     let fd = bound_socket(addr, &[libc::SO_REUSEADDR, libc::SO_REUSEPORT])?;
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt on a socket we own with a c_int value alive for the call.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&raw const one).cast(),
+            size_of_val(&one) as libc::socklen_t,
+        )
+    })?;
     // SAFETY: listen on a bound socket we own.
     cvt(unsafe { libc::listen(fd.as_raw_fd(), backlog) })?;
     Ok(fd)

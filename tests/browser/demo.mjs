@@ -1,16 +1,25 @@
 // The demo page in a real browser: Debian's Chromium driven by playwright-core.
-// Usage: node tests/browser/demo.mjs HOST:PORT   -- prints "ok" last when every check
-// passes, else the reason, exit 1. Writes target/demo-screenshot.png.
+// Usage: node tests/browser/demo.mjs HOST:PORT [--ca FILE]   -- prints "ok" last when
+// every check passes, else the reason, exit 1. Writes target/demo-screenshot.png (with
+// --ca: target/demo-tls-screenshot.png).
 //
 // The page is loaded through a TCP proxy run here, so the test can cut its connections:
 // the browser's own EventSource must then reconnect with Last-Event-ID and the feed must
 // show every event exactly once, in order, while events were published straight to the
 // server during the cut.
+//
+// With --ca the server speaks TLS: the page is https:// (its WebSocket wss://), the proxy
+// passes TLS through, so Chromium's own TLS meets the server's. Chromium runs with
+// --ignore-certificate-errors (the test's authority is in no NSS database here), and the
+// page's certificate is checked to be the one that authority issued. The Node peers trust
+// FILE. The proxy sees only ciphertext then, so the reconnect's Last-Event-ID is read
+// from the request as Chromium reports it, and every reply must open with a TLS record.
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
 import { createRequire } from "node:module";
 import net from "node:net";
 import { fileURLToPath } from "node:url";
+import { caArg } from "../interop/ca.mjs";
 
 // The npm packages live with the other peer clients (tests/interop/package.json).
 const require = createRequire(new URL("../interop/package.json", import.meta.url));
@@ -18,7 +27,11 @@ const { chromium } = require("playwright-core");
 const WebSocket = require("ws");
 
 const CHROMIUM = "/usr/bin/chromium";
-const SCREENSHOT = fileURLToPath(new URL("../../target/demo-screenshot.png", import.meta.url));
+const ca = caArg();
+const [httpScheme, wsScheme] = ca ? ["https", "wss"] : ["http", "ws"];
+const SCREENSHOT = fileURLToPath(
+  new URL(`../../target/demo-${ca ? "tls-" : ""}screenshot.png`, import.meta.url),
+);
 const server = process.argv[2];
 const colon = server.lastIndexOf(":");
 const [serverHost, serverPort] = [server.slice(0, colon), +server.slice(colon + 1)];
@@ -75,7 +88,7 @@ function startProxy() {
 }
 
 async function publish(body) {
-  const r = await fetch(`http://${server}/publish/feed`, { method: "POST", body });
+  const r = await fetch(`${httpScheme}://${server}/publish/feed`, { method: "POST", body });
   const text = await r.text();
   assert.equal(r.status, 200, `publish: ${r.status} ${text}`);
   return JSON.parse(text).id;
@@ -110,22 +123,42 @@ try {
   const proxy = await startProxy();
   browser = await chromium.launch({
     executablePath: CHROMIUM,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-background-networking",
+      ...(ca ? ["--ignore-certificate-errors"] : []),
+    ],
   });
   const page = await browser.newPage({ viewport: { width: 1280, height: 760 } });
   const pageErrors = [];
   page.on("pageerror", (e) => pageErrors.push(String(e)));
+  // The page's EventSource requests as Chromium sent them (under TLS the proxy cannot read them).
+  const sseRequests = [];
+  page.on("request", async (req) => {
+    if (req.resourceType() !== "eventsource") return;
+    const entry = { at: Date.now(), url: req.url(), headers: null };
+    sseRequests.push(entry);
+    entry.headers = await req.allHeaders().catch(() => ({}));
+  });
 
   // 1. The page loads through the proxy; both transports open.
-  const resp = await page.goto(`http://${proxy.addr}/`);
+  const resp = await page.goto(`${httpScheme}://${proxy.addr}/`);
   assert.equal(resp.status(), 200);
   assert.match(resp.headers()["content-type"] ?? "", /^text\/html/);
+  if (ca) {
+    const tls = await resp.securityDetails();
+    assert.match(tls?.issuer ?? "", /^ringpush test CA/, `the page's certificate: ${JSON.stringify(tls)}`);
+    assert.match(tls.protocol, /^TLS 1\.[23]$/);
+    step(`page over ${tls.protocol}, certificate for ${tls.subjectName} from ${tls.issuer}`);
+  }
   await page.waitForSelector('#ws-state[data-state="open"]', { timeout: 10000 });
   await page.waitForSelector('#sse-state[data-state="open"]', { timeout: 10000 });
   step("page loaded; WebSocket and EventSource open");
 
   // 2. Chat both ways with a Node `ws` client connected straight to the server.
-  const peer = new WebSocket(`ws://${server}/ws/chat`, { perMessageDeflate: false });
+  const peer = new WebSocket(`${wsScheme}://${server}/ws/chat`, { perMessageDeflate: false, ca });
   const peerInbox = [];
   peer.on("message", (data, isBinary) => peerInbox.push({ data: data.toString(), isBinary }));
   await new Promise((resolve, reject) => peer.once("open", resolve).once("error", reject));
@@ -160,7 +193,11 @@ try {
   await until("the form's event in the feed", async () =>
     (await feedItems(page)).some((e) => e.data === "from the form"),
   );
-  const status = await text(page, "#publish-status");
+  // The event can reach the feed before the page has read its publish's answer.
+  const status = await until("the publish status", async () => {
+    const t = await text(page, "#publish-status");
+    return t !== "" && t;
+  });
   const formId = status.replace(/^published as /, "");
   assert.ok(formId && formId !== status, `publish status: ${status}`);
   published.push([formId, "from the form"]);
@@ -184,14 +221,26 @@ try {
   await page.waitForSelector('#sse-state[data-state="open"]', { timeout: 10000 });
   const reconnectsNow = +(await text(page, "#sse-reconnects"));
   assert.ok(reconnectsNow > sseReconnects, `SSE reconnect counter ${sseReconnects} -> ${reconnectsNow}`);
-  const resumes = proxy.heads.filter((h) => h.at > cutAt && h.head.startsWith("GET /sse/feed"));
-  assert.ok(resumes.length > 0, "the EventSource reconnected through the proxy");
-  const resumeHead = resumes[resumes.length - 1].head;
-  assert.match(
-    resumeHead,
-    new RegExp(`\\r\\nlast-event-id: ${lastIdBeforeCut.replace(/[.-]/g, "\\$&")}\\r\\n`, "i"),
-    `the browser's own reconnect carries Last-Event-ID ${lastIdBeforeCut}:\n${resumeHead}`,
-  );
+  if (ca) {
+    const resumes = sseRequests.filter((r) => r.at > cutAt && new URL(r.url).pathname === "/sse/feed");
+    assert.ok(resumes.length > 0, "the EventSource reconnected");
+    const resume = resumes[resumes.length - 1];
+    await until("the reconnect's headers", () => resume.headers);
+    assert.equal(
+      resume.headers["last-event-id"],
+      lastIdBeforeCut,
+      `the browser's own reconnect carries Last-Event-ID: ${JSON.stringify(resume)}`,
+    );
+  } else {
+    const resumes = proxy.heads.filter((h) => h.at > cutAt && h.head.startsWith("GET /sse/feed"));
+    assert.ok(resumes.length > 0, "the EventSource reconnected through the proxy");
+    const resumeHead = resumes[resumes.length - 1].head;
+    assert.match(
+      resumeHead,
+      new RegExp(`\\r\\nlast-event-id: ${lastIdBeforeCut.replace(/[.-]/g, "\\$&")}\\r\\n`, "i"),
+      `the browser's own reconnect carries Last-Event-ID ${lastIdBeforeCut}:\n${resumeHead}`,
+    );
+  }
   step(`cut for 1.5 s (${proxy.refused()} connections refused); EventSource back with Last-Event-ID`);
 
   // Every event exactly once, in order, with the ids publish answered.
@@ -216,7 +265,7 @@ try {
   step("WebSocket reconnected and chats again");
 
   // 6. A binary message on the feed topic shows as binary; a stale id gets the notice.
-  const wsFeed = new WebSocket(`ws://${server}/ws/feed`, { perMessageDeflate: false });
+  const wsFeed = new WebSocket(`${wsScheme}://${server}/ws/feed`, { perMessageDeflate: false, ca });
   await new Promise((resolve, reject) => wsFeed.once("open", resolve).once("error", reject));
   wsFeed.send(Buffer.from([0xde, 0xad, 0xbe, 0xef]));
   await until("the binary event in the feed", async () =>
@@ -226,8 +275,9 @@ try {
   step("binary WebSocket message shown as binary in the feed");
 
   assert.deepEqual(pageErrors, [], "no script errors in the page");
-  // A browser retries after a malformed response, which would hide it: check the bytes.
-  const malformed = proxy.replies.filter((r) => !r.startsWith("HTTP/1.1 "));
+  // A browser retries after a malformed response, which would hide it: check the bytes
+  // (under TLS, that each connection's first reply is a TLS handshake record).
+  const malformed = proxy.replies.filter((r) => (ca ? !r.startsWith("\x16\x03") : !r.startsWith("HTTP/1.1 ")));
   assert.deepEqual(malformed, [], "every response through the proxy starts with a status line");
   mkdirSync(fileURLToPath(new URL("../../target/", import.meta.url)), { recursive: true });
   await page.screenshot({ path: SCREENSHOT });

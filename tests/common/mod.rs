@@ -209,7 +209,7 @@ pub fn tcp_with(addr: SocketAddr, src_last_octet: u8, rcvbuf: Option<i32>) -> Tc
 }
 
 /// Reads an HTTP response head (and whatever body bytes came with it) from `s`.
-pub fn read_head(s: &mut TcpStream) -> (String, Vec<u8>) {
+pub fn read_head(s: &mut impl Read) -> (String, Vec<u8>) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -264,10 +264,22 @@ pub fn upgrade_request(path: &str, extra: &str) -> String {
     )
 }
 
-/// A raw WebSocket client: exact bytes out, frames parsed strictly as a client.
-pub struct Ws {
-    pub s: TcpStream,
+/// A raw WebSocket client: exact bytes out, frames parsed strictly as a client; over
+/// TCP, or over TLS (`tls::TlsStream`, see `tls::ws`).
+pub struct Ws<S = TcpStream> {
+    pub s: S,
     buf: Vec<u8>,
+}
+
+/// What a [`Ws`] runs over: a byte stream with a TCP socket under it.
+pub trait Sock: Read + Write {
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl Sock for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
 }
 
 /// A frame as received.
@@ -317,6 +329,13 @@ impl Ws {
             "{head}"
         );
         (Ws { s, buf: rest }, head)
+    }
+}
+
+impl<S: Sock> Ws<S> {
+    /// Over a stream whose 101 was read already; `rest` is what followed its head.
+    pub fn over(s: S, rest: Vec<u8>) -> Ws<S> {
+        Ws { s, buf: rest }
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) {
@@ -426,6 +445,7 @@ impl Ws {
                 return Ok(None);
             };
             self.s
+                .tcp()
                 .set_read_timeout(Some(left.max(Duration::from_millis(1))))
                 .unwrap();
             match self.fill() {
@@ -543,4 +563,14 @@ pub fn publish_pipelined(addr: SocketAddr, items: &[(String, Vec<u8>)]) -> Vec<S
     }
     writer.join().unwrap();
     ids
+}
+
+/// The resident memory of process `pid`, in KiB (`VmRSS`).
+pub fn rss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
 }

@@ -99,6 +99,22 @@ pub fn connect(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> std::io::
     Ok(s)
 }
 
+impl super::Sock for TlsStream {
+    fn tcp(&self) -> &TcpStream {
+        &self.sock
+    }
+}
+
+/// A WebSocket over TLS: the upgrade to `path` done, its 101 checked.
+pub fn ws(addr: SocketAddr, config: Arc<rustls::ClientConfig>, path: &str) -> super::Ws<TlsStream> {
+    let mut s = connect(addr, config).expect("TLS handshake");
+    s.write_all(super::upgrade_request(path, "").as_bytes())
+        .unwrap();
+    let (head, rest) = super::read_head(&mut s);
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    super::Ws::over(s, rest)
+}
+
 /// Sends an HTTP/1.1 request (with `Connection: close`) and returns the whole answer.
 pub fn https(addr: SocketAddr, config: Arc<rustls::ClientConfig>, request: &str) -> String {
     let mut s = connect(addr, config).expect("TLS handshake");

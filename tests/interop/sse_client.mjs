@@ -1,6 +1,7 @@
 // Interop: the Node `eventsource` package (WHATWG EventSource on fetch) against ringpush.
-// Usage: node sse_client.mjs HOST:PORT   -- exits 0 and prints "ok" last when every check
-// passes, else prints the reason and exits 1.
+// Usage: node sse_client.mjs HOST:PORT [--ca FILE]   -- exits 0 and prints "ok" last when
+// every check passes, else prints the reason and exits 1. With --ca, over https:// and
+// wss:// trusting the authority in FILE (PEM); the proxy below then passes TLS through.
 //
 // The stream goes through a small TCP proxy run here, so the test can cut it: the
 // library's OWN reconnect must then resume with Last-Event-ID and get exactly the events
@@ -9,11 +10,15 @@ import assert from "node:assert/strict";
 import net from "node:net";
 import { EventSource } from "eventsource";
 import WebSocket from "ws";
+import { caArg } from "./ca.mjs";
 
+const ca = caArg();
+const [httpScheme, wsScheme] = ca ? ["https", "wss"] : ["http", "ws"];
 const server = process.argv[2];
 const [serverHost, serverPort] = [server.slice(0, server.lastIndexOf(":")), +server.slice(server.lastIndexOf(":") + 1)];
 const TOPIC = "interop-sse-node";
 const protocolErrors = [];
+const fetchErrors = []; // every failed request (a cut is expected to make some), for the report
 
 // A TCP proxy to the server; cut(ms) destroys every proxied connection and refuses new
 // ones (accept, then destroy) for ms.
@@ -54,7 +59,7 @@ function startProxy() {
 }
 
 async function publish(topic, body, event) {
-  const url = `http://${server}/publish/${topic}` + (event ? `?event=${event}` : "");
+  const url = `${httpScheme}://${server}/publish/${topic}` + (event ? `?event=${event}` : "");
   const r = await fetch(url, { method: "POST", body });
   const text = await r.text();
   assert.equal(r.status, 200, `publish: ${r.status} ${text}`);
@@ -80,6 +85,7 @@ function open(url, extraHeaders = {}) {
         // The library retries after any failed request, which would hide a malformed
         // response (the parser's HPE_* codes): record those and fail the test on them.
         const code = e.cause?.code ?? e.code ?? String(e);
+        fetchErrors.push(`${code}: ${e.cause?.message ?? e.message}`);
         if (String(code).startsWith("HPE_")) protocolErrors.push(`${code}: ${e.cause?.message ?? e.message}`);
         throw e;
       }
@@ -113,13 +119,13 @@ function open(url, extraHeaders = {}) {
   }
   async function mustNext(what) {
     const ev = await next(10000);
-    assert.ok(ev, `no event within 10 s (waiting for ${what}); malformed responses: ${JSON.stringify(protocolErrors)}`);
+    assert.ok(ev, `no event within 10 s (waiting for ${what}); failed requests: ${JSON.stringify(fetchErrors)}`);
     return ev;
   }
   async function opened(n) {
     const deadline = Date.now() + 10000;
     while (opens < n) {
-      assert.ok(Date.now() < deadline, `the stream did not open (${n}) within 10 s`);
+      assert.ok(Date.now() < deadline, `the stream did not open (${n}) within 10 s; failed requests: ${JSON.stringify(fetchErrors)}`);
       await new Promise((r) => setTimeout(r, 20));
     }
   }
@@ -164,7 +170,7 @@ try {
   const proxy = await startProxy();
 
   // 1. Open through the proxy; headers; events in order with multi-line data.
-  const s = open(`http://${proxy.addr}/sse/${TOPIC}`);
+  const s = open(`${httpScheme}://${proxy.addr}/sse/${TOPIC}`);
   await s.opened(1);
   const h = s.responses[0].headers;
   assert.match(h.get("content-type"), /^text\/event-stream/);
@@ -190,14 +196,14 @@ try {
 
   // 2. A binary WebSocket message arrives as `event: binary`, standard base64.
   const blob = Buffer.from(Array.from({ length: 700 }, (_, i) => (i * 7) % 256));
-  const ws = new WebSocket(`ws://${server}/ws/${TOPIC}`, { perMessageDeflate: false });
-  await new Promise((resolve, reject) => ws.once("open", resolve).once("error", reject));
-  ws.send(blob);
+  const peer = new WebSocket(`${wsScheme}://${server}/ws/${TOPIC}`, { perMessageDeflate: false, ca });
+  await new Promise((resolve, reject) => peer.once("open", resolve).once("error", reject));
+  peer.send(blob);
   const bin = await s.mustNext("the binary message");
   assert.equal(bin.type, "binary");
   assert.deepEqual(Buffer.from(bin.data, "base64"), blob);
   assert.equal(Buffer.from(blob).toString("base64"), bin.data, "standard base64 with padding");
-  ws.close();
+  peer.close();
   const lastBeforeCut = bin.id;
 
   // 3. Cut the stream at the proxy; publish meanwhile; the library reconnects by itself
@@ -220,14 +226,14 @@ try {
   // 4. A new EventSource resuming with a Last-Event-ID header set through the
   // library's fetch override (how this package lets a caller set request headers).
   for (let i = 0; i < 3; i++) await publish(TOPIC, `while closed ${i}`);
-  const r = open(`http://${server}/sse/${TOPIC}`, { "Last-Event-ID": lastLive });
+  const r = open(`${httpScheme}://${server}/sse/${TOPIC}`, { "Last-Event-ID": lastLive });
   await expect(r, [0, 1, 2].map((i) => ["message", `while closed ${i}`]));
   await expectNothing(r, 300);
   r.es.close();
 
   // 5. The same with ?lastEventId= in the URL (for clients that cannot set headers).
   await publish(TOPIC, "by query");
-  const q = open(`http://${server}/sse/${TOPIC}?lastEventId=${encodeURIComponent(lastLive)}`);
+  const q = open(`${httpScheme}://${server}/sse/${TOPIC}?lastEventId=${encodeURIComponent(lastLive)}`);
   await expect(q, [0, 1, 2].map((i) => ["message", `while closed ${i}`]).concat([["message", "by query"]]));
   q.es.close();
 

@@ -1,8 +1,10 @@
 """Interop: the Python `httpx-sse` client (on httpx) against ringpush's event streams.
 
-Usage: python3 sse_client.py HOST:PORT [HISTORY]
+Usage: python3 sse_client.py HOST:PORT [HISTORY] [--ca FILE]
   -- exits 0 and prints "ok" last when every check passes. With HISTORY (the server's
   --history), also checks that a position older than the history gets `event: reset`.
+  With --ca, everything goes over https:// and wss://, trusting only the authority in
+  FILE (PEM).
 
 The script publishes with POST /publish/{topic} itself (urllib) and checks: the stream's
 headers, the opening `retry:`, ids, data in order (multi-line payloads joined with "\\n",
@@ -13,6 +15,7 @@ import base64
 import json
 import queue
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -22,9 +25,16 @@ import httpx
 from httpx_sse import connect_sse
 from websockets.sync.client import connect as ws_connect
 
-addr = sys.argv[1]
-history = int(sys.argv[2]) if len(sys.argv) > 2 else None
-base = f"http://{addr}"
+args = sys.argv[1:]
+ca = None
+if "--ca" in args:
+    i = args.index("--ca")
+    ca = args[i + 1]
+    del args[i : i + 2]
+addr = args[0]
+history = int(args[1]) if len(args) > 1 else None
+tls = ssl.create_default_context(cafile=ca) if ca else None
+base = f"{'https' if ca else 'http'}://{addr}"
 TOPIC = "interop-sse-py"
 TIMEOUT = httpx.Timeout(10.0)
 
@@ -37,7 +47,7 @@ def fail(reason):
 def publish(topic, body, event=None):
     url = f"{base}/publish/{topic}" + (f"?event={event}" if event else "")
     req = urllib.request.Request(url, data=body.encode(), method="POST")
-    with urllib.request.urlopen(req, timeout=10) as r:
+    with urllib.request.urlopen(req, timeout=10, context=tls) as r:
         if r.status != 200:
             fail(f"publish answered {r.status}")
         doc = json.loads(r.read())
@@ -53,7 +63,7 @@ class Stream:
     def __init__(self, path, last_event_id=None):
         headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
         # A client (connection pool) per stream: the stream's connection is never reused.
-        self._client = httpx.Client(timeout=TIMEOUT)
+        self._client = httpx.Client(timeout=TIMEOUT, verify=tls or True)
         self._cm = connect_sse(self._client, "GET", base + path, headers=headers)
         self.source = self._cm.__enter__()
         self.response = self.source.response
@@ -187,7 +197,7 @@ if ids != published:
 # 3. A binary WebSocket message reaches the stream as `event: binary`, base64; a
 # text one as a plain event.
 blob = bytes(range(256)) * 3
-with ws_connect(f"ws://{addr}/ws/{TOPIC}") as ws:
+with ws_connect(f"{'wss' if ca else 'ws'}://{addr}/ws/{TOPIC}", ssl=tls) as ws:
     ws.send(blob)
     ev = s.must_next("the binary message")
     if ev.event != "binary" or base64.b64decode(ev.data, validate=True) != blob:

@@ -178,6 +178,11 @@ impl Shard {
             let bufs = &mut self.io.get_mut(t).bufs;
             let data = bufs.get(bid, res.max(0) as usize);
             let c = &mut self.conns[key];
+            let mut data = data;
+            if c.tls.is_some() && c.proto.awaits_proxy_header() {
+                // A PROXY header comes before the TLS handshake, in the clear.
+                data = &data[c.proto.take_proxy_header(data)..];
+            }
             // Received before the pause took effect: kept, not processed, so no more
             // replies are queued (see "Reading and backpressure").
             let defer = c.out.len() >= self.config.max_outbox_bytes;
