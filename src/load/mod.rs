@@ -412,6 +412,7 @@ pub fn run(cfg: &LoadConfig) -> Result<Report, String> {
             (Some(a), Some(b)) if connect.open > 0 => Some((b - a) * 1e6 / connect.open as f64),
             _ => None,
         },
+        tls_resumed: stats.tls_resumed,
         errors,
         run_secs,
         sent: stats.sent,

@@ -121,6 +121,8 @@ pub struct Report {
     /// The server process's CPU time during the connect phase per connection opened,
     /// microseconds (one URL only): what a handshake (TCP, TLS, HTTP upgrade) costs it.
     pub server_cpu_us_per_handshake: Option<f64>,
+    /// TLS handshakes that resumed a session (`--tls-resume`), reconnects included.
+    pub tls_resumed: u64,
     /// Failed attempts and disconnects, by reason.
     pub errors: Vec<(String, u64)>,
     /// Length of the run phase, in seconds.
@@ -250,6 +252,9 @@ impl Report {
         let _ = write!(s, "  handshake       {}", p(&self.handshake_us));
         if let Some(us) = self.server_cpu_us_per_handshake {
             let _ = write!(s, "; server CPU {us:.0} us each");
+        }
+        if self.tls_resumed > 0 {
+            let _ = write!(s, "; {} TLS sessions resumed", self.tls_resumed);
         }
         s.push('\n');
         if self.scenario == "echo" || self.scenario == "broadcast" {
