@@ -90,9 +90,9 @@ pub struct Config {
     /// `max_message_bytes` + 14, or every full-size message closes its subscribers
     /// ([`Config::warnings`] says so).
     pub max_outbox_bytes: usize,
-    /// How long a connection's outbox may stay over `max_outbox_bytes` (replies to a
-    /// client that sends and never reads; reading from it has stopped) before it is cut
-    /// as a slow consumer (WebSocket close 1008). Default 10 s: an honest client on a
+    /// How long a connection's outbox may take to drain once it reached
+    /// `max_outbox_bytes` (a cap's worth sent, or everything; a dip just under the cap
+    /// does not count: see `server::outbox`) before it is cut as a slow consumer (WebSocket close 1008). Default 10 s: an honest client on a
     /// congested link catches up well within it, a hostile one holds its memory no
     /// longer.
     pub outbox_timeout: Duration,

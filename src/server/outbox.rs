@@ -21,8 +21,21 @@
 //!   `Last-Event-ID` and replays what it missed).
 //! - A reply (to the client's own request, ping or message) is never refused; once the
 //!   queue is at the cap the shard stops reading from the connection, so the client
-//!   cannot ask for more, and TCP pushes back on it. A queue still over the cap after
-//!   `--outbox-timeout` gets the slow-consumer treatment above.
+//!   cannot ask for more, and TCP pushes back on it. A queue that has not drained
+//!   `--outbox-timeout` after it reached the cap gets the slow-consumer treatment above.
+//!
+//! # Draining: a cap's worth sent, not a dip under the cap
+//!
+//! When the queue reaches its cap, [`Outbox::reached_cap`] marks it; it has drained
+//! ([`Outbox::drained`]) once a cap's worth of bytes has been sent since, or everything
+//! queued. Merely going under the cap is not draining: a peer that never reads still
+//! takes a few bytes now and then (its kernel absorbs another segment, a zero-window
+//! probe), a send completes, the queue dips just under its cap, reading resumes and the
+//! next reply fills it again. Seen in `tests/hostile.rs`: an echo flooder's queue went
+//! from 108 KB to 64.5 KB (one echo, just under the 64 KiB cap) after 1.4 s of its 2 s
+//! timeout, reading resumed, the next echo took it back over and the timeout started
+//! again; such a client could keep its cap of our memory for as long as its kernel kept
+//! absorbing.
 
 use std::collections::VecDeque;
 
@@ -60,6 +73,10 @@ pub struct Outbox {
     /// TLS: the front chunk is the rest of a sealed send that a short write left (see
     /// [`Outbox::take_sealed_rest`]).
     sealed_rest: bool,
+    /// Bytes still to send, since the queue last reached its cap, before it counts as
+    /// drained (see "Draining"); saturated at 4 GiB. A `u32` beside `sealed_rest` costs
+    /// no room.
+    owed: u32,
 }
 
 impl Outbox {
@@ -86,6 +103,18 @@ impl Outbox {
     /// Everything sent (nothing waiting, nothing in flight)?
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The queue is at its `cap` (the shard stopped reading): from now on it has
+    /// [`Outbox::drained`] once `cap` bytes have been sent, or everything queued.
+    pub fn reached_cap(&mut self, cap: usize) {
+        self.owed = u32::try_from(cap).unwrap_or(u32::MAX);
+    }
+
+    /// Has a cap's worth been sent since [`Outbox::reached_cap`], or everything queued?
+    /// A dip under the cap is not enough (see "Draining").
+    pub fn drained(&self) -> bool {
+        self.owed == 0 || self.is_empty()
     }
 
     /// Bytes waiting to be handed to the kernel?
@@ -135,6 +164,9 @@ impl Outbox {
     /// to the front of the queue, ahead of anything queued since.
     pub fn sent(&mut self, buf: SendBuf, mut n: usize) {
         self.in_flight -= buf.len();
+        self.owed = self
+            .owed
+            .saturating_sub(u32::try_from(n).unwrap_or(u32::MAX));
         let SendBuf {
             chunks, mut offset, ..
         } = buf;
@@ -360,6 +392,36 @@ mod tests {
         assert_eq!(buf.len(), 1);
         o.sent(buf, 1);
         assert!(o.is_empty());
+    }
+
+    /// Going under the cap is not draining: a peer that takes a few bytes now and then
+    /// dips the queue under its cap, and the next reply fills it again.
+    #[test]
+    fn drained_means_a_caps_worth_sent() {
+        let cap = 100;
+        let mut o = Outbox::default();
+        o.push(Chunk::Owned(vec![0; 64]), usize::MAX);
+        o.push(Chunk::Owned(vec![0; 64]), usize::MAX);
+        o.reached_cap(cap);
+        assert!(!o.drained());
+        // A few bytes taken: 128 - 30 = 98, under the cap, not drained.
+        let buf = o.take_send(None);
+        o.sent(buf, 30);
+        assert!(o.len() < cap && !o.drained());
+        // Reading resumed; the next reply takes the queue over its cap again.
+        o.push(Chunk::Owned(vec![0; 64]), usize::MAX);
+        let buf = o.take_send(None);
+        o.sent(buf, 60);
+        assert!(!o.drained(), "90 of 100 sent");
+        let buf = o.take_send(None);
+        o.sent(buf, 10);
+        assert!(o.drained(), "a cap's worth sent, {} still queued", o.len());
+        // Everything queued sent is drained too, however little that was.
+        o.reached_cap(cap);
+        let buf = o.take_send(None);
+        let n = buf.len();
+        o.sent(buf, n);
+        assert!(n < cap && o.is_empty() && o.drained());
     }
 
     #[test]

@@ -147,8 +147,8 @@ struct Conn {
     transport: Transport,
     /// When the connection must be gone even if its outbox has not drained.
     hard_deadline: Option<Instant>,
-    /// The outbox reached its cap and reading stopped: still at its cap at this instant,
-    /// the connection is cut as a slow consumer (`--outbox-timeout`).
+    /// The outbox reached its cap and reading stopped: not drained by this instant (see
+    /// `outbox`), the connection is cut as a slow consumer (`--outbox-timeout`).
     stall_deadline: Option<Instant>,
     /// `--access-log` only: who is at the other end. Boxed, so that without the log a
     /// connection pays 8 bytes for it, not 96.

@@ -34,8 +34,12 @@
 //! - A connection with a request head's worth of pipelined requests waiting behind one
 //!   being served (a publish waiting for its owner shard) is paused the same way: a
 //!   pipeline is backpressure, never an error.
-//! - An outbox still over its cap `--outbox-timeout` later is cut as a slow consumer
-//!   (WebSocket close 1008).
+//! - An outbox that has not drained `--outbox-timeout` after it reached its cap is cut
+//!   as a slow consumer (WebSocket close 1008). Drained means a cap's worth sent since,
+//!   or everything queued: not a dip under the cap, after which reading resumes and the
+//!   next reply fills it again (see "Draining" in `outbox`). So a client that sends and
+//!   never reads is cut within `--outbox-timeout` (and a timer tick) of its outbox
+//!   reaching the cap, whatever its kernel still absorbs and whatever the buffer sizes.
 //!
 //! # Fair reading
 //!
@@ -104,7 +108,7 @@ pub(super) const BGID: u16 = 0;
 impl Shard {
     /// Arms or pauses the connection's receive, as its outbox and its pending input
     /// allow (see "Reading and backpressure" in the module docs), and keeps the
-    /// deadline of an outbox stuck over its cap.
+    /// deadline of an outbox that reached its cap and has not drained.
     pub(super) fn flow(&mut self, now: Instant, key: usize) {
         let cap = self.config.max_outbox_bytes;
         let c = &mut self.conns[key];
@@ -112,13 +116,20 @@ impl Shard {
         // (the room left, at least one buffer) keeps a slow reader near its cap from
         // costing a cancel per send.
         let over = c.out.len() >= cap;
-        // The stall clock runs while reading is stopped by the outbox.
+        // The stall clock starts when the outbox reaches its cap and stops once the
+        // outbox has drained (a cap's worth sent since, or everything), not at a dip
+        // under the cap (see "Draining" in `outbox`).
+        if c.stall_deadline.is_some() && c.out.drained() {
+            c.stall_deadline = None;
+        }
         let stalled = over && c.stall_deadline.is_none();
         if stalled {
             c.stall_deadline = Some(now + self.config.outbox_timeout);
+            c.out.reached_cap(cap);
+        }
+        // Counted when the clock starts, and when it stops an armed receive again.
+        if over && (stalled || c.recv == Recv::Armed) {
             self.metrics.input_paused();
-        } else if !over {
-            c.stall_deadline = None;
         }
         let open = !(c.cancelled || c.ops.has(Kind::Close) || c.proto.is_closed());
         // A TLS handshake reads whatever the state machine wants (it may be refusing

@@ -99,7 +99,7 @@ impl Shard {
         let c = &mut self.conns[e.key];
         if c.stall_deadline.is_some_and(|d| now >= d) {
             c.stall_deadline = None;
-            if c.out.len() >= self.config.max_outbox_bytes {
+            if !c.out.drained() {
                 Self::cut_slow(c, now, &self.conn_cfg);
                 self.metrics.drop_slow();
             }
