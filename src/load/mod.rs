@@ -6,11 +6,12 @@
 //! holds far more connections than RLIMIT_NOFILE. Sources are spread over 127.0.0.x
 //! addresses: each address has its own ephemeral port range toward the server's one
 //! port. The WebSocket, SSE and polling clients themselves are sans-IO, in
-//! [`crate::proto::client`].
+//! [`crate::proto::client`]; over TLS (`wss://`, `https://`) a
+//! [`crate::proto::tls::Tls`] session sits between a connection's socket and its client.
 //!
 //! The coordinating thread (the caller of [`run`]) moves the workers through phases, one
-//! function each: connect (at `--rate` per second, at most 2048 handshakes in flight per
-//! worker), run (the scenario's traffic, for `--duration`), drain (what is in flight
+//! function each: connect (at `--rate` per second, at most 2048 TCP connects in flight
+//! per worker), run (the scenario's traffic, for `--duration`), drain (what is in flight
 //! arrives), leave (`--leave close` only), stop; then it merges their statistics into a
 //! [`Report`] (`report.rs`). In a storm with `--cut-after` it also tells the workers,
 //! once, to cut every subscriber at the same moment.

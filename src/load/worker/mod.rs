@@ -6,7 +6,9 @@
 //! source address) a `setsockopt` of `IP_BIND_ADDRESS_NO_PORT` and a `Bind` to its
 //! 127.0.0.x address, then `Connect`, all linked; then the request is sent and a
 //! multishot receive armed; bytes go through [`Client`](crate::proto::client::Client)
-//! (`completion.rs`). When it ends, its operations are cancelled, the slot is closed
+//! (`completion.rs`), over TLS through the connection's
+//! [`Tls`](crate::proto::tls::Tls) first: its hello is sent before anything, the request
+//! waits in `out` until the handshake completes, then `flush` seals what is queued. When it ends, its operations are cancelled, the slot is closed
 //! once none is in flight, and the connection is retried after a backoff delay (if the
 //! run is still going). An event stream resumes with `Last-Event-ID` (the last id it
 //! received, as a browser's `EventSource` does), and what it receives over its whole
@@ -68,7 +70,8 @@ pub const PHASE_STOP: u8 = 3;
 /// connection is retried.
 pub const PHASE_LEAVE: u8 = 4;
 
-/// Handshakes in flight per worker: beyond this, new connects wait. Keeps the listen
+/// TCP connects in flight per worker (counted until the connect completes, not through
+/// the HTTP or TLS handshake that follows): beyond this, new connects wait. Keeps the listen
 /// queue and SYN backlog of the server from overflowing (a dropped SYN costs the client a
 /// one-second retransmit and spoils the connect-time figure).
 const MAX_CONNECTING: usize = 2048;
