@@ -7,11 +7,16 @@
 #   SHARDS=2 THREADS=2 scripts/bench.sh
 #   BIN=/tmp/old/target/release/ringpush scripts/bench.sh     another build (not rebuilt)
 #   ROWS=handshake AUTH=es256 scripts/bench.sh                 10,000 handshakes with tokens
+#   TLS=1 ROWS=idle IDLE_CONNS=100000 scripts/bench.sh          idle wss:// memory at 100,000
 #
 # ROWS picks rows (default "echo broadcast idle"; also "handshake": 10,000 clients
 # connect at once to /ws/hs and hold, the connect rate and handshake latency). AUTH
 # (none, hs256, es256) starts the server with --jwt-secret or --jwt-public-key and gives
 # every client a token (`?token=`, minted by tests/interop/jwt_tool.py: PyJWT).
+#
+# TLS=1 serves TLS (--tls-cert/--tls-key: a P-256 certificate made here by openssl) and
+# loads it over wss:// with --tls-insecure (a full handshake per connection; TLS_RESUME=1
+# adds --tls-resume). IDLE_CONNS sizes the idle row (default 30,000).
 #
 # Every run is bounded (--duration plus connect time); the server is stopped by PID.
 set -euo pipefail
@@ -23,6 +28,8 @@ SHARDS=${SHARDS:-2}
 THREADS=${THREADS:-2}
 ROWS=${ROWS:-"echo broadcast idle"}
 AUTH=${AUTH:-none}
+TLS=${TLS:-0}
+IDLE_CONNS=${IDLE_CONNS:-30000}
 
 if [ -z "${BIN:-}" ]; then
     cargo build --release --quiet
@@ -53,8 +60,22 @@ if [ "$AUTH" != none ]; then
     esac
 fi
 
+# TLS: server flags, the URL scheme and the load generator's flags.
+tls_flags=()
+load_tls=()
+scheme=ws
+if [ "$TLS" = 1 ]; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+        -keyout "$keydir/tls_key.pem" -out "$keydir/tls_cert.pem" 2>/dev/null
+    tls_flags=(--tls-cert "$keydir/tls_cert.pem" --tls-key "$keydir/tls_key.pem")
+    load_tls=(--tls-insecure)
+    [ "${TLS_RESUME:-0}" = 1 ] && load_tls+=(--tls-resume)
+    scheme=wss
+fi
+
 start_server() {
-    "$BIN" serve --listen 127.0.0.1:0 --shards "$SHARDS" "${auth_flags[@]}" 2>"$srv_err" &
+    "$BIN" serve --listen 127.0.0.1:0 --shards "$SHARDS" "${auth_flags[@]}" "${tls_flags[@]}" 2>"$srv_err" &
     SRV=$!
     for _ in $(seq 1 50); do
         grep -q "listening on" "$srv_err" && break
@@ -88,9 +109,9 @@ run() {
         start_server
         local out
         out=$(mktemp -t ringpush-bench-run.XXXXXX)
-        "$BIN" load --url "ws://127.0.0.1:$PORT$path$query" --scenario "$scenario" \
+        "$BIN" load --url "$scheme://127.0.0.1:$PORT$path$query" --scenario "$scenario" \
             --connections "$conns" --duration "$DURATION" --threads "$THREADS" --json "$@" \
-            >"$out" 2>/dev/null
+            "${load_tls[@]}" >"$out" 2>/dev/null
         stop_server
         metrics+=("$(field "$out" "$metric")")
         latencies+=("$(field "$out" "$latency")")
@@ -117,7 +138,7 @@ for row in $ROWS; do
                 "f\"{r['latency_us']['p50']} / {r['latency_us']['p99']} us\"" --rate 50000
             ;;
         idle)
-            run "idle 30,000: server RSS per connection" /ws/idle idle 30000 \
+            run "idle $IDLE_CONNS: server RSS per connection" /ws/idle idle "$IDLE_CONNS" \
                 "f\"{r['server_rss_per_conn']:.0f} B\"" \
                 "f\"{r['handshake_us']['p50']} / {r['handshake_us']['p99']} us (handshake)\"" --rate 50000
             ;;

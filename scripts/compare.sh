@@ -7,6 +7,13 @@
 #   PEERS="ringpush tokio-tungstenite" SCENARIOS="echo100 bcast10k" scripts/compare.sh
 #   UWS_SRC=/path/to/uWebSockets scripts/compare.sh   with the uWebSockets C++ peer (uws-cpp)
 #   PEERS="ringpush uws-js" SCENARIOS="bcast10k-json bcast10k-deflate" scripts/compare.sh
+#   TLS=1 PEERS=ringpush SCENARIOS="echo100 bcast10k connrate" scripts/compare.sh
+#
+# TLS=1 adds ringpush over TLS beside whichever peers run: `ringpush-tls` (the server
+# with --tls-cert/--tls-key, a P-256 certificate made here by openssl; the load
+# generator on wss:// and https:// with --tls-insecure, a full handshake per
+# connection) and `ringpush-tls-resume` (the same with --tls-resume: connections resume
+# sessions from the tickets earlier ones received; connrate only). The peers stay plain.
 #
 # bcast10k-json and bcast10k-deflate broadcast the same 1 KB JSON message to 10,000
 # subscribers, without and with permessage-deflate (the load generator's --compression:
@@ -50,12 +57,19 @@ if ! python3 -c 'import matplotlib' 2>/dev/null; then
 fi
 echo "== building ringpush and the peers" >&2
 cargo build --release --quiet
+if [ "${TLS:-0}" = 1 ]; then
+    PEERS="$PEERS ringpush-tls ringpush-tls-resume"
+    tls_dir=$(mktemp -d -t ringpush-compare-tls.XXXXXX)
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+        -keyout "$tls_dir/key.pem" -out "$tls_dir/cert.pem" 2>/dev/null
+fi
 available=()
 for peer in $PEERS; do
     # `uws` was the uWebSockets.js peer's name before the C++ build joined as uws-cpp.
     if [ "$peer" = uws ]; then peer=uws-js; fi
     case $peer in
-        ringpush) available+=("$peer") ;;
+        ringpush | ringpush-tls | ringpush-tls-resume) available+=("$peer") ;;
         # The kernel baseline: ringpush's own io_uring driver with no protocol work past
         # the handshake (benches/peers/rust/raw-echo, `raw-echo ws`), driven by the same
         # load generator: every row's "vs kernel" column is a fraction of what it allows.
@@ -117,6 +131,8 @@ for _ in range(200):
     local cmd
     case $name in
         ringpush) cmd=("$BIN" serve --listen "127.0.0.1:$port" --shards 1) ;;
+        ringpush-tls | ringpush-tls-resume) cmd=("$BIN" serve --listen "127.0.0.1:$port" --shards 1 \
+            --tls-cert "$tls_dir/cert.pem" --tls-key "$tls_dir/key.pem") ;;
         tokio-tungstenite) cmd=("$PEER_BIN/peer-tokio-tungstenite" --listen "127.0.0.1:$port" --threads 1) ;;
         fastwebsockets) cmd=("$PEER_BIN/peer-fastwebsockets" --listen "127.0.0.1:$port" --threads 1) ;;
         raw-echo) cmd=("$PEER_BIN/raw-echo" --listen "127.0.0.1:$port" --threads 1) ;;
@@ -146,16 +162,23 @@ stop_server() {
     wait "$SRV" 2>/dev/null || true
     SRV=
 }
-trap '[ -n "${SRV:-}" ] && kill -KILL "$SRV" 2>/dev/null; true' EXIT
+trap '[ -n "${SRV:-}" ] && kill -KILL "$SRV" 2>/dev/null; [ -n "${tls_dir:-}" ] && rm -rf "$tls_dir"; true' EXIT
 
 # measure SERVER SCENARIO RUN LOAD-ARGS...: one run, one JSON line appended.
 measure() {
     local server=$1 scenario=$2 run=$3
     shift 3
+    # Resumption changes the handshake only: the other cases would repeat ringpush-tls.
+    if [ "$server" = ringpush-tls-resume ] && [ "$scenario" != connrate ]; then return 0; fi
     start_server "$server" || return 0
-    local json
-    if json=$(taskset -c "$LOAD_CPU" "$BIN" load --threads 1 --json "$@" \
-        --url "$(sed "s/PORT/$PORT/" <<<"$URL")" 2>/dev/null); then
+    local json url tls=()
+    url=$(sed "s/PORT/$PORT/" <<<"$URL")
+    case $server in
+        ringpush-tls) url=$(sed 's,^ws://,wss://,; s,^http://,https://,' <<<"$url"); tls=(--tls-insecure) ;;
+        ringpush-tls-resume) url=$(sed 's,^ws://,wss://,; s,^http://,https://,' <<<"$url"); tls=(--tls-insecure --tls-resume) ;;
+    esac
+    if json=$(taskset -c "$LOAD_CPU" "$BIN" load --threads 1 --json "$@" "${tls[@]}" \
+        --url "$url" 2>/dev/null); then
         python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); r.update(server=sys.argv[1], case=sys.argv[2], run=int(sys.argv[3])); print(json.dumps(r))' \
             "$server" "$scenario" "$run" <<<"$json" >>"$runs_file"
         echo "  $server $scenario run $run: done" >&2

@@ -279,8 +279,9 @@ const CUT_AFTER: DurationRange = DurationRange {
 
 #[derive(Debug, Args)]
 struct LoadArgs {
-    /// Target: ws://HOST:PORT/PATH for WebSocket, http://HOST:PORT/sse/TOPIC for SSE.
-    /// Repeatable (the nodes of a cluster, same transport and path on each): connection
+    /// Target: ws://HOST:PORT/PATH for WebSocket, http://HOST:PORT/sse/TOPIC for SSE;
+    /// wss:// and https:// over TLS (port 443 by default; needs --tls-ca or
+    /// --tls-insecure). Repeatable (the nodes of a cluster, same scheme and path on each): connection
     /// i starts on URL i mod n, the publisher on the first; a reconnect goes to another (a dead node's clients spread over the rest).
     #[arg(long = "url", value_name = "URL", default_value = "ws://127.0.0.1:8080/echo", value_parser = parse_url)]
     urls: Vec<String>,
@@ -349,6 +350,19 @@ struct LoadArgs {
     /// shrink to nothing.
     #[arg(long)]
     json_payload: bool,
+    /// wss:// and https://: trust the CA certificates in this PEM file (the server's
+    /// certificate must name the URL's host).
+    #[arg(long, value_name = "FILE", value_parser = |s: &str| config::parse_nonempty(s).map(std::path::PathBuf::from))]
+    tls_ca: Option<std::path::PathBuf>,
+    /// wss:// and https://: accept any server certificate (benchmarks against a
+    /// self-signed server; signatures are still checked, so a handshake costs what a
+    /// verified one does).
+    #[arg(long)]
+    tls_insecure: bool,
+    /// wss:// and https://: resume TLS sessions with the tickets earlier connections
+    /// received [default: a full handshake per connection, as distinct clients make].
+    #[arg(long)]
+    tls_resume: bool,
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
@@ -364,16 +378,17 @@ struct CheckArgs {
     json: bool,
 }
 
-/// The load generator speaks plain WebSocket and SSE: TLS is a proxy's job here too.
+/// A load target: WebSocket or SSE, plain or over TLS.
 fn parse_url(text: &str) -> Result<String, String> {
-    let rest = text
-        .strip_prefix("ws://")
-        .or_else(|| text.strip_prefix("http://"));
+    let rest = ["ws://", "wss://", "http://", "https://"]
+        .iter()
+        .find_map(|scheme| text.strip_prefix(scheme));
     let host = rest.map(|r| r.split(['/', '?']).next().unwrap_or(""));
     match host {
         Some(h) if !h.is_empty() && !h.contains(char::is_whitespace) => Ok(text.to_owned()),
         _ => Err(
-            "expected ws://HOST:PORT/PATH (WebSocket) or http://HOST:PORT/sse/TOPIC (SSE)".into(),
+            "expected ws[s]://HOST:PORT/PATH (WebSocket) or http[s]://HOST:PORT/sse/TOPIC (SSE)"
+                .into(),
         ),
     }
 }
@@ -483,6 +498,14 @@ fn load(args: &LoadArgs) -> ExitCode {
     if let Err(e) = load::check_urls(&args.urls) {
         return usage_error(&e);
     }
+    if let Err(e) = load::client_tls(
+        &args.urls,
+        args.tls_ca.as_deref(),
+        args.tls_insecure,
+        args.tls_resume,
+    ) {
+        return usage_error(&e);
+    }
     let cfg = load::LoadConfig {
         urls: args.urls.clone(),
         scenario: match args.scenario {
@@ -510,6 +533,9 @@ fn load(args: &LoadArgs) -> ExitCode {
         json_payload: args.json_payload,
         progress: true,
         leave: args.leave == "close",
+        tls_ca: args.tls_ca.clone(),
+        tls_insecure: args.tls_insecure,
+        tls_resume: args.tls_resume,
     };
     match load::run(&cfg) {
         Ok(report) => {

@@ -174,8 +174,12 @@ fn bad_load_and_check_values() {
         &["--backoff-cap", "--backoff-base"],
     );
     assert_usage_error(
+        &["load", "--url", "ftp://a.example/ws/t"],
+        &["--url", "ws[s]://", "http[s]://"],
+    );
+    assert_usage_error(
         &["load", "--url", "wss://a.example/ws/t"],
-        &["--url", "ws://", "http://"],
+        &["--tls-ca", "--tls-insecure"],
     );
     // Several URLs: one topic on every node, over one transport.
     for second in ["ws://127.0.0.1:2/ws/b", "http://127.0.0.1:2/sse/a"] {
@@ -183,7 +187,7 @@ fn bad_load_and_check_values() {
             &["load", "--url", "ws://127.0.0.1:1/ws/a", "--url", second],
             &[
                 &format!("--url {second}: "),
-                "transport and path of the first (ws://127.0.0.1:1/ws/a)",
+                "scheme and path of the first (ws://127.0.0.1:1/ws/a)",
             ],
         );
     }

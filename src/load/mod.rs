@@ -6,11 +6,12 @@
 //! holds far more connections than RLIMIT_NOFILE. Sources are spread over 127.0.0.x
 //! addresses: each address has its own ephemeral port range toward the server's one
 //! port. The WebSocket, SSE and polling clients themselves are sans-IO, in
-//! [`crate::proto::client`].
+//! [`crate::proto::client`]; over TLS (`wss://`, `https://`) a
+//! [`crate::proto::tls::Tls`] session sits between a connection's socket and its client.
 //!
 //! The coordinating thread (the caller of [`run`]) moves the workers through phases, one
-//! function each: connect (at `--rate` per second, at most 2048 handshakes in flight per
-//! worker), run (the scenario's traffic, for `--duration`), drain (what is in flight
+//! function each: connect (at `--rate` per second, at most 2048 TCP connects in flight
+//! per worker), run (the scenario's traffic, for `--duration`), drain (what is in flight
 //! arrives), leave (`--leave close` only), stop; then it merges their statistics into a
 //! [`Report`] (`report.rs`). In a storm with `--cut-after` it also tells the workers,
 //! once, to cut every subscriber at the same moment.
@@ -27,9 +28,14 @@ mod worker;
 
 use std::io::IsTerminal as _;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, ToSocketAddrs};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+
+use rustls::ClientConfig;
+use rustls::client::Resumption;
+use rustls::pki_types::ServerName;
 
 pub use crate::proto::client::Transport;
 pub use backoff::Backoff;
@@ -41,8 +47,9 @@ use worker::{PHASE_DRAIN, PHASE_LEAVE, PHASE_RUN, PHASE_STOP, Plan, Shared, Stat
 /// What to run; built by the CLI.
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
-    /// `ws://HOST:PORT/PATH` or `http://HOST:PORT/sse/TOPIC`, at least one. Several
-    /// are the nodes of a cluster: the same transport and path on each (see
+    /// `ws://HOST:PORT/PATH` or `http://HOST:PORT/sse/TOPIC` (`wss://`, `https://`
+    /// over TLS), at least one. Several are the nodes of a cluster: the same scheme
+    /// and path on each (see
     /// [`check_urls`]); connection `i` starts on `urls[i % n]`, the publisher on
     /// `urls[0]`, and a reconnect goes to the next one.
     pub urls: Vec<String>,
@@ -83,6 +90,13 @@ pub struct LoadConfig {
     /// At the end, leave together with close frames (`true`), or just exit (the kernel
     /// closes the sockets as the process ends).
     pub leave: bool,
+    /// TLS (`wss://`, `https://`): the PEM certificates to trust.
+    pub tls_ca: Option<PathBuf>,
+    /// TLS: accept any server certificate (benchmarks against a self-signed server).
+    pub tls_insecure: bool,
+    /// TLS: resume sessions with the tickets earlier connections received, instead of
+    /// a full handshake per connection.
+    pub tls_resume: bool,
 }
 
 /// The publisher's WebSocket path for a broadcast to subscribers on `path`:
@@ -109,24 +123,31 @@ fn publish_path(path: &str) -> String {
     }
 }
 
-/// Splits a target URL, without resolving its host: transport, `Host` value, path.
-fn split_url(url: &str) -> Result<(Transport, &str, String), String> {
-    let (transport, rest) = if let Some(r) = url.strip_prefix("ws://") {
-        (Transport::Ws, r)
-    } else if let Some(r) = url.strip_prefix("http://") {
-        let poll = r.find('/').is_some_and(|i| r[i..].starts_with("/poll/"));
-        (
-            if poll {
-                Transport::Poll
-            } else {
-                Transport::Sse
-            },
-            r,
-        )
-    } else {
-        return Err(format!(
-            "--url {url}: expected ws://HOST:PORT/PATH or http://HOST:PORT/sse/TOPIC"
-        ));
+/// A target URL, split (not resolved): `ws://` and `http://`, or over TLS `wss://` and
+/// `https://` (port 443 when none is given).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Url<'a> {
+    transport: Transport,
+    tls: bool,
+    /// `HOST[:PORT]` as written: the `Host` value.
+    host: &'a str,
+    /// Path and query (`/` when there is none).
+    path: String,
+}
+
+/// Splits a target URL, without resolving its host.
+fn split_url(url: &str) -> Result<Url<'_>, String> {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let (ws, tls) = match scheme {
+        "ws" => (true, false),
+        "wss" => (true, true),
+        "http" => (false, false),
+        "https" => (false, true),
+        _ => {
+            return Err(format!(
+                "--url {url}: expected ws[s]://HOST:PORT/PATH or http[s]://HOST:PORT/sse/TOPIC"
+            ));
+        }
     };
     let split = rest.find(['/', '?']).unwrap_or(rest.len());
     let (host, path) = rest.split_at(split);
@@ -135,16 +156,49 @@ fn split_url(url: &str) -> Result<(Transport, &str, String), String> {
     } else {
         path.to_owned()
     };
-    Ok((transport, host, path))
+    let transport = if ws {
+        Transport::Ws
+    } else if path.starts_with("/poll/") {
+        Transport::Poll
+    } else {
+        Transport::Sse
+    };
+    Ok(Url {
+        transport,
+        tls,
+        host,
+        path,
+    })
 }
 
-/// Parses the target URL: transport, `Host` value, address, path.
-pub fn parse_target(url: &str) -> Result<(Transport, String, SocketAddrV4, String), String> {
-    let (transport, host, path) = split_url(url)?;
-    let with_port = if host.contains(':') {
-        host.to_owned()
-    } else {
-        format!("{host}:80")
+/// A target URL, parsed and resolved.
+#[derive(Debug, Clone)]
+pub struct ParsedTarget {
+    /// WebSocket, SSE or polling.
+    pub transport: Transport,
+    /// `HOST[:PORT]` as written: the `Host` header's value.
+    pub host: String,
+    /// `wss://` or `https://`: the host name (without the port) the server's
+    /// certificate must be valid for, also sent as SNI.
+    pub tls_name: Option<String>,
+    /// The first IPv4 address of the host.
+    pub addr: SocketAddrV4,
+    /// Path and query.
+    pub path: String,
+}
+
+/// Parses and resolves a target URL.
+pub fn parse_target(url: &str) -> Result<ParsedTarget, String> {
+    let Url {
+        transport,
+        tls,
+        host,
+        path,
+    } = split_url(url)?;
+    let default_port = if tls { 443 } else { 80 };
+    let (name, with_port) = match host.rsplit_once(':') {
+        Some((name, _)) => (name, host.to_owned()),
+        None => (host, format!("{host}:{default_port}")),
     };
     let addr = with_port
         .to_socket_addrs()
@@ -154,23 +208,66 @@ pub fn parse_target(url: &str) -> Result<(Transport, String, SocketAddrV4, Strin
             SocketAddr::V6(_) => None,
         })
         .ok_or_else(|| format!("--url {url}: {host} has no IPv4 address"))?;
-    Ok((transport, host.to_owned(), addr, path))
+    Ok(ParsedTarget {
+        transport,
+        host: host.to_owned(),
+        tls_name: tls.then(|| name.to_owned()),
+        addr,
+        path,
+    })
+}
+
+/// The client TLS settings for a run over `urls`: `None` for `ws://` and `http://`;
+/// for `wss://` and `https://`, trusting the PEM certificates in `ca`, or with
+/// `insecure` any certificate. Without `resume`, every connection makes a full
+/// handshake (as many distinct clients would); with it, connections resume sessions
+/// from tickets earlier ones received.
+pub fn client_tls(
+    urls: &[String],
+    ca: Option<&Path>,
+    insecure: bool,
+    resume: bool,
+) -> Result<Option<Arc<ClientConfig>>, String> {
+    let tls = match urls.first().map(|u| split_url(u)).transpose()? {
+        Some(url) => url.tls,
+        None => false,
+    };
+    if !tls {
+        let flag = if ca.is_some() {
+            "--tls-ca"
+        } else if insecure {
+            "--tls-insecure"
+        } else if resume {
+            "--tls-resume"
+        } else {
+            return Ok(None);
+        };
+        return Err(format!("{flag}: only with wss:// or https:// URLs"));
+    }
+    if ca.is_some() && insecure {
+        return Err("--tls-ca and --tls-insecure: one or the other".into());
+    }
+    let mut config = crate::proto::tls::client_config(ca, insecure)?;
+    if !resume {
+        config.resumption = Resumption::disabled();
+    }
+    Ok(Some(Arc::new(config)))
 }
 
 /// Checks a run's URLs without resolving them: at least one, and every one with the
-/// transport and path (topic, query) of the first, since a connection moves from one
+/// scheme and path (topic, query) of the first, since a connection moves from one
 /// to the next when it reconnects, and an event stream's `Last-Event-ID` only means
 /// something on the same topic (on a cluster's nodes, whose ids are cluster-wide).
 pub fn check_urls(urls: &[String]) -> Result<(), String> {
     let Some(first) = urls.first() else {
         return Err("--url: at least one is needed".into());
     };
-    let (transport, _, path) = split_url(first)?;
+    let first_url = split_url(first)?;
     for url in &urls[1..] {
-        let (t, _, p) = split_url(url)?;
-        if t != transport || p != path {
+        let u = split_url(url)?;
+        if (u.transport, u.tls, &u.path) != (first_url.transport, first_url.tls, &first_url.path) {
             return Err(format!(
-                "--url {url}: every --url must have the transport and path of the first ({first}); a connection moves between them"
+                "--url {url}: every --url must have the scheme and path of the first ({first}); a connection moves between them"
             ));
         }
     }
@@ -223,9 +320,11 @@ pub fn run(cfg: &LoadConfig) -> Result<Report, String> {
         .iter()
         .map(|p| p.and_then(sysinfo::rss_bytes))
         .collect();
+    let cpu_at_start = server_pid.and_then(sysinfo::cpu_secs);
     let handles = start_workers(&plan, &shared)?;
     let mut progress = Progress::new(cfg.progress);
     let connect = connect_phase(cfg, &plan, &shared, &mut progress);
+    let cpu_after_connect = server_pid.and_then(sysinfo::cpu_secs);
     if connect.unreachable {
         progress.finish();
         let stats = join_all(handles, plan.targets.len())?;
@@ -242,7 +341,7 @@ pub fn run(cfg: &LoadConfig) -> Result<Report, String> {
     }
     shared.phase.store(PHASE_RUN, Ordering::Release);
     let t1 = Instant::now();
-    let cpu_before = server_pid.and_then(sysinfo::cpu_secs);
+    let cpu_before = cpu_after_connect;
     run_phase(cfg, &shared, t1, &mut progress);
     drain_phase(cfg, &shared);
     let run_secs = t1.elapsed().as_secs_f64();
@@ -310,6 +409,11 @@ pub fn run(cfg: &LoadConfig) -> Result<Report, String> {
         connected: connect.open,
         connect_secs: connect.secs,
         handshake_us: Percentiles::of(&stats.handshake_us),
+        server_cpu_us_per_handshake: match (cpu_at_start, cpu_after_connect) {
+            (Some(a), Some(b)) if connect.open > 0 => Some((b - a) * 1e6 / connect.open as f64),
+            _ => None,
+        },
+        tls_resumed: stats.tls_resumed,
         errors,
         run_secs,
         sent: stats.sent,
@@ -352,13 +456,39 @@ fn loads(counters: &[std::sync::atomic::AtomicU64]) -> Vec<u64> {
 /// every worker reads.
 fn plan(cfg: &LoadConfig) -> Result<Plan, String> {
     check_urls(&cfg.urls)?;
+    let tls = client_tls(
+        &cfg.urls,
+        cfg.tls_ca.as_deref(),
+        cfg.tls_insecure,
+        cfg.tls_resume,
+    )?;
     let parsed = (cfg.urls.iter().map(|u| parse_target(u))).collect::<Result<Vec<_>, _>>()?;
-    // check_urls: every URL has the first one's transport and path.
-    let (transport, path) = (parsed[0].0, parsed[0].3.clone());
-    let targets: Vec<Target> = parsed
+    // check_urls: every URL has the first one's scheme and path.
+    let (transport, path) = (parsed[0].transport, parsed[0].path.clone());
+    let targets = parsed
         .into_iter()
-        .map(|(_, host, addr, _)| Target { addr, host })
-        .collect();
+        .map(|t| {
+            let tls_name = t
+                .tls_name
+                .map(|name| {
+                    ServerName::try_from(name.clone())
+                        .map_err(|e| format!("--url: {name} is not a TLS server name: {e}"))
+                })
+                .transpose()?;
+            Ok(Target {
+                addr: t.addr,
+                host: t.host,
+                tls_name,
+            })
+        })
+        .collect::<Result<Vec<Target>, String>>()?;
+    if let (Some(config), Some(name)) = (&tls, targets.iter().find_map(|t| t.tls_name.clone())) {
+        // The first TLS session of a process takes ~100 ms more than the next ones
+        // (measured here: the first connections' handshakes 105 ms, the rest under 1 ms;
+        // aws-lc's one-time setup): paid here, not in the first handshakes' latency.
+        crate::proto::tls::Tls::client(Arc::clone(config), name)
+            .map_err(|e| format!("TLS: {e}"))?;
+    }
     if cfg.scenario == Scenario::Broadcast && publish_path(&path).is_empty() {
         return Err(format!(
             "--scenario broadcast: the URL must be ws://HOST:PORT/ws/TOPIC or http://HOST:PORT/sse/TOPIC, got path {path}"
@@ -429,6 +559,7 @@ fn plan(cfg: &LoadConfig) -> Result<Plan, String> {
         table_slots,
         compression: cfg.compression,
         json_payload: cfg.json_payload,
+        tls,
     })
 }
 
@@ -682,23 +813,92 @@ mod tests {
 
     #[test]
     fn targets() {
-        let (t, host, addr, path) = parse_target("ws://127.0.0.1:9000/ws/room?x=1").unwrap();
+        let t = parse_target("ws://127.0.0.1:9000/ws/room?x=1").unwrap();
         assert_eq!(
-            (t, host.as_str(), addr.port(), path.as_str()),
-            (Transport::Ws, "127.0.0.1:9000", 9000, "/ws/room?x=1")
+            (
+                t.transport,
+                t.host.as_str(),
+                t.addr.port(),
+                t.path.as_str(),
+                t.tls_name
+            ),
+            (Transport::Ws, "127.0.0.1:9000", 9000, "/ws/room?x=1", None)
         );
-        let (t, _, addr, path) = parse_target("http://localhost:8080/sse/a").unwrap();
+        let t = parse_target("http://localhost:8080/sse/a").unwrap();
         assert_eq!(
-            (t, addr.ip().is_loopback(), path.as_str()),
+            (t.transport, t.addr.ip().is_loopback(), t.path.as_str()),
             (Transport::Sse, true, "/sse/a")
         );
-        let (_, _, addr, path) = parse_target("ws://127.0.0.1").unwrap();
-        assert_eq!((addr.port(), path.as_str()), (80, "/"));
-        assert!(parse_target("wss://x/").is_err());
+        let t = parse_target("ws://127.0.0.1").unwrap();
+        assert_eq!((t.addr.port(), t.path.as_str()), (80, "/"));
+        assert_eq!(
+            parse_target("http://127.0.0.1:1/poll/t?wait=1s")
+                .unwrap()
+                .transport,
+            Transport::Poll
+        );
+        assert!(parse_target("ftp://x/").is_err());
         assert_eq!(publish_path("/sse/news"), "/ws/news");
         assert_eq!(publish_path("/sse?topic=a&topic=b"), "/ws/a");
         assert_eq!(publish_path("/ws/room?x=1"), "/ws/room");
         assert_eq!(publish_path("/echo"), "");
+    }
+
+    /// `wss://` and `https://`: port 443 unless given, the host without its port is
+    /// the certificate's name, the `Host` value stays as written.
+    #[test]
+    fn tls_targets() {
+        let t = parse_target("wss://localhost/ws/t").unwrap();
+        assert_eq!(
+            (
+                t.transport,
+                t.host.as_str(),
+                t.addr.port(),
+                t.tls_name.as_deref()
+            ),
+            (Transport::Ws, "localhost", 443, Some("localhost"))
+        );
+        let t = parse_target("https://127.0.0.1:8443/sse/news").unwrap();
+        assert_eq!(
+            (
+                t.transport,
+                t.host.as_str(),
+                t.addr.port(),
+                t.tls_name.as_deref()
+            ),
+            (Transport::Sse, "127.0.0.1:8443", 8443, Some("127.0.0.1"))
+        );
+        let t = parse_target("https://localhost:8443/poll/news").unwrap();
+        assert_eq!(t.transport, Transport::Poll);
+    }
+
+    #[test]
+    fn tls_settings_follow_the_urls() {
+        let urls = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let plain = urls(&["ws://127.0.0.1:1/ws/t"]);
+        assert!(client_tls(&plain, None, false, false).unwrap().is_none());
+        for (ca, insecure, resume, flag) in [
+            (Some(Path::new("ca.pem")), false, false, "--tls-ca"),
+            (None, true, false, "--tls-insecure"),
+            (None, false, true, "--tls-resume"),
+        ] {
+            let err = client_tls(&plain, ca, insecure, resume).unwrap_err();
+            assert_eq!(err, format!("{flag}: only with wss:// or https:// URLs"));
+        }
+        let tls = urls(&["wss://127.0.0.1:1/ws/t"]);
+        let err = client_tls(&tls, None, false, false).unwrap_err();
+        assert!(
+            err.contains("--tls-ca") && err.contains("--tls-insecure"),
+            "{err}"
+        );
+        let err =
+            client_tls(&tls, Some(Path::new("/nonexistent/ca.pem")), false, false).unwrap_err();
+        assert!(err.starts_with("--tls-ca /nonexistent/ca.pem: "), "{err}");
+        let err = client_tls(&tls, Some(Path::new("ca.pem")), true, false).unwrap_err();
+        assert!(err.contains("one or the other"), "{err}");
+        let config = client_tls(&tls, None, true, false).unwrap().unwrap();
+        assert!(config.alpn_protocols == [b"http/1.1".to_vec()]);
+        assert!(client_tls(&tls, None, true, true).unwrap().is_some());
     }
 
     #[test]
@@ -718,7 +918,9 @@ mod tests {
             assert!(err.contains(a), "{err}");
         }
         assert!(check_urls(&[]).unwrap_err().contains("--url"));
+        assert!(check_urls(&urls(&["wss://a:1/ws/t", "wss://b/ws/t"])).is_ok());
         assert!(check_urls(&urls(&["ws://a:1/ws/t", "wss://b/ws/t"])).is_err());
+        assert!(check_urls(&urls(&["https://a:1/sse/t", "http://b/sse/t"])).is_err());
     }
 
     #[test]

@@ -118,6 +118,11 @@ pub struct Report {
     pub connect_secs: f64,
     /// Socket creation to handshake completion.
     pub handshake_us: Percentiles,
+    /// The server process's CPU time during the connect phase per connection opened,
+    /// microseconds (one URL only): what a handshake (TCP, TLS, HTTP upgrade) costs it.
+    pub server_cpu_us_per_handshake: Option<f64>,
+    /// TLS handshakes that resumed a session (`--tls-resume`), reconnects included.
+    pub tls_resumed: u64,
     /// Failed attempts and disconnects, by reason.
     pub errors: Vec<(String, u64)>,
     /// Length of the run phase, in seconds.
@@ -244,7 +249,14 @@ impl Report {
             self.connect_secs,
             self.connected as f64 / self.connect_secs.max(1e-9)
         );
-        let _ = writeln!(s, "  handshake       {}", p(&self.handshake_us));
+        let _ = write!(s, "  handshake       {}", p(&self.handshake_us));
+        if let Some(us) = self.server_cpu_us_per_handshake {
+            let _ = write!(s, "; server CPU {us:.0} us each");
+        }
+        if self.tls_resumed > 0 {
+            let _ = write!(s, "; {} TLS sessions resumed", self.tls_resumed);
+        }
+        s.push('\n');
         if self.scenario == "echo" || self.scenario == "broadcast" {
             let _ = writeln!(
                 s,

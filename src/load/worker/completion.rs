@@ -104,17 +104,37 @@ impl Worker<'_> {
         self.check_over(now, key);
     }
 
-    /// Sends what is queued if no send is in flight.
+    /// Sends what is queued if no send is in flight. Over TLS, the session's own
+    /// records (handshake, alerts) go first, then the queued plaintext sealed, once the
+    /// handshake is done.
     pub(super) fn flush(&mut self, key: usize) {
         let c = &mut self.conns[key];
-        if c.send_busy || c.out.is_empty() || c.error.is_some() {
+        if c.send_busy || c.error.is_some() || c.stage == Stage::Closing {
             return;
         }
-        if c.stage == Stage::Closing {
-            return;
+        let Some(tls) = &mut c.tls else {
+            if c.out.is_empty() {
+                return;
+            }
+            std::mem::swap(&mut c.sending, &mut c.out);
+            return self.submit_send(key);
+        };
+        // `sending` is empty when no send is in flight.
+        if let Some(records) = tls.take_output() {
+            c.sending = records;
         }
-        std::mem::swap(&mut c.sending, &mut c.out);
-        self.submit_send(key);
+        if !tls.is_handshaking() && !c.out.is_empty() {
+            let sealed = tls.seal([c.out.as_slice()], &mut self.tls_seal, &mut c.sending);
+            c.out.clear();
+            if let Err(e) = sealed {
+                c.sending.clear();
+                c.error.get_or_insert_with(|| format!("tls: {e}"));
+                return self.check_over(Instant::now(), key);
+            }
+        }
+        if !c.sending.is_empty() {
+            self.submit_send(key);
+        }
     }
 
     /// Submits a send of `sending` (all of it, or the rest after a short send).
@@ -145,7 +165,24 @@ impl Worker<'_> {
             let bufs = &mut self.io.get_mut(t).bufs;
             let data = bufs.get(bid, res.max(0) as usize);
             let c = &mut self.conns[key];
-            if let Some(client) = &mut c.client {
+            if let (Some(client), Some(tls)) = (&mut c.client, &mut c.tls) {
+                let out = &mut c.out;
+                let received = tls.receive(data, &mut self.tls_in, |plain| {
+                    client.handle_bytes(plain, out, &mut events);
+                });
+                match received {
+                    Ok(r) if r.peer_closed => client.handle_eof(&mut events),
+                    Ok(_) => {}
+                    Err(e) => {
+                        let during = if tls.is_handshaking() {
+                            "tls handshake"
+                        } else {
+                            "tls"
+                        };
+                        c.error.get_or_insert_with(|| format!("{during}: {e}"));
+                    }
+                }
+            } else if let Some(client) = &mut c.client {
                 client.handle_bytes(data, &mut c.out, &mut events);
             }
             bufs.recycle(bid);

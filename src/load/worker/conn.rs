@@ -4,6 +4,7 @@ use std::time::Instant;
 
 use crate::load::sequence::Sequence;
 use crate::proto::client::Client;
+use crate::proto::tls::Tls;
 use crate::uring::token::InFlight;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,10 +64,14 @@ pub(super) struct Conn {
     pub(super) ops: InFlight,
     pub(super) cancelled: bool,
     pub(super) client: Option<Client>,
-    /// Bytes waiting to be sent.
+    /// `wss://`, `https://`: the TLS session between the socket and `client` (boxed:
+    /// plain connections pay a pointer).
+    pub(super) tls: Option<Box<Tls>>,
+    /// Bytes waiting to be sent; over TLS, plaintext not sealed yet (it waits there
+    /// until the handshake completes).
     pub(super) out: Vec<u8>,
-    /// Bytes being sent: in the driver while `send_busy`, else empty (kept for its
-    /// capacity).
+    /// Bytes being sent (ciphertext over TLS): in the driver while `send_busy`, else
+    /// empty (kept for its capacity).
     pub(super) sending: Vec<u8>,
     /// A send is in flight.
     pub(super) send_busy: bool,

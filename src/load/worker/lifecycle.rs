@@ -3,12 +3,14 @@
 //! the two mass endings (the cut, the leave).
 
 use std::cmp::Reverse;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::conn::{Cut, Role, Stage};
 use super::{BGID, MAX_CONNECTING, PHASE_LEAVE, PHASE_STOP, Worker};
 use crate::proto::client::{Client, Transport};
+use crate::proto::tls::Tls;
 use crate::uring::op;
 use crate::uring::token::{InFlight, Kind, Token};
 
@@ -65,6 +67,7 @@ impl Worker<'_> {
         c.error = None;
         c.out.clear();
         c.client = None;
+        c.tls = None;
         c.opened = false;
         let token = |kind| Token::new(kind, generation, key as u32).encode();
         // The source address comes with IP_BIND_ADDRESS_NO_PORT: without it, bind(ip, 0)
@@ -96,7 +99,19 @@ impl Worker<'_> {
             Role::Plain => (plan.transport, &plan.path),
         };
         let last_event_id = c.stream.as_ref().and_then(|s| s.last_event_id.as_deref());
-        let host = &plan.targets[c.target as usize].host;
+        let target = &plan.targets[c.target as usize];
+        let host = &target.host;
+        // TLS: the client's hello goes first (flush sends the session's output); the
+        // request below waits in `out` until the handshake completes.
+        if let (Some(name), Some(config)) = (&target.tls_name, &plan.tls) {
+            match Tls::client(Arc::clone(config), name.clone()) {
+                Ok(tls) => c.tls = Some(Box::new(tls)),
+                Err(e) => {
+                    c.error.get_or_insert_with(|| format!("tls: {e}"));
+                    return self.check_over(Instant::now(), key);
+                }
+            }
+        }
         let client = Client::new(
             transport,
             host,
@@ -170,6 +185,7 @@ impl Worker<'_> {
         let reason = c.error.take().unwrap_or_else(|| "closed".into());
         c.stage = Stage::Waiting;
         c.client = None;
+        c.tls = None;
         c.sent_at = None;
         c.sending = Vec::new();
         c.out = Vec::new();

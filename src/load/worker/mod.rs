@@ -6,7 +6,9 @@
 //! source address) a `setsockopt` of `IP_BIND_ADDRESS_NO_PORT` and a `Bind` to its
 //! 127.0.0.x address, then `Connect`, all linked; then the request is sent and a
 //! multishot receive armed; bytes go through [`Client`](crate::proto::client::Client)
-//! (`completion.rs`). When it ends, its operations are cancelled, the slot is closed
+//! (`completion.rs`), over TLS through the connection's
+//! [`Tls`](crate::proto::tls::Tls) first: its hello is sent before anything, the request
+//! waits in `out` until the handshake completes, then `flush` seals what is queued. When it ends, its operations are cancelled, the slot is closed
 //! once none is in flight, and the connection is retried after a backoff delay (if the
 //! run is still going). An event stream resumes with `Last-Event-ID` (the last id it
 //! received, as a browser's `EventSource` does), and what it receives over its whole
@@ -38,9 +40,12 @@ mod traffic;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
 use slab::Slab;
 
 use super::backoff::Backoff;
@@ -65,7 +70,8 @@ pub const PHASE_STOP: u8 = 3;
 /// connection is retried.
 pub const PHASE_LEAVE: u8 = 4;
 
-/// Handshakes in flight per worker: beyond this, new connects wait. Keeps the listen
+/// TCP connects in flight per worker (counted until the connect completes, not through
+/// the HTTP or TLS handshake that follows): beyond this, new connects wait. Keeps the listen
 /// queue and SYN backlog of the server from overflowing (a dropped SYN costs the client a
 /// one-second retransmit and spoils the connect-time figure).
 const MAX_CONNECTING: usize = 2048;
@@ -95,6 +101,8 @@ pub struct Target {
     pub addr: SocketAddrV4,
     /// `Host` header value.
     pub host: String,
+    /// Over TLS: the name its certificate must be valid for (also the SNI).
+    pub tls_name: Option<ServerName<'static>>,
 }
 
 /// What every worker needs to know, read-only.
@@ -139,6 +147,8 @@ pub struct Plan {
     pub compression: bool,
     /// Payloads are JSON text after the timestamp.
     pub json_payload: bool,
+    /// Client TLS settings for targets with a [`Target::tls_name`].
+    pub tls: Option<Arc<ClientConfig>>,
 }
 
 /// Counters every worker updates and the coordinator reads.
@@ -221,6 +231,10 @@ struct Worker<'a> {
     last_progress: (u64, Instant),
     /// When this worker saw the run phase begin.
     run_started: Option<Instant>,
+    /// TLS: received records are deciphered here, and small pieces gathered here
+    /// before they are sealed into one record (one buffer each for the whole worker).
+    tls_in: Vec<u8>,
+    tls_seal: Vec<u8>,
 }
 
 /// Runs worker `id` until the phase becomes [`PHASE_STOP`]; returns its statistics.
@@ -277,6 +291,8 @@ pub fn run(id: usize, plan: &Plan, shared: &Shared) -> Result<Stats, String> {
         publisher: None,
         last_progress: (0, now),
         run_started: None,
+        tls_in: Vec::new(),
+        tls_seal: Vec::new(),
     };
     for i in 0..mine {
         let key = w.add_conn(Role::Plain, id + i * plan.threads);
@@ -352,6 +368,7 @@ impl Worker<'_> {
             ops: InFlight::default(),
             cancelled: false,
             client: None,
+            tls: None,
             out: Vec::new(),
             sending: Vec::new(),
             send_busy: false,

@@ -12,6 +12,8 @@ use crate::load::sequence::{End, Tally};
 pub struct Stats {
     /// Socket creation to handshake completion, microseconds.
     pub handshake_us: Histogram<u64>,
+    /// Of the handshakes, the TLS ones that resumed a session (`--tls-resume`).
+    pub tls_resumed: u64,
     /// Echo round trip, or publish-to-delivery for broadcast, microseconds.
     pub latency_us: Histogram<u64>,
     /// Messages sent during the run phase.
@@ -65,6 +67,7 @@ impl Stats {
     pub fn new(targets: usize) -> Stats {
         Stats {
             handshake_us: histogram(),
+            tls_resumed: 0,
             latency_us: histogram(),
             sent: 0,
             received: 0,
@@ -91,6 +94,7 @@ impl Stats {
     /// Adds another worker's numbers to these.
     pub fn merge(&mut self, other: Stats) {
         let _ = self.handshake_us.add(&other.handshake_us);
+        self.tls_resumed += other.tls_resumed;
         let _ = self.latency_us.add(&other.latency_us);
         self.sent += other.sent;
         self.received += other.received;

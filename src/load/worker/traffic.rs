@@ -49,6 +49,9 @@ impl Worker<'_> {
                 c.stage = Stage::Open;
                 let us = now.duration_since(c.started).as_micros() as u64;
                 self.stats.handshake_us.saturating_record(us);
+                if c.tls.as_ref().is_some_and(|t| t.is_resumed()) {
+                    self.stats.tls_resumed += 1;
+                }
                 if c.was_open {
                     self.stats.reconnects += 1;
                     self.stats.reconnects_on[c.target as usize] += 1;
