@@ -34,15 +34,30 @@ fn tool(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
-/// Fresh key pairs in a temporary directory.
-fn keys() -> PathBuf {
+/// Fresh key pairs in a temporary directory, removed when the test ends.
+fn keys() -> KeyDir {
     let dir = std::env::temp_dir().join(format!(
         "ringpush-auth-{}-{}",
         std::process::id(),
         Instant::now().elapsed().as_nanos()
     ));
     assert_eq!(tool(&["keys", dir.to_str().unwrap()]), "ok");
-    dir
+    KeyDir(dir)
+}
+
+struct KeyDir(PathBuf);
+
+impl std::ops::Deref for KeyDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for KeyDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn hs(claims: &str) -> String {
@@ -301,6 +316,7 @@ fn off_by_default_bad_keys_and_admin_listen() {
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(err.contains(&format!("--jwt-public-key {path}")), "{err}");
     }
+    let _ = std::fs::remove_file(&bad);
 
     let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let admin_addr = admin.local_addr().unwrap();
