@@ -147,6 +147,8 @@ pub fn run(config: Config) -> Result<(), RunError> {
         admin_addr = Some(a);
     }
 
+    // Connection deadlines are kept relative to this instant (`timer::At`).
+    timer::At::start();
     let cpus = sys::allowed_cpus();
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..shards).map(|_| mpsc::channel()).unzip();
     let ring_fds = Arc::new(OnceLock::new());

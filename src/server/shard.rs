@@ -33,7 +33,7 @@ use self::io::{BGID, RECV_BUFFER_SIZE, RECV_BUFFERS};
 use self::timers::TICK;
 
 use super::outbox::{Chunk, Outbox};
-use super::timer::{Entry, TimerWheel};
+use super::timer::{At, Entry, TimerWheel};
 use crate::config::Config;
 use crate::metrics::{ShardMetrics, Transport};
 use crate::proto::close::CloseCode;
@@ -138,18 +138,18 @@ struct Conn {
     /// A `/ws/{topic}` client may publish (its token allows it, or authorization is off).
     may_publish: bool,
     /// When the client's token expires (authorization on): the connection ends then.
-    auth_expires: Option<Instant>,
+    auth_expires: Option<At>,
     /// The wheel entry that counts.
-    timer_at: Option<Instant>,
+    timer_at: Option<At>,
     /// A long poll's deadline.
-    poll_deadline: Option<Instant>,
+    poll_deadline: Option<At>,
     /// For the connection gauges.
     transport: Transport,
     /// When the connection must be gone even if its outbox has not drained.
-    hard_deadline: Option<Instant>,
+    hard_deadline: Option<At>,
     /// The outbox reached its cap and reading stopped: not drained by this instant (see
     /// `outbox`), the connection is cut as a slow consumer (`--outbox-timeout`).
-    stall_deadline: Option<Instant>,
+    stall_deadline: Option<At>,
     /// `--access-log` only: who is at the other end. Boxed, so that without the log a
     /// connection pays 8 bytes for it, not 96.
     addrs: Option<Box<Addrs>>,
@@ -562,7 +562,7 @@ impl Shard {
         let c = &mut self.conns[key];
         if c.proto.is_closed() {
             if c.hard_deadline.is_none() {
-                c.hard_deadline = Some(now + self.conn_cfg.close_timeout);
+                c.hard_deadline = Some(At::new(now + self.conn_cfg.close_timeout));
             }
             if c.all_sent() {
                 return self.finish(key);
@@ -613,7 +613,7 @@ impl Shard {
             } => {
                 let c = &mut self.conns[key];
                 c.may_publish = may_publish;
-                c.auth_expires = Some(now + valid_for);
+                c.auth_expires = Some(At::new(now + valid_for));
             }
             Event::Echoed { messages, bytes } => {
                 self.metrics.messages_in(u64::from(messages), bytes);
@@ -745,5 +745,16 @@ impl Shard {
             CloseReason::PeerEof | CloseReason::PongTimeout | CloseReason::CloseTimeout
         ) && c.transport != Transport::Http;
         self.leave(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// What every connection costs in the slab, whatever it does; grows only on purpose
+    /// (benches/RESULTS.md tracks memory per connection).
+    #[test]
+    fn conn_stays_small() {
+        let size = std::mem::size_of::<super::Conn>();
+        assert!(size <= 408, "Conn is {size} bytes");
     }
 }

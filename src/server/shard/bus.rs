@@ -22,6 +22,7 @@ use crate::pubsub::local::{Delivery, Member, PollAnswer, Synced};
 use crate::pubsub::{BusMsg, ConnRef, OwnerSide, Published};
 use crate::server::feed;
 use crate::server::outbox::{Chunk, Push};
+use crate::server::timer::At;
 use crate::uring::op;
 use crate::uring::token::{Kind, Token};
 
@@ -384,7 +385,7 @@ impl Shard {
             }
             Synced::Answer(a) => self.answer_poll(now, key, &a),
             Synced::Wait(wait) => {
-                self.conns[key].poll_deadline = Some(now + wait);
+                self.conns[key].poll_deadline = Some(At::new(now + wait));
                 self.pump(now, key);
             }
             Synced::Nothing => {}

@@ -85,6 +85,7 @@ use std::time::Instant;
 use super::{Recv, Shard};
 use crate::proto::conn::Event;
 use crate::server::outbox::Chunk;
+use crate::server::timer::At;
 use crate::uring::op::{self, Held, SendBuf};
 use crate::uring::table::Completion;
 use crate::uring::token::{Kind, Token};
@@ -128,7 +129,7 @@ impl Shard {
         }
         let stalled = over && c.stall_deadline.is_none();
         if stalled {
-            c.stall_deadline = Some(now + self.config.outbox_timeout);
+            c.stall_deadline = Some(At::new(now + self.config.outbox_timeout));
             c.out.reached_cap(cap);
         }
         // Counted when the clock starts, and when it stops an armed receive again.

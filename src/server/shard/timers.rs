@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use super::bus::TOPIC_SWEEP;
 use super::{Multishot, Phase, Shard};
 use crate::proto::close::CloseCode;
+use crate::server::timer::At;
 use crate::server::timer::Entry;
 use crate::uring::op;
 use crate::uring::token::{Kind, NO_KEY, SHUTDOWN_POLL, Token};
@@ -77,14 +78,14 @@ impl Shard {
         let Some(c) = self.conns.get_mut(e.key) else {
             return;
         };
-        if c.generation != e.generation || c.timer_at != Some(e.when) {
+        if c.generation != e.generation || c.timer_at != Some(At::new(e.when)) {
             return;
         }
         c.timer_at = None;
-        if c.hard_deadline.is_some_and(|d| now >= d) {
+        if c.hard_deadline.is_some_and(|d| d.reached(now)) {
             return self.abort(e.key);
         }
-        if c.auth_expires.is_some_and(|d| now >= d) {
+        if c.auth_expires.is_some_and(|d| d.reached(now)) {
             c.auth_expires = None;
             // The client reconnects with a fresh token.
             self.metrics.auth_refused("token_expired_in_session");
@@ -97,14 +98,14 @@ impl Shard {
             );
         }
         let c = &mut self.conns[e.key];
-        if c.stall_deadline.is_some_and(|d| now >= d) {
+        if c.stall_deadline.is_some_and(|d| d.reached(now)) {
             c.stall_deadline = None;
             if !c.out.drained() {
                 Self::cut_slow(c, now, &self.conn_cfg);
                 self.metrics.drop_slow();
             }
         }
-        if c.poll_deadline.is_some_and(|d| now >= d) {
+        if c.poll_deadline.is_some_and(|d| d.reached(now)) {
             self.poll_timed_out(now, e.key);
         }
         let c = &mut self.conns[e.key];
@@ -118,17 +119,17 @@ impl Shard {
         let c = &mut self.conns[key];
         let next = [
             c.proto.poll_timeout(),
-            c.hard_deadline,
-            c.poll_deadline,
-            c.stall_deadline,
-            c.auth_expires,
+            c.hard_deadline.map(At::instant),
+            c.poll_deadline.map(At::instant),
+            c.stall_deadline.map(At::instant),
+            c.auth_expires.map(At::instant),
         ]
         .into_iter()
         .flatten()
         .min();
         if let Some(when) = next {
-            if c.timer_at.is_none_or(|t| when < t) {
-                c.timer_at = Some(when);
+            if c.timer_at.is_none_or(|t| when < t.instant()) {
+                c.timer_at = Some(At::new(when));
                 self.wheel.schedule(Entry {
                     key,
                     generation: c.generation,
