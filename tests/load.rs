@@ -9,34 +9,12 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Server, http, limit_nofile};
+use common::json_u64 as u;
+use common::{Server, http, load};
 use serde_json::Value;
-
-fn load(args: &[&str], nofile: Option<u64>) -> Value {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringpush"));
-    cmd.arg("load")
-        .args(args)
-        .arg("--json")
-        .stdout(Stdio::piped());
-    if let Some(n) = nofile {
-        limit_nofile(&mut cmd, n);
-    }
-    let out = cmd.output().expect("run ringpush load");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "ringpush load {args:?}: {}\n{stdout}",
-        out.status
-    );
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
-}
-
-fn u(v: &Value, key: &str) -> u64 {
-    v[key].as_u64().unwrap_or_else(|| panic!("{key} in {v}"))
-}
 
 #[test]
 fn echo_every_connection_answers() {

@@ -6,53 +6,17 @@
 
 mod common;
 
-use std::process::{Command, Output, Stdio};
-
-use common::Server;
+use common::json_u64 as u;
 use common::tls::Pki;
+use common::{Server, load, run_load};
 use serde_json::Value;
-
-fn run_load(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ringpush"))
-        .arg("load")
-        .args(args)
-        .arg("--json")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .expect("run ringpush load")
-}
-
-fn load(args: &[&str]) -> Value {
-    let out = run_load(args);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "ringpush load {args:?}: {}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
-}
-
-fn u(v: &Value, key: &str) -> u64 {
-    v[key].as_u64().unwrap_or_else(|| panic!("{key} in {v}"))
-}
 
 /// A TLS server with `shards` shards and `extra` flags, and the PKI it serves from.
 fn tls_server(tag: &str, shards: &str, extra: &[&str]) -> Option<(Server, Pki)> {
     let pki = Pki::new(tag);
-    let (cert, key) = (pki.cert(), pki.key());
-    let mut args = vec![
-        "--shards",
-        shards,
-        "--tls-cert",
-        cert.to_str().unwrap(),
-        "--tls-key",
-        key.to_str().unwrap(),
-    ];
+    let mut args = vec!["--shards", shards];
     args.extend_from_slice(extra);
-    Server::start(&args).map(|s| (s, pki))
+    common::tls::server(&pki, &args).map(|s| (s, pki))
 }
 
 #[test]
@@ -63,20 +27,23 @@ fn echo_over_wss() {
     // The name checked is the URL's host: the certificate names localhost.
     let url = format!("wss://localhost:{}/echo", srv.addr.port());
     let ca = pki.ca();
-    let r = load(&[
-        "--url",
-        &url,
-        "--tls-ca",
-        ca.to_str().unwrap(),
-        "--scenario",
-        "echo",
-        "--connections",
-        "200",
-        "--duration",
-        "1s",
-        "--message-bytes",
-        "100",
-    ]);
+    let r = load(
+        &[
+            "--url",
+            &url,
+            "--tls-ca",
+            ca.to_str().unwrap(),
+            "--scenario",
+            "echo",
+            "--connections",
+            "200",
+            "--duration",
+            "1s",
+            "--message-bytes",
+            "100",
+        ],
+        None,
+    );
     assert_eq!(u(&r, "connected"), 200, "{r}");
     assert_eq!(u(&r, "open_at_end"), 200, "{r}");
     let sent = u(&r, "sent");
@@ -99,18 +66,21 @@ fn broadcast_over_wss() {
     };
     let url = format!("wss://127.0.0.1:{}/ws/loadtls", srv.addr.port());
     let ca = pki.ca();
-    let r = load(&[
-        "--url",
-        &url,
-        "--tls-ca",
-        ca.to_str().unwrap(),
-        "--scenario",
-        "broadcast",
-        "--connections",
-        "1000",
-        "--duration",
-        "1s",
-    ]);
+    let r = load(
+        &[
+            "--url",
+            &url,
+            "--tls-ca",
+            ca.to_str().unwrap(),
+            "--scenario",
+            "broadcast",
+            "--connections",
+            "1000",
+            "--duration",
+            "1s",
+        ],
+        None,
+    );
     assert_eq!(
         u(&r, "connected"),
         1001,
@@ -136,26 +106,29 @@ fn sse_over_https_resumes_exactly() {
     };
     let url = format!("https://localhost:{}/sse/tlsstorm", srv.addr.port());
     let ca = pki.ca();
-    let r = load(&[
-        "--url",
-        &url,
-        "--tls-ca",
-        ca.to_str().unwrap(),
-        "--scenario",
-        "storm",
-        "--connections",
-        "1000",
-        "--duration",
-        "4s",
-        "--publish-rate",
-        "100",
-        "--cut-after",
-        "1500ms",
-        "--backoff-base",
-        "100ms",
-        "--backoff-cap",
-        "1s",
-    ]);
+    let r = load(
+        &[
+            "--url",
+            &url,
+            "--tls-ca",
+            ca.to_str().unwrap(),
+            "--scenario",
+            "storm",
+            "--connections",
+            "1000",
+            "--duration",
+            "4s",
+            "--publish-rate",
+            "100",
+            "--cut-after",
+            "1500ms",
+            "--backoff-base",
+            "100ms",
+            "--backoff-cap",
+            "1s",
+        ],
+        None,
+    );
     assert_eq!(
         u(&r, "connected"),
         1001,
@@ -219,7 +192,7 @@ fn insecure_and_resumed() {
             "1000",
         ];
         args.extend_from_slice(extra);
-        let r = load(&args);
+        let r = load(&args, None);
         assert_eq!(u(&r, "connected"), 300, "{extra:?}: {r}");
         assert_eq!(r["errors"], Value::Array(vec![]), "{extra:?}: {r}");
         // Paced at 1,000 a second, a connection finds the ticket an earlier one got.
@@ -242,20 +215,23 @@ fn untrusted_server_fails_with_the_reason() {
     let other = Pki::new("load-other-ca");
     let url = format!("wss://localhost:{}/ws/t", srv.addr.port());
     let ca = other.ca();
-    let out = run_load(&[
-        "--url",
-        &url,
-        "--tls-ca",
-        ca.to_str().unwrap(),
-        "--scenario",
-        "idle",
-        "--connections",
-        "5",
-        "--duration",
-        "100ms",
-        "--backoff-cap",
-        "100ms",
-    ]);
+    let out = run_load(
+        &[
+            "--url",
+            &url,
+            "--tls-ca",
+            ca.to_str().unwrap(),
+            "--scenario",
+            "idle",
+            "--connections",
+            "5",
+            "--duration",
+            "100ms",
+            "--backoff-cap",
+            "100ms",
+        ],
+        None,
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -309,7 +285,7 @@ fn tls_flag_errors() {
         ),
     ];
     for (args, want) in cases {
-        let out = run_load(args);
+        let out = run_load(args, None);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");

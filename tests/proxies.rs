@@ -798,15 +798,7 @@ fn nginx_stream_passes_tls_through_with_proxy_protocol() {
         return;
     }
     let pki = common::tls::Pki::new("stream");
-    let (cert, key) = (pki.cert(), pki.key());
-    let Some(server) = Server::start(&[
-        "--access-log",
-        "--proxy-protocol",
-        "--tls-cert",
-        cert.to_str().unwrap(),
-        "--tls-key",
-        key.to_str().unwrap(),
-    ]) else {
+    let Some(server) = common::tls::server(&pki, &["--access-log", "--proxy-protocol"]) else {
         return;
     };
     let proxy = Proxy::start(Kind::NginxStream, server.addr).unwrap();

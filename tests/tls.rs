@@ -17,18 +17,6 @@ use common::tls::{Pki, TlsStream, connect, https, ws};
 use ringpush::proto::frame::OpCode;
 use ringpush::proto::sse::{EventParser, ParsedEvent};
 
-fn tls_server(pki: &Pki, extra: &[&str]) -> Option<Server> {
-    let (cert, key) = (pki.cert(), pki.key());
-    let mut args = vec![
-        "--tls-cert",
-        cert.to_str().unwrap(),
-        "--tls-key",
-        key.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    Server::start(&args)
-}
-
 /// `POST /publish/{topic}` over TLS: the id from `{"id":"..."}`.
 fn publish(addr: SocketAddr, cfg: &Arc<rustls::ClientConfig>, topic: &str, body: &str) -> String {
     let resp = https(
@@ -83,7 +71,7 @@ impl Stream {
 #[test]
 fn websocket_sse_and_http_over_tls() {
     let pki = Pki::new("basics");
-    let Some(server) = tls_server(&pki, &["--shards", "2"]) else {
+    let Some(server) = common::tls::server(&pki, &["--shards", "2"]) else {
         return;
     };
     let cfg = pki.client_config();
@@ -145,7 +133,9 @@ fn websocket_sse_and_http_over_tls() {
 #[test]
 fn short_writes_keep_the_record_stream_intact() {
     let pki = Pki::new("short");
-    let Some(server) = tls_server(&pki, &["--shards", "1", "--max-outbox-bytes", "8388608"]) else {
+    let Some(server) =
+        common::tls::server(&pki, &["--shards", "1", "--max-outbox-bytes", "8388608"])
+    else {
         return;
     };
     let cfg = pki.client_config();
@@ -183,7 +173,7 @@ fn short_writes_keep_the_record_stream_intact() {
 #[test]
 fn sighup_reloads_the_certificate_and_keeps_connections() {
     let pki = Pki::new("reload");
-    let Some(server) = tls_server(&pki, &[]) else {
+    let Some(server) = common::tls::server(&pki, &[]) else {
         return;
     };
     let old_cfg = pki.client_config();
@@ -281,7 +271,7 @@ fn unusable_files_are_refused_at_start() {
 #[test]
 fn plaintext_and_stalled_clients_are_closed() {
     let pki = Pki::new("plain");
-    let Some(server) = tls_server(&pki, &["--handshake-timeout", "1s"]) else {
+    let Some(server) = common::tls::server(&pki, &["--handshake-timeout", "1s"]) else {
         return;
     };
     let cfg = pki.client_config();
@@ -339,7 +329,8 @@ fn plaintext_and_stalled_clients_are_closed() {
 #[test]
 fn over_the_cap_the_503_follows_the_handshake() {
     let pki = Pki::new("cap");
-    let Some(server) = tls_server(&pki, &["--shards", "1", "--max-connections", "1"]) else {
+    let Some(server) = common::tls::server(&pki, &["--shards", "1", "--max-connections", "1"])
+    else {
         return;
     };
     let cfg = pki.client_config();
@@ -362,7 +353,7 @@ fn over_the_cap_the_503_follows_the_handshake() {
 #[test]
 fn idle_tls_connections_hold_no_buffers() {
     let pki = Pki::new("idle");
-    let Some(server) = tls_server(&pki, &["--shards", "1"]) else {
+    let Some(server) = common::tls::server(&pki, &["--shards", "1"]) else {
         return;
     };
     let cfg = pki.client_config();
@@ -395,7 +386,7 @@ fn idle_tls_connections_hold_no_buffers() {
 #[test]
 fn key_updates_and_tls12() {
     let pki = Pki::new("keyupdate");
-    let Some(server) = tls_server(&pki, &[]) else {
+    let Some(server) = common::tls::server(&pki, &[]) else {
         return;
     };
     let mut echo = ws(server.addr, pki.client_config(), "/echo");
@@ -436,7 +427,7 @@ fn key_updates_and_tls12() {
 #[test]
 fn a_key_update_flood_is_cut() {
     let pki = Pki::new("kuflood");
-    let Some(server) = tls_server(&pki, &["--shards", "1"]) else {
+    let Some(server) = common::tls::server(&pki, &["--shards", "1"]) else {
         return;
     };
     let tcp = common::tcp_with(server.addr, 1, Some(4096));

@@ -19,19 +19,6 @@ use common::{Server, run_peer};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
-/// A server on `pki`'s certificate and key, with `args` after them.
-fn tls_server(pki: &Pki, args: &[&str]) -> Option<Server> {
-    let (cert, key) = (pki.cert(), pki.key());
-    let mut all = vec![
-        "--tls-cert",
-        cert.to_str().unwrap(),
-        "--tls-key",
-        key.to_str().unwrap(),
-    ];
-    all.extend_from_slice(args);
-    Server::start(&all)
-}
-
 /// `program script ADDR [extra...] --ca CA` (see `run_peer`).
 fn run_tls_peer(program: &str, script: &str, srv: &Server, pki: &Pki, extra: &[&str]) {
     let (addr, ca) = (srv.addr.to_string(), pki.ca());
@@ -46,7 +33,7 @@ fn run_tls_peer(program: &str, script: &str, srv: &Server, pki: &Pki, extra: &[&
 #[test]
 fn python_websockets_over_wss() {
     let pki = Pki::new("py-wss");
-    let Some(srv) = tls_server(&pki, &["--shards", "2"]) else {
+    let Some(srv) = tls::server(&pki, &["--shards", "2"]) else {
         return;
     };
     run_tls_peer("python3", "tests/interop/ws_client.py", &srv, &pki, &[]);
@@ -57,7 +44,7 @@ fn python_websockets_over_wss() {
 #[test]
 fn node_ws_over_wss() {
     let pki = Pki::new("node-wss");
-    let Some(srv) = tls_server(&pki, &["--shards", "2"]) else {
+    let Some(srv) = tls::server(&pki, &["--shards", "2"]) else {
         return;
     };
     run_tls_peer("node", "tests/interop/ws_client.mjs", &srv, &pki, &[]);
@@ -69,7 +56,7 @@ fn node_ws_over_wss() {
 #[test]
 fn python_httpx_sse_over_https() {
     let pki = Pki::new("py-https");
-    let Some(srv) = tls_server(
+    let Some(srv) = tls::server(
         &pki,
         &["--shards", "2", "--sse-heartbeat", "1s", "--history", "32"],
     ) else {
@@ -91,7 +78,7 @@ fn python_httpx_sse_over_https() {
 #[test]
 fn node_eventsource_over_https() {
     let pki = Pki::new("node-https");
-    let Some(srv) = tls_server(
+    let Some(srv) = tls::server(
         &pki,
         &[
             "--shards",
@@ -118,7 +105,7 @@ fn demo_page_over_https_in_chromium() {
         "{CHROMIUM} is missing: scripts/test.sh installs it (apt-get install chromium)"
     );
     let pki = Pki::new("chromium");
-    let Some(srv) = tls_server(&pki, &["--shards", "2", "--sse-retry", "500ms"]) else {
+    let Some(srv) = tls::server(&pki, &["--shards", "2", "--sse-retry", "500ms"]) else {
         return;
     };
     let screenshot = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/demo-tls-screenshot.png");
@@ -152,7 +139,7 @@ fn read_until(s: &mut impl Read, needle: &str) -> String {
 #[test]
 fn plain_http_on_the_tls_port_is_closed() {
     let pki = Pki::new("plain");
-    let Some(srv) = tls_server(&pki, &["--shards", "2"]) else {
+    let Some(srv) = tls::server(&pki, &["--shards", "2"]) else {
         return;
     };
     let config = pki.client_config();

@@ -574,3 +574,35 @@ pub fn rss_kib(pid: i32) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
 }
+
+/// Runs `ringpush load ARGS --json`, with RLIMIT_NOFILE `nofile` if given.
+pub fn run_load(args: &[&str], nofile: Option<u64>) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringpush"));
+    cmd.arg("load")
+        .args(args)
+        .arg("--json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(n) = nofile {
+        limit_nofile(&mut cmd, n);
+    }
+    cmd.output().expect("run ringpush load")
+}
+
+/// As [`run_load`], which must succeed: its JSON report.
+pub fn load(args: &[&str], nofile: Option<u64>) -> serde_json::Value {
+    let out = run_load(args, nofile);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "ringpush load {args:?}: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+/// A report's unsigned field, which must be there.
+pub fn json_u64(v: &serde_json::Value, key: &str) -> u64 {
+    v[key].as_u64().unwrap_or_else(|| panic!("{key} in {v}"))
+}

@@ -83,6 +83,19 @@ fn write_atomic(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
+/// `ringpush serve` on `pki`'s certificate and key, with `args` after them.
+pub fn server(pki: &Pki, args: &[&str]) -> Option<super::Server> {
+    let (cert, key) = (pki.cert(), pki.key());
+    let mut all = vec![
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ];
+    all.extend_from_slice(args);
+    super::Server::start(&all)
+}
+
 /// A blocking TLS client connection (rustls over a `TcpStream`).
 pub type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 

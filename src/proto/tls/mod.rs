@@ -70,8 +70,6 @@ impl From<rustls::Error> for TlsError {
 /// What a [`Tls::receive`] found besides application data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Received {
-    /// The handshake completed during this call.
-    pub handshake_done: bool,
     /// The peer sent close_notify: no more data will come (an EOF for the layer above).
     pub peer_closed: bool,
 }
@@ -212,7 +210,6 @@ impl Tls {
         if self.failed {
             return Err(TlsError("the connection failed earlier".into()));
         }
-        let was_handshaking = self.handshaking;
         let mut joined;
         let from_partial = !self.partial.is_empty();
         let buf: &mut Vec<u8> = if from_partial {
@@ -241,7 +238,6 @@ impl Tls {
             }
         }
         Ok(Received {
-            handshake_done: was_handshaking && !self.handshaking,
             peer_closed,
         })
     }
