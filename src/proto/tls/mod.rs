@@ -237,9 +237,7 @@ impl Tls {
                 self.partial = buf[used..].to_vec();
             }
         }
-        Ok(Received {
-            peer_closed,
-        })
+        Ok(Received { peer_closed })
     }
 
     /// Seals application data into records appended to `out`. Small pieces share a
