@@ -47,19 +47,26 @@ impl At {
     }
 }
 
-/// One scheduled wake-up: a connection's slab key and generation, and the instant asked for.
+/// One scheduled wake-up: a connection's slab key and generation, and the instant asked
+/// for. 16 bytes: a million connections keep a million of them on the wheel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entry {
     /// Slab key of the connection.
-    pub key: usize,
+    pub key: u32,
     /// Its generation when scheduled.
     pub generation: u32,
     /// The instant asked for.
-    pub when: Instant,
+    pub when: At,
 }
 
 /// The wheel. `buckets.len()` ticks make one revolution; entries further out wait in
 /// their bucket for later revolutions.
+///
+/// A bucket gives its memory back once its entries have gone: the deadlines of a million
+/// connections crowd the few hundred buckets one ping interval covers, and that crowd
+/// moves around the wheel, so buckets that kept their peak capacity would, after one
+/// revolution, hold the crowd's size in every bucket (measured: 1.4 KB per connection
+/// at 100,000 with 2 s pings, more than the connections themselves).
 #[derive(Debug)]
 pub struct TimerWheel {
     buckets: Vec<Vec<Entry>>,
@@ -88,7 +95,7 @@ impl TimerWheel {
 
     /// Schedules an entry.
     pub fn schedule(&mut self, entry: Entry) {
-        let t = self.tick_of(entry.when).max(self.next);
+        let t = self.tick_of(entry.when.instant()).max(self.next);
         let n = self.buckets.len() as u64;
         self.buckets[(t % n) as usize].push(entry);
     }
@@ -100,15 +107,21 @@ impl TimerWheel {
         let n = self.buckets.len() as u64;
         // After a long stall, one revolution visits every bucket once.
         let first = self.next.max((now_tick + 1).saturating_sub(n));
+        let now_at = At::new(now);
         for t in first..=now_tick {
             let bucket = &mut self.buckets[(t % n) as usize];
             let mut i = 0;
             while i < bucket.len() {
-                if bucket[i].when <= now {
+                if bucket[i].when <= now_at {
                     due.push(bucket.swap_remove(i));
                 } else {
                     i += 1;
                 }
+            }
+            if bucket.is_empty() {
+                *bucket = Vec::new();
+            } else if bucket.capacity() > 4 * bucket.len() {
+                bucket.shrink_to(2 * bucket.len());
             }
         }
         self.next = self.next.max(now_tick + 1);
@@ -121,12 +134,13 @@ mod tests {
 
     #[test]
     fn fires_on_time_never_early() {
+        At::start();
         let t0 = Instant::now();
         let mut w = TimerWheel::new(t0, Duration::from_millis(100), 8);
         let e = |key, ms| Entry {
             key,
             generation: 0,
-            when: t0 + Duration::from_millis(ms),
+            when: At::new(t0 + Duration::from_millis(ms)),
         };
         w.schedule(e(1, 250));
         w.schedule(e(2, 50));
@@ -170,5 +184,38 @@ mod tests {
         }
         assert!(At::new(now) < At::new(soon) && At::new(soon) < At::new(later));
         assert!(At::new(soon).reached(soon) && !At::new(later).reached(soon));
+    }
+
+    /// A crowd of deadlines passing through a bucket leaves no memory behind it, and an
+    /// entry is 16 bytes (a million connections keep a million).
+    #[test]
+    fn buckets_give_memory_back() {
+        assert_eq!(std::mem::size_of::<Entry>(), 16);
+        At::start();
+        let t0 = Instant::now();
+        let mut w = TimerWheel::new(t0, Duration::from_millis(50), 64);
+        // 10,000 deadlines in one tick, one entry a revolution later in the same bucket.
+        for key in 0..10_000 {
+            w.schedule(Entry {
+                key,
+                generation: 0,
+                when: At::new(t0 + Duration::from_millis(100)),
+            });
+        }
+        let later = At::new(t0 + Duration::from_millis(100 + 64 * 50));
+        w.schedule(Entry {
+            key: 10_000,
+            generation: 0,
+            when: later,
+        });
+        let mut due = Vec::new();
+        w.expire(t0 + Duration::from_millis(100), &mut due);
+        assert_eq!(due.len(), 10_000);
+        let held: usize = w.buckets.iter().map(Vec::capacity).sum();
+        assert!(held <= 4, "the wheel kept room for {held} entries");
+        due.clear();
+        w.expire(t0 + Duration::from_millis(100 + 64 * 50), &mut due);
+        assert_eq!(due.iter().map(|e| e.when).collect::<Vec<_>>(), [later]);
+        assert_eq!(w.buckets.iter().map(Vec::capacity).sum::<usize>(), 0);
     }
 }

@@ -7,6 +7,7 @@
 //! fires, [`Shard::fire_timer`] acts on every deadline passed and `pump` puts the next
 //! one on the wheel.
 
+use std::collections::VecDeque;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
@@ -75,21 +76,22 @@ impl Shard {
     }
 
     pub(super) fn fire_timer(&mut self, now: Instant, e: Entry) {
-        let Some(c) = self.conns.get_mut(e.key) else {
+        let key = e.key as usize;
+        let Some(c) = self.conns.get_mut(key) else {
             return;
         };
-        if c.generation != e.generation || c.timer_at != Some(At::new(e.when)) {
+        if c.generation != e.generation || c.timer_at != Some(e.when) {
             return;
         }
         c.timer_at = None;
         if c.hard_deadline.is_some_and(|d| d.reached(now)) {
-            return self.abort(e.key);
+            return self.abort(key);
         }
         if c.auth_expires.is_some_and(|d| d.reached(now)) {
             c.auth_expires = None;
             // The client reconnects with a fresh token.
             self.metrics.auth_refused("token_expired_in_session");
-            let c = &mut self.conns[e.key];
+            let c = &mut self.conns[key];
             c.proto.close(
                 now,
                 &self.conn_cfg,
@@ -97,7 +99,7 @@ impl Shard {
                 "token expired",
             );
         }
-        let c = &mut self.conns[e.key];
+        let c = &mut self.conns[key];
         if c.stall_deadline.is_some_and(|d| d.reached(now)) {
             c.stall_deadline = None;
             if !c.out.drained() {
@@ -106,11 +108,11 @@ impl Shard {
             }
         }
         if c.poll_deadline.is_some_and(|d| d.reached(now)) {
-            self.poll_timed_out(now, e.key);
+            self.poll_timed_out(now, key);
         }
-        let c = &mut self.conns[e.key];
+        let c = &mut self.conns[key];
         c.proto.handle_timeout(now, &self.conn_cfg);
-        self.pump(now, e.key);
+        self.pump(now, key);
     }
 
     /// Puts the connection's earliest deadline on the wheel, unless an entry at or
@@ -128,10 +130,11 @@ impl Shard {
         .flatten()
         .min();
         if let Some(when) = next {
-            if c.timer_at.is_none_or(|t| when < t.instant()) {
-                c.timer_at = Some(At::new(when));
+            let when = At::new(when);
+            if c.timer_at.is_none_or(|t| when < t) {
+                c.timer_at = Some(when);
                 self.wheel.schedule(Entry {
-                    key,
+                    key: u32::try_from(key).expect("slab keys fit the connection limit"),
                     generation: c.generation,
                     when,
                 });
@@ -153,6 +156,13 @@ impl Shard {
                 let e = self.due.pop_front().expect("counted");
                 self.fire_timer(now, e);
             }
+        }
+        // After a burst (a million pings due in one second), the queues go back to small.
+        if self.due.is_empty() && self.due.capacity() > TIMERS_PER_TURN {
+            self.due = VecDeque::new();
+        }
+        if expired.capacity() > TIMERS_PER_TURN {
+            *expired = Vec::new();
         }
     }
 
