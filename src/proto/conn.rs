@@ -331,10 +331,12 @@ enum State {
         /// permessage-deflate was agreed: the window we compress with.
         deflate: Option<Deflate>,
         /// Pongs owed, encoded, waiting in the control lane until the driver takes
-        /// them. Each ping gets its pong while they fit in [`PENDING_PONG_BYTES`]; past
-        /// that only the latest ping is answered (RFC 6455 §5.5.3 allows it), so a ping
-        /// flood costs one pong per send, not one per ping.
-        pongs: Vec<u8>,
+        /// them (`Some` only while there are: 8 bytes where a `Vec` takes 24). Each
+        /// ping gets its pong while they fit in [`PENDING_PONG_BYTES`]; past that only
+        /// the latest ping is answered (RFC 6455 §5.5.3 allows it), so a ping flood
+        /// costs one pong per send, not one per ping.
+        #[allow(clippy::box_collection)]
+        pongs: Option<Box<Vec<u8>>>,
     },
     /// An open event stream.
     Sse { next_heartbeat: Instant },
@@ -714,7 +716,7 @@ impl Connection {
                 phase: WsPhase::PingDue,
                 ..
             }
-        ) || matches!(&self.state, State::Ws { pongs, .. } if !pongs.is_empty())
+        ) || matches!(&self.state, State::Ws { pongs: Some(_), .. })
     }
 
     /// The control frames (a ping, the pongs owed) to send now, ahead of any queued
@@ -732,7 +734,7 @@ impl Connection {
         else {
             return None;
         };
-        let mut out = std::mem::take(pongs);
+        let mut out = pongs.take().map_or_else(Vec::new, |p| *p);
         if *phase == WsPhase::PingDue {
             *phase = WsPhase::PingSent;
             *deadline = now + cfg.pong_timeout;
@@ -965,7 +967,7 @@ impl Connection {
                             phase: WsPhase::Open,
                             echo: matches!(route, Route::Echo),
                             deflate,
-                            pongs: Vec::new(),
+                            pongs: None,
                         };
                         let kind = match route {
                             Route::Ws { topic } => WsKind::Topic(topic),
@@ -1163,8 +1165,10 @@ impl Connection {
     /// The connection is leaving the WebSocket state: a pong still waiting in the
     /// control lane goes out with the data, ahead of the close frame about to follow.
     fn pong_before_close(&mut self) {
-        if let State::Ws { pongs, .. } = &mut self.state {
-            self.out.append(pongs);
+        if let State::Ws { pongs, .. } = &mut self.state
+            && let Some(owed) = pongs.take()
+        {
+            self.out.extend_from_slice(&owed);
         }
     }
 
@@ -1196,11 +1200,12 @@ impl Connection {
             }),
             // Replaces an unanswered older one (§5.5.3).
             Message::Ping(payload) => {
-                if pongs.len() + payload.len() + 2 > PENDING_PONG_BYTES {
+                let owed = pongs.get_or_insert_default();
+                if owed.len() + payload.len() + 2 > PENDING_PONG_BYTES {
                     // Older pongs give way to the newest (§5.5.3).
-                    pongs.clear();
+                    owed.clear();
                 }
-                write_frame(pongs, true, OpCode::Pong, &payload);
+                write_frame(owed, true, OpCode::Pong, &payload);
             }
             Message::Pong(_) => {}
             Message::Close(peer) => match closing {
@@ -2228,6 +2233,6 @@ mod tests {
     #[test]
     fn connection_is_small() {
         let size = std::mem::size_of::<Connection>();
-        assert!(size <= 168, "Connection is {size} bytes");
+        assert!(size <= 152, "Connection is {size} bytes");
     }
 }

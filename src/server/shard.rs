@@ -756,6 +756,6 @@ mod tests {
     #[test]
     fn conn_stays_small() {
         let size = std::mem::size_of::<super::Conn>();
-        assert!(size <= 312, "Conn is {size} bytes");
+        assert!(size <= 296, "Conn is {size} bytes");
     }
 }
