@@ -137,25 +137,61 @@ struct Conn {
     peer_gone: bool,
     /// A `/ws/{topic}` client may publish (its token allows it, or authorization is off).
     may_publish: bool,
-    /// When the client's token expires (authorization on): the connection ends then.
-    auth_expires: Option<At>,
     /// The wheel entry that counts.
     timer_at: Option<At>,
-    /// A long poll's deadline.
-    poll_deadline: Option<At>,
     /// For the connection gauges.
     transport: Transport,
-    /// When the connection must be gone even if its outbox has not drained.
-    hard_deadline: Option<At>,
-    /// The outbox reached its cap and reading stopped: not drained by this instant (see
-    /// `outbox`), the connection is cut as a slow consumer (`--outbox-timeout`).
-    stall_deadline: Option<At>,
+    /// The deadlines few connections have (token expiry, long poll, close, slow
+    /// consumer): 8 bytes, not 32.
+    late: LateDeadlines,
     /// `--access-log` only: who is at the other end. Boxed, so that without the log a
     /// connection pays 8 bytes for it, not 96.
     addrs: Option<Box<Addrs>>,
     /// TLS (`--tls-cert`): ciphertext on the socket, plaintext to and from `proto` (see
     /// "TLS" in `io`). Boxed: a plain connection pays 8 bytes.
     tls: Option<Box<Tls>>,
+}
+
+/// Which of a connection's [`LateDeadlines`].
+#[derive(Debug, Clone, Copy)]
+enum Late {
+    /// When the client's token expires (authorization on): the connection ends then.
+    Auth,
+    /// A long poll's deadline.
+    Poll,
+    /// When the connection must be gone even if its outbox has not drained.
+    Hard,
+    /// The outbox reached its cap and reading stopped: not drained by this instant (see
+    /// `outbox`), the connection is cut as a slow consumer (`--outbox-timeout`).
+    Stall,
+}
+
+/// The deadlines an idle WebSocket or event stream does not have, allocated while one
+/// is set (with authorization on, each connection's token expiry).
+#[derive(Debug, Default)]
+struct LateDeadlines(Option<Box<[Option<At>; 4]>>);
+
+impl LateDeadlines {
+    fn get(&self, which: Late) -> Option<At> {
+        self.0.as_ref().and_then(|d| d[which as usize])
+    }
+
+    fn set(&mut self, which: Late, at: Option<At>) {
+        match (&mut self.0, at) {
+            (None, None) => {}
+            (None, Some(_)) => {
+                let mut d = [None; 4];
+                d[which as usize] = at;
+                self.0 = Some(Box::new(d));
+            }
+            (Some(d), _) => {
+                d[which as usize] = at;
+                if d.iter().all(Option::is_none) {
+                    self.0 = None;
+                }
+            }
+        }
+    }
 }
 
 /// A connection's addresses, for the access log.
@@ -562,8 +598,9 @@ impl Shard {
         }
         let c = &mut self.conns[key];
         if c.proto.is_closed() {
-            if c.hard_deadline.is_none() {
-                c.hard_deadline = Some(At::new(now + self.conn_cfg.close_timeout));
+            if c.late.get(Late::Hard).is_none() {
+                c.late
+                    .set(Late::Hard, Some(At::new(now + self.conn_cfg.close_timeout)));
             }
             if c.all_sent() {
                 return self.finish(key);
@@ -614,7 +651,7 @@ impl Shard {
             } => {
                 let c = &mut self.conns[key];
                 c.may_publish = may_publish;
-                c.auth_expires = Some(At::new(now + valid_for));
+                c.late.set(Late::Auth, Some(At::new(now + valid_for)));
             }
             Event::Echoed { messages, bytes } => {
                 self.metrics.messages_in(u64::from(messages), bytes);
@@ -756,6 +793,6 @@ mod tests {
     #[test]
     fn conn_stays_small() {
         let size = std::mem::size_of::<super::Conn>();
-        assert!(size <= 296, "Conn is {size} bytes");
+        assert!(size <= 272, "Conn is {size} bytes");
     }
 }

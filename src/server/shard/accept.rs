@@ -19,7 +19,7 @@
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
-use super::{BACKLOG, Conn, Multishot, RESERVE, Recv, Shard, TableUse};
+use super::{BACKLOG, Conn, LateDeadlines, Multishot, RESERVE, Recv, Shard, TableUse};
 use crate::metrics::Transport;
 use crate::proto::conn::Connection;
 use crate::server::outbox::Outbox;
@@ -225,12 +225,9 @@ impl Shard {
             shut_wr: false,
             peer_gone: false,
             may_publish: true,
-            auth_expires: None,
             timer_at: None,
-            poll_deadline: None,
             transport: Transport::Http,
-            hard_deadline: None,
-            stall_deadline: None,
+            late: LateDeadlines::default(),
             addrs: None,
             tls: None,
         });

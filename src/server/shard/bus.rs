@@ -13,7 +13,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Conn, Shard};
+use super::{Conn, Late, Shard};
 use crate::proto::close::CloseCode;
 use crate::proto::deflate;
 use crate::proto::frame::{OpCode, write_frame};
@@ -205,7 +205,7 @@ impl Shard {
 
     /// The connection ended (or its poll was answered): it leaves its topics.
     pub(super) fn leave(&mut self, key: usize) {
-        self.conns[key].poll_deadline = None;
+        self.conns[key].late.set(Late::Poll, None);
         let mut out = std::mem::take(&mut self.bus_out);
         self.local.leave(key as u32, &mut out);
         self.route(&mut out);
@@ -385,7 +385,9 @@ impl Shard {
             }
             Synced::Answer(a) => self.answer_poll(now, key, &a),
             Synced::Wait(wait) => {
-                self.conns[key].poll_deadline = Some(At::new(now + wait));
+                self.conns[key]
+                    .late
+                    .set(Late::Poll, Some(At::new(now + wait)));
                 self.pump(now, key);
             }
             Synced::Nothing => {}

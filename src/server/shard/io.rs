@@ -82,7 +82,7 @@
 
 use std::time::Instant;
 
-use super::{Recv, Shard};
+use super::{Late, Recv, Shard};
 use crate::proto::conn::Event;
 use crate::server::outbox::Chunk;
 use crate::server::timer::At;
@@ -135,12 +135,13 @@ impl Shard {
         // The stall clock starts when the outbox reaches its cap and stops once the
         // outbox has drained (a cap's worth sent since, or everything), not at a dip
         // under the cap (see "Draining" in `outbox`).
-        if c.stall_deadline.is_some() && c.out.drained() {
-            c.stall_deadline = None;
+        if c.late.get(Late::Stall).is_some() && c.out.drained() {
+            c.late.set(Late::Stall, None);
         }
-        let stalled = over && c.stall_deadline.is_none();
+        let stalled = over && c.late.get(Late::Stall).is_none();
         if stalled {
-            c.stall_deadline = Some(At::new(now + self.config.outbox_timeout));
+            c.late
+                .set(Late::Stall, Some(At::new(now + self.config.outbox_timeout)));
             c.out.reached_cap(cap);
         }
         // Counted when the clock starts, and when it stops an armed receive again.

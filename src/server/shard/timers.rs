@@ -12,7 +12,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use super::bus::TOPIC_SWEEP;
-use super::{Multishot, Phase, Shard};
+use super::{Late, Multishot, Phase, Shard};
 use crate::proto::close::CloseCode;
 use crate::server::timer::At;
 use crate::server::timer::Entry;
@@ -84,11 +84,11 @@ impl Shard {
             return;
         }
         c.timer_at = None;
-        if c.hard_deadline.is_some_and(|d| d.reached(now)) {
+        if c.late.get(Late::Hard).is_some_and(|d| d.reached(now)) {
             return self.abort(key);
         }
-        if c.auth_expires.is_some_and(|d| d.reached(now)) {
-            c.auth_expires = None;
+        if c.late.get(Late::Auth).is_some_and(|d| d.reached(now)) {
+            c.late.set(Late::Auth, None);
             // The client reconnects with a fresh token.
             self.metrics.auth_refused("token_expired_in_session");
             let c = &mut self.conns[key];
@@ -100,14 +100,14 @@ impl Shard {
             );
         }
         let c = &mut self.conns[key];
-        if c.stall_deadline.is_some_and(|d| d.reached(now)) {
-            c.stall_deadline = None;
+        if c.late.get(Late::Stall).is_some_and(|d| d.reached(now)) {
+            c.late.set(Late::Stall, None);
             if !c.out.drained() {
                 Self::cut_slow(c, now, &self.conn_cfg);
                 self.metrics.drop_slow();
             }
         }
-        if c.poll_deadline.is_some_and(|d| d.reached(now)) {
+        if c.late.get(Late::Poll).is_some_and(|d| d.reached(now)) {
             self.poll_timed_out(now, key);
         }
         let c = &mut self.conns[key];
@@ -121,10 +121,10 @@ impl Shard {
         let c = &mut self.conns[key];
         let next = [
             c.proto.poll_timeout(),
-            c.hard_deadline.map(At::instant),
-            c.poll_deadline.map(At::instant),
-            c.stall_deadline.map(At::instant),
-            c.auth_expires.map(At::instant),
+            c.late.get(Late::Hard).map(At::instant),
+            c.late.get(Late::Poll).map(At::instant),
+            c.late.get(Late::Stall).map(At::instant),
+            c.late.get(Late::Auth).map(At::instant),
         ]
         .into_iter()
         .flatten()
