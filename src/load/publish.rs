@@ -3,10 +3,11 @@
 //! [`Client`](crate::proto::client::Client): requests out, bytes in, answers counted.
 //!
 //! Why HTTP and not a WebSocket: a WebSocket on `/ws/{topic}` publishes to its own topic
-//! only, so N topics would need N publisher connections; one HTTP connection publishes
-//! to any topic, and pipelining lets a handful of them carry tens of thousands of
-//! publishes per second (the load generator keeps at most [`Publisher::in_flight`]
-//! unanswered per connection).
+//! only, so 10,000 topics would need 10,000 publisher connections; one HTTP connection
+//! publishes to any topic, its requests pipelined (the load generator bounds
+//! [`Publisher::in_flight`] per connection). The server answers them one at a time,
+//! so a few hundred connections carry tens of thousands of publishes per second (see
+//! `worker::HTTP_PUBLISHERS`).
 //!
 //! HTTP has no handshake: the connection counts as open once TCP (and TLS) is up; an
 //! answer that is not HTTP ends it.
