@@ -97,8 +97,8 @@ pub struct Step {
     pub received_per_sec: f64,
     /// Publish-to-delivery latency of the step's deliveries.
     pub latency_us: Percentiles,
-    /// Deliveries expected so far (every publish to every subscriber of its topic) and
-    /// not received at the end of the step's drain.
+    /// Deliveries the step's publishes should have made (each to every subscriber of
+    /// its topic) that had not arrived at the end of its drain.
     pub missing: u64,
     /// The server's CPU time over the step and its drain, seconds (one URL only).
     pub server_cpu_secs: Option<f64>,

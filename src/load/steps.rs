@@ -90,7 +90,9 @@ pub(super) fn report(plan: &Plan, marks: &[Mark], stats: &Stats) -> Vec<Step> {
         .map(|(i, m)| {
             let published = m.published.1 - m.published.0;
             let delivered = m.delivered.1 - m.delivered.0;
-            let expected = plan.topics.expected(m.published.1, plan.connections as u64);
+            let subscribers = plan.connections as u64;
+            let expected = plan.topics.expected(m.published.1, subscribers)
+                - plan.topics.expected(m.published.0, subscribers);
             Step {
                 publish_rate: plan.publish_rates.get(i).copied(),
                 secs: m.secs,
@@ -104,7 +106,7 @@ pub(super) fn report(plan: &Plan, marks: &[Mark], stats: &Stats) -> Vec<Step> {
                     .get(i)
                     .map(Percentiles::of)
                     .unwrap_or_default(),
-                missing: expected.saturating_sub(m.delivered.1),
+                missing: expected.saturating_sub(delivered),
                 server_cpu_secs: m.server_cpu_secs,
                 load_cpu_secs: m.load_cpu_secs,
             }
