@@ -117,15 +117,23 @@ pub struct Decoder {
     cur: Option<Current>,
     /// Opcode (Text or Binary) of the data message being assembled, if any.
     open: Option<OpCode>,
-    data: Vec<u8>,
-    /// Length of the prefix of `data` known to be valid UTF-8 (text messages only).
-    utf8_ok: usize,
-    ctrl: Vec<u8>,
+    /// Payloads being received; allocated only while a frame's payload is (a million
+    /// idle connections do not pay 56 bytes each for it).
+    asm: Option<Box<Assembly>>,
     /// permessage-deflate was negotiated: RSV1 marks a compressed message.
     deflate: bool,
     /// The open message is compressed: `data` holds deflate bytes, checked for UTF-8
     /// only once inflated.
     compressed: bool,
+}
+
+/// The payloads of a message and of a control frame in the middle of it.
+#[derive(Debug, Default)]
+struct Assembly {
+    data: Vec<u8>,
+    /// Length of the prefix of `data` known to be valid UTF-8 (text messages only).
+    utf8_ok: usize,
+    ctrl: Vec<u8>,
 }
 
 /// Initial reservation for a data payload: the declared length, up to this much. A peer
@@ -141,9 +149,7 @@ impl Decoder {
             hdr_len: 0,
             cur: None,
             open: None,
-            data: Vec::new(),
-            utf8_ok: 0,
-            ctrl: Vec::new(),
+            asm: None,
             deflate: false,
             compressed: false,
         }
@@ -153,6 +159,26 @@ impl Decoder {
     /// message means it is compressed (RFC 7692 §6).
     pub fn enable_deflate(&mut self) {
         self.deflate = true;
+    }
+
+    fn asm(&mut self) -> &mut Assembly {
+        self.asm.get_or_insert_default()
+    }
+
+    /// Bytes of the data message received so far.
+    fn data_len(&self) -> usize {
+        self.asm.as_ref().map_or(0, |a| a.data.len())
+    }
+
+    /// Gives the assembly's memory back once it holds nothing.
+    fn release(&mut self) {
+        if self
+            .asm
+            .as_ref()
+            .is_some_and(|a| a.data.capacity() == 0 && a.ctrl.capacity() == 0)
+        {
+            self.asm = None;
+        }
     }
 
     /// Is a message or frame partly received? (An idle connection answers false.)
@@ -214,7 +240,7 @@ impl Decoder {
         } else {
             max_message
         };
-        let budget = wire_max.saturating_sub(self.data.len()) as u64;
+        let budget = wire_max.saturating_sub(self.data_len()) as u64;
         let had = usize::from(self.hdr_len);
         let (parsed, from_input) = if had == 0 {
             (
@@ -250,17 +276,19 @@ impl Decoder {
             }
             OpCode::Text | OpCode::Binary => {
                 self.open = Some(h.opcode);
-                self.utf8_ok = 0;
+                self.asm().utf8_ok = 0;
                 self.compressed = h.rsv1;
             }
             _ => {}
         }
         if !h.opcode.is_control() {
-            if !self.compressed && h.payload_len > (max_message - self.data.len()) as u64 {
+            if !self.compressed && h.payload_len > (max_message - self.data_len()) as u64 {
                 return Err(FrameError::TooLarge.into());
             }
             if h.opcode != OpCode::Continuation {
-                self.data.reserve(h.payload_len.min(RESERVE_CAP) as usize);
+                self.asm()
+                    .data
+                    .reserve(h.payload_len.min(RESERVE_CAP) as usize);
             }
         }
         let cur = Current {
@@ -275,10 +303,11 @@ impl Decoder {
     }
 
     fn read_payload(&mut self, cur: Current, chunk: &[u8]) -> Result<(), WsError> {
+        let asm = self.asm();
         let buf = if cur.opcode.is_control() {
-            &mut self.ctrl
+            &mut asm.ctrl
         } else {
-            &mut self.data
+            &mut asm.data
         };
         let start = buf.len();
         buf.extend_from_slice(chunk);
@@ -294,10 +323,11 @@ impl Decoder {
     /// Validates the unchecked part of a text message. An incomplete character at the
     /// end is left for the next chunk; an impossible one fails now (§8.1: fail fast).
     fn check_utf8(&mut self) -> Result<(), WsError> {
-        match std::str::from_utf8(&self.data[self.utf8_ok..]) {
-            Ok(_) => self.utf8_ok = self.data.len(),
+        let asm = self.asm();
+        match std::str::from_utf8(&asm.data[asm.utf8_ok..]) {
+            Ok(_) => asm.utf8_ok = asm.data.len(),
             Err(e) if e.error_len().is_some() => return Err(WsError::InvalidUtf8),
-            Err(e) => self.utf8_ok += e.valid_up_to(),
+            Err(e) => asm.utf8_ok += e.valid_up_to(),
         }
         Ok(())
     }
@@ -307,17 +337,23 @@ impl Decoder {
         cur: Current,
         max_message: usize,
     ) -> Result<Option<Message>, WsError> {
+        let msg = self.finish(cur, max_message);
+        self.release();
+        msg
+    }
+
+    fn finish(&mut self, cur: Current, max_message: usize) -> Result<Option<Message>, WsError> {
         let msg = match cur.opcode {
-            OpCode::Ping => Message::Ping(std::mem::take(&mut self.ctrl)),
-            OpCode::Pong => Message::Pong(std::mem::take(&mut self.ctrl)),
+            OpCode::Ping => Message::Ping(std::mem::take(&mut self.asm().ctrl)),
+            OpCode::Pong => Message::Pong(std::mem::take(&mut self.asm().ctrl)),
             OpCode::Close => {
-                let payload = std::mem::take(&mut self.ctrl);
+                let payload = std::mem::take(&mut self.asm().ctrl);
                 let parsed = parse_close_payload(&payload).map_err(WsError::Close)?;
                 Message::Close(parsed.map(|(code, reason)| (code, reason.to_owned())))
             }
             _ if !cur.fin => return Ok(None),
             _ if self.compressed => {
-                let data = std::mem::take(&mut self.data);
+                let data = std::mem::take(&mut self.asm().data);
                 self.compressed = false;
                 let data = deflate::inflate(&data, max_message).map_err(WsError::Inflate)?;
                 match self.open.take() {
@@ -329,9 +365,11 @@ impl Decoder {
                 }
             }
             _ => {
-                let data = std::mem::take(&mut self.data);
+                let asm = self.asm();
+                let data = std::mem::take(&mut asm.data);
+                let utf8_ok = asm.utf8_ok;
                 match self.open.take() {
-                    Some(OpCode::Text) if self.utf8_ok != data.len() => {
+                    Some(OpCode::Text) if utf8_ok != data.len() => {
                         return Err(WsError::InvalidUtf8);
                     }
                     Some(OpCode::Text) => Message::Text(data),
@@ -550,10 +588,7 @@ pub(crate) mod tests {
             ),
             (input.len(), Some(true))
         );
-        assert_eq!(
-            (d.data.capacity(), d.ctrl.capacity(), d.in_progress()),
-            (0, 0, false)
-        );
+        assert_eq!((d.asm.is_none(), d.in_progress()), (true, false));
         d.decode(&frame(true, OpCode::Ping, b"x")[..3], MAX)
             .unwrap();
         assert!(d.in_progress());

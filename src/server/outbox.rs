@@ -60,7 +60,7 @@ pub const MAX_IOVECS: usize = 64;
 /// chunk are already sent.
 #[derive(Debug, Default)]
 pub struct Outbox {
-    chunks: VecDeque<Chunk>,
+    chunks: Queue,
     offset: usize,
     /// Bytes waiting (not in flight).
     queued: usize,
@@ -79,6 +79,43 @@ pub struct Outbox {
     owed: u32,
 }
 
+/// The chunks waiting, in order. 8 bytes: the queue is allocated while it holds
+/// something and given back when emptied, so an idle connection keeps none (a
+/// `VecDeque` would cost 32 bytes inline, and 128 on the heap after a first send).
+#[derive(Debug, Default)]
+#[allow(clippy::box_collection)] // on purpose: 8 bytes inline instead of 32
+struct Queue(Option<Box<VecDeque<Chunk>>>);
+
+impl Queue {
+    /// The queue, allocated if it was not.
+    fn get(&mut self) -> &mut VecDeque<Chunk> {
+        self.0.get_or_insert_default()
+    }
+
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |q| q.len())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn pop_front(&mut self) -> Option<Chunk> {
+        self.0.as_mut()?.pop_front()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Chunk> {
+        self.0.iter().flat_map(|q| q.iter())
+    }
+
+    /// Gives the memory back if nothing is queued.
+    fn release(&mut self) {
+        if self.is_empty() {
+            self.0 = None;
+        }
+    }
+}
+
 impl Outbox {
     /// Queues `chunk` unless that would take the unsent total (waiting and in flight)
     /// over `cap`. Replies pass `usize::MAX`: they are never refused, and count.
@@ -91,7 +128,7 @@ impl Outbox {
             return Push::Overflow;
         }
         self.queued += len;
-        self.chunks.push_back(chunk);
+        self.chunks.get().push_back(chunk);
         Push::Queued
     }
 
@@ -144,19 +181,18 @@ impl Outbox {
         let rest = n
             .saturating_sub(usize::from(offset > 0))
             .min(self.chunks.len());
-        for c in self.chunks.drain(..rest) {
-            queued += c.bytes().len();
-            chunks.push(c);
+        if rest > 0 {
+            for c in self.chunks.get().drain(..rest) {
+                queued += c.bytes().len();
+                chunks.push(c);
+            }
         }
         let buf = SendBuf::new(chunks, offset);
         debug_assert_eq!(buf.len(), queued + control_len);
         self.queued -= queued;
         self.keep = self.keep.saturating_sub(queued);
         self.in_flight += queued + control_len;
-        if self.chunks.is_empty() {
-            // An idle connection keeps no queue buffer (128 bytes after its first send).
-            self.chunks = VecDeque::new();
-        }
+        self.chunks.release();
         buf
     }
 
@@ -181,7 +217,7 @@ impl Outbox {
                 self.queued += returned;
                 self.keep += returned;
                 for c in back.into_iter().rev() {
-                    self.chunks.push_front(c);
+                    self.chunks.get().push_front(c);
                 }
                 return;
             }
@@ -203,6 +239,7 @@ impl Outbox {
         self.sealed_rest = false;
         let offset = std::mem::take(&mut self.offset);
         let front = self.chunks.pop_front().expect("a sealed rest");
+        self.chunks.release();
         let rest = front.bytes().len() - offset;
         self.queued -= rest;
         self.keep = self.keep.saturating_sub(rest);
@@ -254,9 +291,11 @@ impl Outbox {
             kept += c.bytes().len() - if i == 0 { self.offset } else { 0 };
             n = i + 1;
         }
-        self.chunks.truncate(n);
+        if let Some(q) = self.chunks.0.as_mut() {
+            q.truncate(n);
+        }
         if n == 0 {
-            self.chunks = VecDeque::new();
+            self.chunks.release();
             self.offset = 0;
         }
         self.queued = kept;

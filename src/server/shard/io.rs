@@ -103,6 +103,17 @@ use crate::uring::token::{Kind, Token};
 /// at 20,000.
 pub(super) const RECV_BUFFERS: u16 = 2048;
 pub(super) const RECV_BUFFER_SIZE: u32 = 1024;
+/// Receive buffers of each table after the first (a shard holding more connections
+/// than RLIMIT_NOFILE; 50 tables at a million here): half the first's. The ring of
+/// provided buffers is FIFO, so every buffer of a table becomes resident; at a million
+/// the 2,048 of every table cost 100 bytes per connection.
+pub(super) const EXTRA_RECV_BUFFERS: u16 = 1024;
+/// Completion entries of each table after the first: 16,384 (256 KiB), not the 65,536
+/// a 20,000-slot table gets, which become resident as the queue wraps (1 MiB a table).
+/// An extra table's submission queue is 1,024, so sends and closes complete at most that
+/// many per submission; a burst of receives past the queue waits in the kernel's
+/// overflow list (completions are never dropped), see `Ring::new`.
+pub(super) const EXTRA_CQ_ENTRIES: u32 = 16_384;
 /// Input one armed receive may take before it ends by itself and is re-armed: 64 KiB.
 /// It bounds the input held unprocessed for a connection whose outbox is full (see
 /// "Reading and backpressure"); a client sending at 1 GB/s costs 16,000 re-arms a
