@@ -11,6 +11,9 @@
 #   sudo SERVER=kernel scripts/million.sh    the same load against the kernel baseline
 #                                      (benches/peers/rust raw-echo ws: ringpush's io_uring
 #                                      driver, no protocol work), the yardstick of issue 16
+#   sudo SCENARIO=topics scripts/million.sh  issue 16's sustained row: N subscribers over
+#                                      TOPICS topics, publishes stepped through RATES
+#   sudo SCENARIO=topics scripts/million.sh 100000   the same at 100,000 (1,000 topics)
 #
 # Applies tuning/99-ringpush.conf with scripts/tune.sh (restored on exit, whatever
 # happens, the server's exit status included), prints the server's memory and fd count
@@ -26,6 +29,18 @@
 # delay (full jitter; NO_JITTER=1 for the herd), for DURATION (default 120s then); the
 # report shows the reconnects per 100 ms, when the last was back and the handshake
 # latency meanwhile.
+#
+# SCENARIO=topics: the sustained row. Subscriber i subscribes to all-(i mod TOPICS)
+# (default: N / 100 topics, 100 subscribers each: 10,000 at a million); the load
+# generator's HTTP publishers (POST /publish, pipelined) publish round-robin over the
+# topics at each rate of RATES in turn (default 100,200,500,1000,2000 publishes/s: 100
+# subscribers a topic, that is 10,000 to 200,000 deliveries/s; on this 2-core host the
+# server saturated near 50,000 deliveries/s at 100,000 subscribers),
+# DURATION each (default 20s), with a drain between steps, all on the one connect phase.
+# The table at the end gives per step the publishes and deliveries per second, the
+# publish-to-delivery latency (p50, p99, max), the deliveries missing after the step's
+# drain and the CPU of the server and of the load generator. Not with SERVER=kernel: the
+# kernel baseline has no topics (it relays what one connection sends to all the others).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,11 +48,22 @@ N=${1:-1000000}
 SCENARIO=${SCENARIO:-broadcast}
 if [ "$SCENARIO" = storm ]; then DURATION=${DURATION:-120s}; else DURATION=${DURATION:-20s}; fi
 CUT_AFTER=${CUT_AFTER:-5s}
-storm_flags=()
-if [ "$SCENARIO" = storm ]; then
-    storm_flags=(--cut-after "$CUT_AFTER")
-    [ -n "${NO_JITTER:-}" ] && storm_flags+=(--no-jitter)
-fi
+TOPICS=${TOPICS:-$(( N / 100 > 1 ? N / 100 : 1 ))}
+RATES=${RATES:-100,200,500,1000,2000}
+# The load generator's scenario and its flags for this one.
+load_scenario=$SCENARIO
+scenario_flags=()
+case "$SCENARIO" in
+    storm)
+        scenario_flags=(--cut-after "$CUT_AFTER")
+        [ -n "${NO_JITTER:-}" ] && scenario_flags+=(--no-jitter)
+        ;;
+    topics)
+        load_scenario=broadcast
+        scenario_flags=(--topics "$TOPICS" --publish-rate "$RATES")
+        ;;
+    *) scenario_flags=(--messages 1) ;;
+esac
 LEAVE=${LEAVE:-drop}
 MIN_AVAIL_KB=${MIN_AVAIL_KB:-2500000}
 OUT=${OUT:-target/million.json}
@@ -49,6 +75,10 @@ if [ -z "${BIN:-}" ]; then
 fi
 SERVER_BIN=${SERVER_BIN:-$BIN}
 SERVER=${SERVER:-ringpush}
+if [ "$SERVER" = kernel ] && [ "$SCENARIO" = topics ]; then
+    echo "million.sh: SCENARIO=topics needs ringpush (the kernel baseline has no topics)" >&2
+    exit 2
+fi
 KERNEL_BIN=benches/peers/rust/target/release/raw-echo
 if [ "$SERVER" = kernel ]; then
     cargo build --release --quiet --manifest-path benches/peers/rust/Cargo.toml -p raw-echo
@@ -89,8 +119,8 @@ fi
 [ -n "$PORT" ] && kill -0 "$SRV" 2>/dev/null || { echo "million.sh: server did not start: $(cat "$srv_err")" >&2; exit 1; }
 echo "server pid $SRV on port $PORT; $(grep MemAvailable /proc/meminfo)"
 
-"$BIN" load --url "ws://127.0.0.1:$PORT/ws/all" --scenario "$SCENARIO" --messages 1 \
-    --connections "$N" --rate 50000 --duration "$DURATION" --leave "$LEAVE" "${storm_flags[@]}" --json >"$OUT" 2>/dev/null &
+"$BIN" load --url "ws://127.0.0.1:$PORT/ws/all" --scenario "$load_scenario" \
+    --connections "$N" --rate 50000 --duration "$DURATION" --leave "$LEAVE" "${scenario_flags[@]}" --json >"$OUT" 2>/dev/null &
 LOAD=$!
 while kill -0 "$LOAD" 2>/dev/null; do
     avail=$(awk '/MemAvailable/ {print $2}' /proc/meminfo)
@@ -160,6 +190,21 @@ print("server RSS +%.0f B per connection, kernel slab +%.0f B per connection pai
 if r["scenario"] == "broadcast":
     print("broadcast: %d of %d delivered; p50 %.0f ms, last %.0f ms"
           % (r["received"], r["expected_deliveries"], lat["p50"] / 1e3, lat["max"] / 1e3))
+if r["scenario"] == "broadcast" and r["topics"] > 1:
+    t = r["topic_check"] or {}
+    print("%d subscribers over %d topics, %d publishers; %s of %s subscribers exact (%s short, %s of another topic)"
+          % (r["connections"], r["topics"], r["publishers"], t.get("exact"), t.get("subscribers"),
+             t.get("short"), t.get("wrong_topic")))
+    print("%8s %12s %13s %9s %9s %9s %9s %10s %9s" % ("rate/s", "published/s", "deliveries/s", "p50 ms",
+          "p99 ms", "max ms", "missing", "server CPU", "load CPU"))
+    for s in r["steps"]:
+        secs = max(s["secs"] + s["drain_secs"], 1e-9)
+        cpu = lambda c: "-" if c is None else "%.0f%%" % (100 * c / secs)
+        l = s["latency_us"]
+        print("%8s %12.0f %13.0f %9.1f %9.1f %9.1f %9d %10s %9s"
+              % ("max" if s["publish_rate"] is None else "%.0f" % s["publish_rate"], s["published_per_sec"],
+                 s["received_per_sec"], l["p50"] / 1e3, l["p99"] / 1e3, l["max"] / 1e3, s["missing"],
+                 cpu(s["server_cpu_secs"]), cpu(s["load_cpu_secs"])))
 st = r.get("storm")
 if st and st.get("cut"):
     hs = st["handshake_us"]

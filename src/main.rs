@@ -272,6 +272,26 @@ const BACKOFF_CAP: DurationRange = DurationRange {
     flag: "--backoff-cap",
     ..BACKOFF_BASE
 };
+/// Topic names end in the topic's number: 10 million keeps them short.
+const TOPICS: CountRange = CountRange {
+    flag: "--topics",
+    min: 1,
+    max: 10_000_000,
+};
+
+/// `--publish-rate`: one rate, or the steps of a row.
+#[derive(Debug, Clone)]
+struct Rates(Vec<usize>);
+
+fn parse_rates(text: &str) -> Result<Rates, String> {
+    let rates = text
+        .split(',')
+        .map(|r| RATE.parse(r.trim()))
+        .collect::<Result<Vec<usize>, String>>()
+        .map_err(|e| format!("{e}, or a comma-separated list of them"))?;
+    Ok(Rates(rates))
+}
+
 const CUT_AFTER: DurationRange = DurationRange {
     flag: "--cut-after",
     ..RUN_DURATION
@@ -329,10 +349,17 @@ struct LoadArgs {
     #[arg(long, value_name = "D", default_value = "1s", value_parser = |s: &str| POLL_INTERVAL.parse(s), allow_hyphen_values = true)]
     poll_interval: Duration,
     /// Broadcast: publish at most N messages per second [default: as fast as 8 messages
-    /// in flight allow]. Storm: a publisher on /ws/TOPIC publishes N per second
-    /// throughout, whoever is connected [default: no publisher].
-    #[arg(long, value_name = "N", value_parser = |s: &str| RATE.parse(s), allow_hyphen_values = true)]
-    publish_rate: Option<usize>,
+    /// in flight allow]; a comma-separated list (1000,5000,20000) runs each rate in turn
+    /// for --duration on the same connections, with a drain between, and reports each
+    /// step. Storm: a publisher on /ws/TOPIC publishes N per second throughout, whoever
+    /// is connected [default: no publisher].
+    #[arg(long, value_name = "N[,N...]", value_parser = parse_rates, allow_hyphen_values = true)]
+    publish_rate: Option<Rates>,
+    /// Broadcast: subscriber i subscribes to TOPIC-(i mod N), TOPIC being the URL's, and
+    /// HTTP publishers (POST /publish/TOPIC-k, pipelined) publish round-robin over the N
+    /// topics; 1: everyone on TOPIC, one WebSocket publisher.
+    #[arg(long, value_name = "N", default_value = "1", value_parser = |s: &str| TOPICS.parse(s), allow_hyphen_values = true)]
+    topics: usize,
     /// Storm: D into the run, cut every subscriber at once (the load generator closes
     /// the sockets, as a network blip would); each reconnects after its backoff delay,
     /// an event stream with Last-Event-ID [default: wait for a server restart].
@@ -520,7 +547,10 @@ fn load(args: &LoadArgs) -> ExitCode {
         message_bytes: args.message_bytes,
         messages: args.messages,
         poll_interval: args.poll_interval,
-        publish_rate: args.publish_rate.map(|n| n as f64),
+        publish_rates: (args.publish_rate.iter())
+            .flat_map(|r| r.0.iter().map(|&n| n as f64))
+            .collect(),
+        topics: args.topics,
         cut_after: args.cut_after,
         source_addrs: args.source_addrs,
         backoff: load::Backoff {

@@ -3,8 +3,10 @@
 //! subscriber, both sides hold more connections than their RLIMIT_NOFILE allows in one
 //! table, after a server restart the reconnects spread out with jitter and pile up
 //! without it, after the load generator cuts every connection at once each event
-//! stream resumes with exactly the events it missed, and over two servers (`--url`
-//! twice) the connections split evenly and fail over to the survivor when one dies.
+//! stream resumes with exactly the events it missed, over two servers (`--url`
+//! twice) the connections split evenly and fail over to the survivor when one dies, and
+//! a broadcast over many topics (`--topics`) at stepped rates gives every subscriber
+//! exactly its own topic's messages, step by step.
 
 mod common;
 
@@ -13,7 +15,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::json_u64 as u;
-use common::{Server, http, load};
+use common::{Server, Ws, http, load};
 use serde_json::Value;
 
 #[test]
@@ -463,16 +465,7 @@ fn ws_cut_storm_reconnects_everyone() {
             "must come before the end of --duration",
         ),
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_ringpush"))
-            .args(["load", "--url", &url])
-            .args(extra)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            !out.status.success() && err.contains(want),
-            "{extra:?}: {err}"
-        );
+        assert_refused(&url, extra, want);
     }
 }
 
@@ -635,4 +628,140 @@ fn storm_fails_over_to_the_next_url() {
         "no attempt failed, B took each at once: {r}"
     );
     assert_eq!(counted, 100, "{r}");
+}
+
+/// Issue 16's sustained row at small scale: 200 subscribers over 20 topics (10 each:
+/// subscriber i on `topics-{i mod 20}`), publishes round-robin over the topics by the
+/// load generator's HTTP publishers at two rates in turn, over WebSockets and over
+/// event streams. Every subscriber gets exactly the messages of its own topic (none of
+/// another, none missing, in order), each step is reported with its own deliveries
+/// and latencies, and a WebSocket of our own on one topic sees just that topic's share.
+#[test]
+fn topics_row_gives_each_subscriber_its_own_topic() {
+    let Some(srv) = Server::start(&["--shards", "2"]) else {
+        return;
+    };
+    for (scheme, prefix) in [("ws", "ws"), ("http", "sse")] {
+        let url = format!("{scheme}://{}/{prefix}/topics{prefix}", srv.addr);
+        // An outside subscriber of topic 3, connected before the run.
+        let mut watcher = Ws::connect(srv.addr, &format!("/ws/topics{prefix}-3"));
+        let r = load(
+            &[
+                "--url",
+                &url,
+                "--scenario",
+                "broadcast",
+                "--topics",
+                "20",
+                "--connections",
+                "200",
+                "--duration",
+                "1s",
+                "--publish-rate",
+                "200,1000",
+            ],
+            None,
+        );
+        // One HTTP publisher per topic (at most 256).
+        assert_eq!((u(&r, "topics"), u(&r, "publishers")), (20, 20), "{r}");
+        assert_eq!(u(&r, "connected"), 220, "subscribers and publishers: {r}");
+        assert_eq!(r["errors"], Value::Array(vec![]), "{r}");
+        let published = u(&r, "published");
+        assert!(published > 200, "{r}");
+        assert_eq!(u(&r, "publish_answered"), published, "{r}");
+        // 10 subscribers per topic: every publish makes 10 deliveries.
+        assert_eq!(u(&r, "expected_deliveries"), published * 10, "{r}");
+        assert_eq!(u(&r, "received"), published * 10, "{r}");
+        let check = &r["topic_check"];
+        assert_eq!(
+            (
+                u(check, "subscribers"),
+                u(check, "exact"),
+                u(check, "short"),
+                u(check, "over"),
+                u(check, "wrong_topic"),
+                u(check, "gaps"),
+                u(check, "out_of_order"),
+            ),
+            (200, 200, 0, 0, 0, 0, 0),
+            "every subscriber: its topic's messages, all, once, in order: {r}"
+        );
+        let steps = r["steps"].as_array().unwrap_or_else(|| panic!("{r}"));
+        assert_eq!(steps.len(), 2, "{r}");
+        let mut in_steps = 0;
+        for (step, rate) in steps.iter().zip([200.0, 1000.0]) {
+            assert_eq!(step["publish_rate"].as_f64(), Some(rate), "{r}");
+            let (p, d) = (u(step, "published"), u(step, "delivered"));
+            assert!(p > 0, "{r}");
+            assert_eq!(d, p * 10, "the step's own deliveries: {r}");
+            assert_eq!(u(step, "missing"), 0, "{r}");
+            assert_eq!(u(&step["latency_us"], "count"), d, "{r}");
+            assert!(step["received_per_sec"].as_f64().unwrap() > 0.0, "{r}");
+            in_steps += p;
+        }
+        assert_eq!(in_steps, published, "{r}");
+        if prefix == "sse" {
+            let sse = &r["sse"];
+            assert_eq!((u(sse, "exact"), u(sse, "behind")), (200, 0), "{r}");
+            assert_eq!((u(sse, "gaps"), u(sse, "duplicates")), (0, 0), "{r}");
+        }
+        // Topic 3 got publishes 3, 23, 43, ...: its share, in order, and nothing else.
+        let mut ordinals = Vec::new();
+        while let Some(f) = watcher.recv_within(Duration::from_millis(500)).unwrap() {
+            let p: u64 = std::str::from_utf8(&f.payload[20..30])
+                .unwrap()
+                .parse()
+                .unwrap();
+            ordinals.push(p);
+        }
+        let want: Vec<u64> = (0..published).filter(|p| p % 20 == 3).collect();
+        assert_eq!(ordinals, want, "topic 3's publishes of {published}");
+    }
+}
+
+/// `--topics` and stepped rates only where they mean something.
+#[test]
+fn topics_and_steps_are_checked() {
+    let url = "ws://127.0.0.1:1/ws/t";
+    for (extra, want) in [
+        (
+            &["--scenario", "storm", "--topics", "2"][..],
+            "--topics: only with --scenario broadcast",
+        ),
+        (
+            &["--scenario", "storm", "--publish-rate", "1,2"][..],
+            "several rates (steps) only with --scenario broadcast",
+        ),
+        (
+            &[
+                "--scenario",
+                "broadcast",
+                "--topics",
+                "2",
+                "--message-bytes",
+                "20",
+            ][..],
+            "--message-bytes must be at least 30",
+        ),
+        (&["--publish-rate", "10,0"][..], "--publish-rate"),
+        (&["--topics", "0"][..], "--topics"),
+    ] {
+        assert_refused(url, extra, want);
+    }
+    let echo = "ws://127.0.0.1:1/echo";
+    assert_refused(echo, &["--scenario", "broadcast", "--topics", "3"], "TOPIC");
+}
+
+/// `ringpush load --url URL EXTRA...` fails, saying `want`.
+fn assert_refused(url: &str, extra: &[&str], want: &str) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ringpush"))
+        .args(["load", "--url", url])
+        .args(extra)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains(want),
+        "{extra:?}: {err}"
+    );
 }

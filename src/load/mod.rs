@@ -21,9 +21,12 @@
 //! next URL in the list; the report counts the connections per URL.
 
 pub mod backoff;
+pub mod publish;
 mod report;
 pub mod sequence;
+mod steps;
 mod sysinfo;
+pub mod topics;
 mod worker;
 
 use std::io::IsTerminal as _;
@@ -39,10 +42,14 @@ use rustls::pki_types::ServerName;
 
 pub use crate::proto::client::Transport;
 pub use backoff::Backoff;
-pub use report::{Exactness, Percentiles, Report, Storm, UrlCounts};
+pub use report::{Exactness, Percentiles, Report, Step, Storm, UrlCounts};
 pub use sequence::{Ends, Tally};
+pub use topics::{TopicTally, Topics};
 pub use worker::Scenario;
-use worker::{PHASE_DRAIN, PHASE_LEAVE, PHASE_RUN, PHASE_STOP, Plan, Shared, Stats, Target};
+use worker::{
+    HTTP_PUBLISHERS, ORDINAL_DIGITS, PHASE_DRAIN, PHASE_LEAVE, PHASE_RUN, PHASE_STOP, Plan, Shared,
+    Stats, TS_DIGITS, Target,
+};
 
 /// What to run; built by the CLI.
 #[derive(Debug, Clone)]
@@ -67,10 +74,15 @@ pub struct LoadConfig {
     pub messages: Option<u64>,
     /// Short polling (`/poll/{topic}` without `wait`): pause between requests.
     pub poll_interval: Duration,
-    /// Broadcast: publish at most this many messages per second (`None`: as fast as the
-    /// window of 8 in flight allows). Storm: a publisher on `/ws/{topic}` publishes at
-    /// this rate whoever is connected (`None`: no publisher).
-    pub publish_rate: Option<f64>,
+    /// Broadcast: publish at most this many messages per second (empty: as fast as the
+    /// window of 8 in flight allows); several are steps, each for `duration`, one after
+    /// the other on the same connections. Storm: a publisher on `/ws/{topic}` publishes
+    /// at this rate (one) whoever is connected (empty: no publisher).
+    pub publish_rates: Vec<f64>,
+    /// Broadcast: subscriber `i` subscribes to `{topic}-{i mod topics}`, and the
+    /// publishers publish round-robin over them over HTTP; 1: every subscriber on the
+    /// URL's topic, one WebSocket publisher (see [`topics`]).
+    pub topics: usize,
     /// Storm: this long into the run phase, the load generator cuts every open
     /// subscriber at once (a network blip) and each reconnects after its backoff delay
     /// (`None`: the storm comes from outside, a server restart).
@@ -103,12 +115,8 @@ pub struct LoadConfig {
 /// `/ws/{topic}` for `/ws/{topic}` and `/sse/{topic}`, the first topic of
 /// `/sse?topic=..`; empty when there is none.
 fn publish_path(path: &str) -> String {
-    let topic = if let Some(t) = path
-        .strip_prefix("/ws/")
-        .or_else(|| path.strip_prefix("/sse/"))
-        .or_else(|| path.strip_prefix("/poll/"))
-    {
-        t.split(['?', '#']).next().unwrap_or("")
+    let topic = if let Some(t) = topics::topic_of_path(path) {
+        t
     } else if let Some(q) = path.strip_prefix("/sse?") {
         q.split('&')
             .find_map(|kv| kv.strip_prefix("topic="))
@@ -327,7 +335,7 @@ pub fn run(cfg: &LoadConfig) -> Result<Report, String> {
     let cpu_after_connect = server_pid.and_then(sysinfo::cpu_secs);
     if connect.unreachable {
         progress.finish();
-        let stats = join_all(handles, plan.targets.len())?;
+        let stats = join_all(handles, plan.targets.len(), plan.steps())?;
         let (reason, n) = stats
             .errors
             .iter()
@@ -342,8 +350,7 @@ pub fn run(cfg: &LoadConfig) -> Result<Report, String> {
     shared.phase.store(PHASE_RUN, Ordering::Release);
     let t1 = Instant::now();
     let cpu_before = cpu_after_connect;
-    run_phase(cfg, &shared, t1, &mut progress);
-    drain_phase(cfg, &shared);
+    let marks = steps::run(cfg, &plan, &shared, server_pid, &mut progress);
     let run_secs = t1.elapsed().as_secs_f64();
     // Memory while every connection is still open.
     let after = Footprint::of(server_pid);
@@ -366,7 +373,7 @@ pub fn run(cfg: &LoadConfig) -> Result<Report, String> {
     shared.phase.store(PHASE_STOP, Ordering::Release);
     progress.finish();
 
-    let stats = join_all(handles, plan.targets.len())?;
+    let stats = join_all(handles, plan.targets.len(), plan.steps())?;
     let urls = cfg
         .urls
         .iter()
@@ -396,14 +403,16 @@ pub fn run(cfg: &LoadConfig) -> Result<Report, String> {
     let storm = report::storm_report(&stats);
     let sse = (plan.transport == Transport::Sse).then(|| Exactness {
         tally: stats.sse,
-        ends: Ends::of(&stats.sse_ends),
+        ends: Ends::per_topic(stats.sse_ends.clone()),
     });
     Ok(Report {
         scenario: report::scenario_name(cfg.scenario),
         url: cfg.urls[0].clone(),
         urls,
         connections: cfg.connections,
-        publisher: plan.publisher,
+        publisher: plan.publishers > 0,
+        publishers: plan.publishers,
+        topics: plan.topics.n,
         threads: plan.threads,
         source_addrs: plan.sources.len(),
         connected: connect.open,
@@ -428,7 +437,14 @@ pub fn run(cfg: &LoadConfig) -> Result<Report, String> {
             .map(|c| c * 1e6 / stats.received as f64),
         latency_us: Percentiles::of(&stats.latency_us),
         published,
-        expected_deliveries: published * cfg.connections as u64,
+        expected_deliveries: plan.topics.expected(published, cfg.connections as u64),
+        publish_answered: plan.http_publish().then_some(stats.publish_ok),
+        topic_check: plan.check_topics.then_some(stats.topics),
+        steps: if cfg.scenario == Scenario::Broadcast {
+            steps::report(&plan, &marks, &stats)
+        } else {
+            Vec::new()
+        },
         server_pid,
         server_rss_per_conn: per_conn(before.rss, after.rss),
         kernel_slab_per_conn: per_conn(before.slab, after.slab),
@@ -509,10 +525,36 @@ fn plan(cfg: &LoadConfig) -> Result<Plan, String> {
             ));
         }
     }
+    if cfg.topics > 1 && cfg.scenario != Scenario::Broadcast {
+        return Err("--topics: only with --scenario broadcast".into());
+    }
+    if cfg.publish_rates.len() > 1 && cfg.scenario != Scenario::Broadcast {
+        return Err("--publish-rate: several rates (steps) only with --scenario broadcast".into());
+    }
+    let topics = Topics::new(
+        topics::topic_of_path(&path).unwrap_or(""),
+        cfg.topics as u64,
+    )?;
+    if cfg.topics > 1 {
+        if topics::topic_of_path(&path).is_none() {
+            return Err(format!(
+                "--topics {}: the URL must name one topic (ws://HOST:PORT/ws/TOPIC, http://HOST:PORT/sse/TOPIC or /poll/TOPIC), got path {path}",
+                cfg.topics
+            ));
+        }
+        if cfg.message_bytes < TS_DIGITS + ORDINAL_DIGITS {
+            return Err(format!(
+                "--topics {}: --message-bytes must be at least {} (the send time and the publish's number, which says its topic), got {}",
+                cfg.topics,
+                TS_DIGITS + ORDINAL_DIGITS,
+                cfg.message_bytes
+            ));
+        }
+    }
     // A storm's publisher is asked for with --publish-rate.
     let publisher = match cfg.scenario {
         Scenario::Broadcast => true,
-        Scenario::Storm if cfg.publish_rate.is_some() => {
+        Scenario::Storm if !cfg.publish_rates.is_empty() => {
             if publish_path(&path).is_empty() {
                 return Err(format!(
                     "--scenario storm --publish-rate: the URL must name a topic (ws://HOST:PORT/ws/TOPIC or http://HOST:PORT/sse/TOPIC), got path {path}"
@@ -522,9 +564,16 @@ fn plan(cfg: &LoadConfig) -> Result<Plan, String> {
         }
         _ => false,
     };
+    // One topic: a WebSocket publisher on it; several: HTTP publishers, each topic
+    // always on the same one (its publishes stay in order).
+    let publishers = match (publisher, cfg.topics > 1) {
+        (false, _) => 0,
+        (true, false) => 1,
+        (true, true) => HTTP_PUBLISHERS.min(cfg.topics),
+    };
     let loopback = targets.iter().any(|t| t.addr.ip().is_loopback());
     let sources: Vec<Ipv4Addr> = if loopback {
-        let n = source_count(cfg.connections + 1, cfg.source_addrs)?;
+        let n = source_count(cfg.connections + publishers, cfg.source_addrs)?;
         (1..=n as u8).map(|i| Ipv4Addr::new(127, 0, 0, i)).collect()
     } else {
         Vec::new()
@@ -551,9 +600,12 @@ fn plan(cfg: &LoadConfig) -> Result<Plan, String> {
         message_bytes: cfg.message_bytes,
         messages: cfg.messages,
         poll_interval: cfg.poll_interval,
-        publish_rate: cfg.publish_rate,
+        publish_rates: cfg.publish_rates.clone(),
         publish_path: publish_path(&path),
-        publisher,
+        publishers,
+        topics,
+        check_topics: cfg.scenario == Scenario::Broadcast
+            && cfg.message_bytes >= TS_DIGITS + ORDINAL_DIGITS,
         backoff: cfg.backoff,
         threads,
         table_slots,
@@ -623,7 +675,7 @@ fn connect_phase(
     shared: &Shared,
     progress: &mut Progress,
 ) -> Connected {
-    let total = cfg.connections as u64 + u64::from(plan.publisher);
+    let total = (cfg.connections + plan.publishers) as u64;
     let t0 = Instant::now();
     let mut last = (0, t0);
     let mut unreachable = false;
@@ -664,8 +716,9 @@ fn connect_phase(
     }
 }
 
-/// Run phase: the scenario's traffic for `--duration` (or until a worker fails); with
-/// `--cut-after`, the cut is raised once, on time.
+/// Run phase (one step of it, with several publish rates): the scenario's traffic for
+/// `--duration` (or until a worker fails); with `--cut-after`, the cut is raised once,
+/// on time.
 fn run_phase(cfg: &LoadConfig, shared: &Shared, t1: Instant, progress: &mut Progress) {
     let mut cut_pending = cfg.cut_after;
     while t1.elapsed() < cfg.duration && shared.phase.load(Ordering::Acquire) == PHASE_RUN {
@@ -694,17 +747,23 @@ fn run_phase(cfg: &LoadConfig, shared: &Shared, t1: Instant, progress: &mut Prog
 
 /// Drain: no new messages; wait for those in flight (echo replies, broadcast
 /// deliveries to every subscriber), at most 60 s or 1 s without progress.
-fn drain_phase(cfg: &LoadConfig, shared: &Shared) {
+fn drain_phase(cfg: &LoadConfig, plan: &Plan, shared: &Shared) {
     shared.phase.store(PHASE_DRAIN, Ordering::Release);
+    wait_for_deliveries(cfg, plan, shared);
+}
+
+/// Until what is in flight has arrived, at most 60 s or 1 s without progress.
+fn wait_for_deliveries(cfg: &LoadConfig, plan: &Plan, shared: &Shared) {
     let drain_start = Instant::now();
     let mut last = (u64::MAX, drain_start);
     loop {
         let received = shared.received.load(Ordering::Relaxed);
         let want = match cfg.scenario {
             Scenario::Echo => shared.sent.load(Ordering::Relaxed),
-            Scenario::Broadcast | Scenario::Storm => {
-                shared.published.load(Ordering::Relaxed) * cfg.connections as u64
-            }
+            Scenario::Broadcast | Scenario::Storm => plan.topics.expected(
+                shared.published.load(Ordering::Relaxed),
+                cfg.connections as u64,
+            ),
             Scenario::Idle => 0,
         };
         let now = Instant::now();
@@ -740,8 +799,9 @@ fn leave_phase(shared: &Shared, progress: &mut Progress) -> (f64, u64) {
 fn join_all(
     handles: Vec<std::thread::JoinHandle<Result<Stats, String>>>,
     targets: usize,
+    steps: usize,
 ) -> Result<Stats, String> {
-    let mut stats = Stats::new(targets);
+    let mut stats = Stats::new(targets, steps);
     let mut first_error = None;
     for h in handles {
         match h.join() {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 
 use super::sequence::{Ends, Tally};
+use super::topics::TopicTally;
 use super::worker::{Scenario, Stats};
 
 /// Latency percentiles in microseconds.
@@ -75,6 +76,36 @@ pub struct Exactness {
     pub ends: Ends,
 }
 
+/// One publish-rate step of a broadcast (`--publish-rate A,B,C`; one rate or none is
+/// one step): `--duration` of publishing at its rate, then a drain.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Step {
+    /// The rate asked for, publishes per second (`None`: as fast as the window allows).
+    pub publish_rate: Option<f64>,
+    /// Publishing time, seconds.
+    pub secs: f64,
+    /// The drain after it (publishing paused until what was in flight arrived, at most
+    /// 60 s or 1 s without progress), seconds.
+    pub drain_secs: f64,
+    /// Publishes sent during the step.
+    pub published: u64,
+    /// Publishes per second achieved.
+    pub published_per_sec: f64,
+    /// Deliveries during the step and its drain.
+    pub delivered: u64,
+    /// Deliveries per second, over the step and its drain.
+    pub received_per_sec: f64,
+    /// Publish-to-delivery latency of the step's deliveries.
+    pub latency_us: Percentiles,
+    /// Deliveries the step's publishes should have made (each to every subscriber of
+    /// its topic) that had not arrived at the end of its drain.
+    pub missing: u64,
+    /// The server's CPU time over the step and its drain, seconds (one URL only).
+    pub server_cpu_secs: Option<f64>,
+    /// The load generator's own CPU time over the step and its drain, seconds.
+    pub load_cpu_secs: Option<f64>,
+}
+
 /// One `--url`'s share of the connections. Summed over the URLs, `connected` and
 /// `open_at_end` are the run's (the publisher counts on the first URL, where it starts).
 #[derive(Debug, Clone, serde::Serialize)]
@@ -108,6 +139,10 @@ pub struct Report {
     pub connections: usize,
     /// A publisher connection ran besides them (broadcast; a storm with a publish rate).
     pub publisher: bool,
+    /// Publisher connections: one WebSocket, or over several topics the HTTP ones.
+    pub publishers: usize,
+    /// Topics the broadcast's subscribers spread over (`--topics`).
+    pub topics: u64,
     /// Worker threads.
     pub threads: usize,
     /// Source addresses used.
@@ -146,8 +181,16 @@ pub struct Report {
     pub latency_us: Percentiles,
     /// Broadcast: messages published, and deliveries expected (published x subscribers).
     pub published: u64,
-    /// Broadcast: deliveries expected.
+    /// Broadcast: deliveries expected (every publish to every subscriber of its topic).
     pub expected_deliveries: u64,
+    /// Broadcast over several topics: HTTP publishes the server answered with 2xx (the
+    /// others are among the errors).
+    pub publish_answered: Option<u64>,
+    /// Broadcast (payloads of 30 bytes or more): each subscriber's messages checked
+    /// against its topic.
+    pub topic_check: Option<TopicTally>,
+    /// Broadcast: one entry per publish-rate step.
+    pub steps: Vec<Step>,
     /// The server's PID, if it runs on this host and was found by its listening port
     /// (one URL only; with several, each URL's is in `urls`).
     pub server_pid: Option<u32>,
@@ -245,7 +288,7 @@ impl Report {
             s,
             "  connected       {} of {} in {:.2}s ({:.0}/s)",
             self.connected,
-            self.connections + usize::from(self.publisher),
+            self.connections + self.publishers,
             self.connect_secs,
             self.connected as f64 / self.connect_secs.max(1e-9)
         );
@@ -285,7 +328,18 @@ impl Report {
             }
             s.push('\n');
         }
-        if self.scenario == "broadcast" {
+        if self.scenario == "broadcast" && self.topics > 1 {
+            let _ = writeln!(
+                s,
+                "  broadcast       {} published over {} topics to {} subscribers = {} expected, {} delivered ({:.2}%)",
+                self.published,
+                self.topics,
+                self.connections,
+                self.expected_deliveries,
+                self.received,
+                100.0 * self.received as f64 / self.expected_deliveries.max(1) as f64
+            );
+        } else if self.scenario == "broadcast" {
             let _ = writeln!(
                 s,
                 "  broadcast       {} published x {} subscribers = {} expected, {} delivered ({:.2}%)",
@@ -295,6 +349,16 @@ impl Report {
                 self.received,
                 100.0 * self.received as f64 / self.expected_deliveries.max(1) as f64
             );
+        }
+        if let Some(t) = &self.topic_check {
+            let _ = writeln!(
+                s,
+                "  per subscriber  {} of {} exact (every message of its topic, once, in order); {} short, {} over, {} of another topic, {} gaps, {} out of order",
+                t.exact, t.subscribers, t.short, t.over, t.wrong_topic, t.gaps, t.out_of_order
+            );
+        }
+        if self.steps.len() > 1 {
+            s.push_str(&steps_table(&self.steps));
         }
         if let Some(pid) = self.server_pid {
             let _ = write!(s, "  server pid {pid}");
@@ -423,6 +487,37 @@ fn spread_chart(buckets: &[u64], since: &str) -> String {
             s,
             "    {:>6.1}s {n:>8} {bar}",
             (i * width_ms) as f64 / 1000.0
+        );
+    }
+    s
+}
+
+/// The steps of a stepped run, one line each.
+fn steps_table(steps: &[Step]) -> String {
+    let mut s = String::from(
+        "  steps           rate/s  published/s  deliveries/s       p50       p99       max  missing  server CPU  load CPU\n",
+    );
+    let share = |cpu: Option<f64>, st: &Step| {
+        cpu.map_or_else(
+            || "-".into(),
+            |c| format!("{:.0}%", 100.0 * c / (st.secs + st.drain_secs).max(1e-9)),
+        )
+    };
+    for st in steps {
+        let rate = st
+            .publish_rate
+            .map_or_else(|| "max".into(), |r| format!("{r:.0}"));
+        let _ = writeln!(
+            s,
+            "                {rate:>8} {:>12.0} {:>13.0} {:>9} {:>9} {:>9} {:>8} {:>11} {:>9}",
+            st.published_per_sec,
+            st.received_per_sec,
+            us(st.latency_us.p50),
+            us(st.latency_us.p99),
+            us(st.latency_us.max),
+            st.missing,
+            share(st.server_cpu_secs, st),
+            share(st.load_cpu_secs, st),
         );
     }
     s

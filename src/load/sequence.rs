@@ -14,7 +14,10 @@
 //! ordinal, see `worker::traffic`), gaps are counted on the ordinals instead, the ids
 //! still give the order and the duplicates.
 //!
-//! Multi-topic ids (`EPOCH-S1.S2...`) are not checked (counted as unparsed).
+//! Multi-topic ids (`EPOCH-S1.S2...`) are not checked (counted as unparsed). A broadcast
+//! over many topics (`--topics`) gives each stream one topic of its own: each is judged
+//! against its own topic's last position ([`Ends::per_topic`]), and the ordinals it is
+//! given are its topic's (`worker::traffic`).
 #![forbid(unsafe_code)]
 
 /// A position in a single-topic stream: epoch and sequence number.
@@ -189,6 +192,29 @@ pub struct Ends {
 }
 
 impl Ends {
+    /// Sums up `ends` of clients of several topics, each `(topic, end)`: each topic's
+    /// clients against that topic's last position. The last sequence number is only
+    /// given with one topic.
+    pub fn per_topic(mut ends: Vec<(u32, End)>) -> Ends {
+        ends.sort_unstable_by_key(|(topic, _)| *topic);
+        let mut sum = Ends::default();
+        let mut topics = 0;
+        for group in ends.chunk_by(|a, b| a.0 == b.0) {
+            let one: Vec<End> = group.iter().map(|(_, e)| *e).collect();
+            let e = Ends::of(&one);
+            topics += 1;
+            sum.clients += e.clients;
+            sum.silent += e.silent;
+            sum.behind += e.behind;
+            sum.exact += e.exact;
+            sum.last_seq = e.last_seq;
+        }
+        if topics > 1 {
+            sum.last_seq = None;
+        }
+        sum
+    }
+
     /// Sums up `ends`.
     pub fn of(ends: &[End]) -> Ends {
         let mut by_epoch: std::collections::HashMap<u32, (u64, u64)> = Default::default();
@@ -351,5 +377,13 @@ mod tests {
             }
         );
         assert_eq!(Ends::of(&[]).last_seq, None);
+        // Two topics, each with its own numbers: every client at its own topic's end.
+        let per = Ends::per_topic(vec![(1, at(3, true)), (0, at(10, true)), (1, at(3, true))]);
+        assert_eq!(
+            (per.clients, per.exact, per.behind, per.last_seq),
+            (3, 3, 0, None)
+        );
+        let one = Ends::per_topic(ends.iter().map(|e| (0, *e)).collect());
+        assert_eq!(one, Ends::of(&ends));
     }
 }

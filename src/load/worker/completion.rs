@@ -6,6 +6,8 @@ use std::time::Instant;
 
 use super::conn::Stage;
 use super::{BGID, PHASE_DRAIN, PHASE_RUN, Worker, errno_name};
+use crate::load::publish::Publisher;
+use crate::proto::client::{Client, ClientEvent};
 use crate::uring::op::{self, Chunk, Held, SendBuf};
 use crate::uring::table::Completion;
 use crate::uring::token::{Kind, Token};
@@ -165,13 +167,13 @@ impl Worker<'_> {
             let bufs = &mut self.io.get_mut(t).bufs;
             let data = bufs.get(bid, res.max(0) as usize);
             let c = &mut self.conns[key];
-            if let (Some(client), Some(tls)) = (&mut c.client, &mut c.tls) {
-                let out = &mut c.out;
+            let (client, http, out) = (&mut c.client, &mut c.http, &mut c.out);
+            if let Some(tls) = &mut c.tls {
                 let received = tls.receive(data, &mut self.tls_in, |plain| {
-                    client.handle_bytes(plain, out, &mut events);
+                    feed(client, http, plain, out, &mut events);
                 });
                 match received {
-                    Ok(r) if r.peer_closed => client.handle_eof(&mut events),
+                    Ok(r) if r.peer_closed => eof(client, http, &mut events),
                     Ok(_) => {}
                     Err(e) => {
                         let during = if tls.is_handshaking() {
@@ -182,15 +184,24 @@ impl Worker<'_> {
                         c.error.get_or_insert_with(|| format!("{during}: {e}"));
                     }
                 }
-            } else if let Some(client) = &mut c.client {
-                client.handle_bytes(data, &mut c.out, &mut events);
+            } else {
+                feed(client, http, data, out, &mut events);
             }
             bufs.recycle(bid);
+            if let Some(p) = &mut self.conns[key].http {
+                let (ok, failed) = p.take_answers();
+                self.stats.publish_ok += ok;
+                for status in failed {
+                    *self
+                        .stats
+                        .errors
+                        .entry(format!("publish: http {status}"))
+                        .or_default() += 1;
+                }
+            }
         } else if res == 0 || (res < 0 && res != -libc::ENOBUFS && res != -libc::ECANCELED) {
             let c = &mut self.conns[key];
-            if let Some(client) = &mut c.client {
-                client.handle_eof(&mut events);
-            }
+            eof(&mut c.client, &mut c.http, &mut events);
         }
         if !more {
             let c = &mut self.conns[key];
@@ -213,5 +224,33 @@ impl Worker<'_> {
         self.events = events;
         self.flush(key);
         self.check_over(now, key);
+    }
+}
+
+/// Received bytes to the connection's protocol: its client, or its HTTP publisher.
+fn feed(
+    client: &mut Option<Client>,
+    http: &mut Option<Box<Publisher>>,
+    data: &[u8],
+    out: &mut Vec<u8>,
+    events: &mut Vec<ClientEvent>,
+) {
+    if let Some(client) = client {
+        client.handle_bytes(data, out, events);
+    } else if let Some(p) = http {
+        p.handle_bytes(data, events);
+    }
+}
+
+/// The end of the byte stream, to the connection's protocol.
+fn eof(
+    client: &mut Option<Client>,
+    http: &mut Option<Box<Publisher>>,
+    events: &mut Vec<ClientEvent>,
+) {
+    if let Some(client) = client {
+        client.handle_eof(events);
+    } else if let Some(p) = http {
+        p.handle_eof(events);
     }
 }

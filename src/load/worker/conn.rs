@@ -2,7 +2,9 @@
 
 use std::time::Instant;
 
+use crate::load::publish::Publisher;
 use crate::load::sequence::Sequence;
+use crate::load::topics::Seen;
 use crate::proto::client::Client;
 use crate::proto::tls::Tls;
 use crate::uring::token::InFlight;
@@ -11,7 +13,7 @@ use crate::uring::token::InFlight;
 pub(super) enum Role {
     /// Echo sender, idle holder or broadcast subscriber.
     Plain,
-    /// The broadcast publisher.
+    /// A broadcast publisher: the WebSocket one, or one of the HTTP ones (many topics).
     Publisher,
 }
 
@@ -64,6 +66,9 @@ pub(super) struct Conn {
     pub(super) ops: InFlight,
     pub(super) cancelled: bool,
     pub(super) client: Option<Client>,
+    /// An HTTP publisher's protocol state, in place of `client` (boxed: subscribers pay
+    /// a pointer).
+    pub(super) http: Option<Box<Publisher>>,
     /// `wss://`, `https://`: the TLS session between the socket and `client` (boxed:
     /// plain connections pay a pointer).
     pub(super) tls: Option<Box<Tls>>,
@@ -92,6 +97,10 @@ pub(super) struct Conn {
     pub(super) cut: Cut,
     /// Event-stream subscribers only (boxed: a million WebSockets do not pay for it).
     pub(super) stream: Option<Box<Stream>>,
+    /// A subscriber's topic (an index into [`Plan::topics`](super::Plan::topics)).
+    pub(super) topic: u32,
+    /// A broadcast subscriber's messages, checked against its topic.
+    pub(super) seen: Seen,
 }
 
 /// A table's slot allocator: fresh slots in order, then freed ones.

@@ -9,7 +9,8 @@ use std::time::Instant;
 
 use super::conn::{Cut, Role, Stage};
 use super::{BGID, MAX_CONNECTING, PHASE_LEAVE, PHASE_STOP, Worker};
-use crate::proto::client::{Client, Transport};
+use crate::load::publish::Publisher;
+use crate::proto::client::{Client, ClientEvent, Transport};
 use crate::proto::tls::Tls;
 use crate::uring::op;
 use crate::uring::token::{InFlight, Kind, Token};
@@ -67,6 +68,7 @@ impl Worker<'_> {
         c.error = None;
         c.out.clear();
         c.client = None;
+        c.http = None;
         c.tls = None;
         c.opened = false;
         let token = |kind| Token::new(kind, generation, key as u32).encode();
@@ -95,8 +97,12 @@ impl Worker<'_> {
         let c = &mut self.conns[key];
         c.stage = Stage::Handshake;
         let (transport, path) = match c.role {
-            Role::Publisher => (Transport::Ws, &plan.publish_path),
-            Role::Plain => (plan.transport, &plan.path),
+            Role::Publisher => (Transport::Ws, plan.publish_path.clone()),
+            Role::Plain => (
+                plan.transport,
+                (plan.topics.path(&plan.path, u64::from(c.topic)))
+                    .unwrap_or_else(|| plan.path.clone()),
+            ),
         };
         let last_event_id = c.stream.as_ref().and_then(|s| s.last_event_id.as_deref());
         let target = &plan.targets[c.target as usize];
@@ -112,22 +118,32 @@ impl Worker<'_> {
                 }
             }
         }
-        let client = Client::new(
-            transport,
-            host,
-            path,
-            seed,
-            last_event_id,
-            plan.compression,
-            &mut c.out,
-        );
-        c.client = Some(client);
+        let http = c.role == Role::Publisher && plan.http_publish();
+        if http {
+            c.http = Some(Box::new(Publisher::new(host)));
+        } else {
+            let client = Client::new(
+                transport,
+                host,
+                &path,
+                seed,
+                last_event_id,
+                plan.compression,
+                &mut c.out,
+            );
+            c.client = Some(client);
+        }
         c.ops.start(Kind::Recv);
         let e = op::recv_multi(c.slot, BGID, 0)
             .user_data(Token::new(Kind::Recv, c.generation, key as u32).encode());
         let t = c.table;
         self.io.push(t, e);
         self.flush(key);
+        if http {
+            // No handshake: open once connected (over TLS, requests wait in `out` until
+            // the session is up).
+            self.on_event(Instant::now(), key, ClientEvent::Open);
+        }
     }
 
     /// If the connection failed or ended, cancels what is in flight; once nothing is,
@@ -185,6 +201,13 @@ impl Worker<'_> {
         let reason = c.error.take().unwrap_or_else(|| "closed".into());
         c.stage = Stage::Waiting;
         c.client = None;
+        if let Some(lost) = c.http.take().map(|p| p.in_flight()).filter(|n| *n > 0) {
+            *self
+                .stats
+                .errors
+                .entry("publish: unanswered when its connection ended".into())
+                .or_default() += u64::from(lost);
+        }
         c.tls = None;
         c.sent_at = None;
         c.sending = Vec::new();

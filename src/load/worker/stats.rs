@@ -6,6 +6,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 
 use crate::load::sequence::{End, Tally};
+use crate::load::topics::TopicTally;
 
 /// One worker's measurements.
 #[derive(Debug)]
@@ -43,8 +44,14 @@ pub struct Stats {
     pub reconnect_handshake_us: Histogram<u64>,
     /// Event streams: what the exactness check counted.
     pub sse: Tally,
-    /// Event streams: where each subscriber stood at the end.
-    pub sse_ends: Vec<End>,
+    /// Broadcast: every subscriber's messages against its topic.
+    pub topics: TopicTally,
+    /// Broadcast: publish-to-delivery latency per publish-rate step, microseconds.
+    pub step_latency_us: Vec<Histogram<u64>>,
+    /// HTTP publishes answered 2xx.
+    pub publish_ok: u64,
+    /// Event streams: where each subscriber stood at the end, with its topic.
+    pub sse_ends: Vec<(u32, End)>,
     /// Successful handshakes after the first one of a connection.
     pub reconnects: u64,
     /// Of those, the ones on each target (indexed like `Plan::targets`).
@@ -63,8 +70,9 @@ fn histogram() -> Histogram<u64> {
 }
 
 impl Stats {
-    /// An empty set for a run over `targets` targets, to record into or merge into.
-    pub fn new(targets: usize) -> Stats {
+    /// An empty set for a run over `targets` targets and `steps` publish-rate steps, to
+    /// record into or merge into.
+    pub fn new(targets: usize, steps: usize) -> Stats {
         Stats {
             handshake_us: histogram(),
             tls_resumed: 0,
@@ -82,6 +90,9 @@ impl Stats {
             cut_closed_at: None,
             reconnect_handshake_us: histogram(),
             sse: Tally::default(),
+            topics: TopicTally::default(),
+            step_latency_us: (0..steps).map(|_| histogram()).collect(),
+            publish_ok: 0,
             sse_ends: Vec::new(),
             reconnects: 0,
             reconnects_on: vec![0; targets],
@@ -116,6 +127,11 @@ impl Stats {
             .reconnect_handshake_us
             .add(&other.reconnect_handshake_us);
         self.sse.merge(&other.sse);
+        self.topics.merge(&other.topics);
+        for (a, b) in self.step_latency_us.iter_mut().zip(&other.step_latency_us) {
+            let _ = a.add(b);
+        }
+        self.publish_ok += other.publish_ok;
         self.sse_ends.extend(other.sse_ends);
         self.reconnects += other.reconnects;
         if self.reconnects_on.len() < other.reconnects_on.len() {
