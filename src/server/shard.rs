@@ -793,6 +793,6 @@ mod tests {
     #[test]
     fn conn_stays_small() {
         let size = std::mem::size_of::<super::Conn>();
-        assert!(size <= 272, "Conn is {size} bytes");
+        assert!(size <= 240, "Conn is {size} bytes");
     }
 }
