@@ -152,6 +152,9 @@ failed=$(grep -oE '[0-9]+ failed;' "$log" | awk '{s += $1} END {print s + 0}')
 passed=$((passed + fuzz_passed))
 failed=$((failed + fuzz_failed))
 if [ ${#failed_stages[@]} -gt 0 ]; then
+    # The failing tests' names and first lines again, so that the tail of the run shows them.
+    grep -E '^test .* FAILED$' "$log" | head -20
+    grep -E -A3 'panicked at' "$log" | head -40
     echo "failed stages: ${failed_stages[*]}"
     [ "$failed" -gt 0 ] || failed=${#failed_stages[@]}
 fi

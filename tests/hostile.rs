@@ -294,7 +294,7 @@ fn hostile_clients_cannot_grow_memory() {
     );
     // A liveness bound, not a benchmark: the ordinary client was answered throughout.
     assert!(rtts.len() >= 5, "only {} echoes", rtts.len());
-    assert!(max < Duration::from_secs(2), "an echo took {max:?}");
+    assert!(max < Duration::from_secs(5), "an echo took {max:?}");
     // Those whose outbox reached its cap and did not drain are cut --outbox-timeout
     // later. On a busy host the last ones reach it late, reading after the attack what
     // their kernels still held: reading them before they are cut would make them

@@ -301,8 +301,10 @@ fn everyone_leaves_at_once() {
     // Liveness bounds, not benchmarks (scripts/million.sh measures).
     assert_eq!(u(&r, "leave_left"), 0, "not closed by the server: {r}");
     assert!(leave < 10.0, "{leave} s to close {N}");
+    // The probe spans the connect phase too, where a SYN dropped by a full listen
+    // queue on a busy host is retransmitted after 1 s, then 3 s.
     assert!(
-        slowest < Duration::from_secs(2),
+        slowest < Duration::from_secs(5),
         "/healthz took {slowest:?}"
     );
     // The server closes each TCP connection after answering its close frame.

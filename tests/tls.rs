@@ -271,7 +271,7 @@ fn unusable_files_are_refused_at_start() {
 #[test]
 fn plaintext_and_stalled_clients_are_closed() {
     let pki = Pki::new("plain");
-    let Some(server) = common::tls::server(&pki, &["--handshake-timeout", "1s"]) else {
+    let Some(server) = common::tls::server(&pki, &["--handshake-timeout", "3s"]) else {
         return;
     };
     let cfg = pki.client_config();
@@ -296,8 +296,9 @@ fn plaintext_and_stalled_clients_are_closed() {
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
     let took = closed_within(plain, Duration::from_secs(5));
+    // Long before --handshake-timeout.
     assert!(
-        took < Duration::from_secs(1),
+        took < Duration::from_secs(2),
         "plaintext closed after {took:?}"
     );
 
@@ -307,9 +308,9 @@ fn plaintext_and_stalled_clients_are_closed() {
     let mut echo = ws(server.addr, cfg.clone(), "/echo");
     echo.send(true, OpCode::Text, b"served meanwhile");
     assert_eq!(echo.recv().unwrap().payload, b"served meanwhile");
-    let took = closed_within(stalled, Duration::from_secs(5));
+    let took = closed_within(stalled, Duration::from_secs(9));
     assert!(
-        took < Duration::from_secs(4),
+        took < Duration::from_secs(7),
         "stalled closed after {took:?}"
     );
 

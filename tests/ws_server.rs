@@ -129,7 +129,7 @@ fn violations_get_close_codes() {
         let t = Instant::now();
         assert_eq!(ws.recv(), None, "{what}");
         assert!(
-            t.elapsed() < Duration::from_secs(1),
+            t.elapsed() < Duration::from_secs(3),
             "{what}: EOF took {:?}",
             t.elapsed()
         );
