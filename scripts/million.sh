@@ -14,6 +14,8 @@
 #   sudo SCENARIO=topics scripts/million.sh  issue 16's sustained row: N subscribers over
 #                                      TOPICS topics, publishes stepped through RATES
 #   sudo SCENARIO=topics scripts/million.sh 100000   the same at 100,000 (1,000 topics)
+#   sudo SERVER_FLAGS="--ping-interval 600s" SCENARIO=idle scripts/million.sh
+#                                      extra flags for `ringpush serve`
 #
 # Applies tuning/99-ringpush.conf with scripts/tune.sh (restored on exit, whatever
 # happens, the server's exit status included), prints the server's memory and fd count
@@ -111,7 +113,8 @@ if [ "$SERVER" = kernel ]; then
         sleep 0.1
     done
 else
-    "$SERVER_BIN" serve --listen 127.0.0.1:0 2>"$srv_err" &
+    # shellcheck disable=SC2086 # SERVER_FLAGS: words, on purpose
+    "$SERVER_BIN" serve --listen 127.0.0.1:0 ${SERVER_FLAGS:-} 2>"$srv_err" &
     SRV=$!
     for _ in $(seq 1 50); do grep -q "listening on" "$srv_err" && break; sleep 0.1; done
     PORT=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$srv_err" | cut -d: -f2)
