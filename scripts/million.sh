@@ -14,6 +14,8 @@
 #   sudo SCENARIO=topics scripts/million.sh  issue 16's sustained row: N subscribers over
 #                                      TOPICS topics, publishes stepped through RATES
 #   sudo SCENARIO=topics scripts/million.sh 100000   the same at 100,000 (1,000 topics)
+#   sudo SCENARIO=echo scripts/million.sh     every connection echoes (closed loop, one
+#                                      message in flight each), for DURATION
 #   sudo SERVER_FLAGS="--ping-interval 600s" SCENARIO=idle scripts/million.sh
 #                                      extra flags for `ringpush serve`
 #
@@ -64,8 +66,13 @@ case "$SCENARIO" in
         load_scenario=broadcast
         scenario_flags=(--topics "$TOPICS" --publish-rate "$RATES")
         ;;
+    echo) ;;
     *) scenario_flags=(--messages 1) ;;
 esac
+# Echo goes to /echo (ringpush's and the kernel baseline's echo endpoint); the rest
+# subscribe to one topic.
+path=/ws/all
+[ "$SCENARIO" = echo ] && path=/echo
 LEAVE=${LEAVE:-drop}
 MIN_AVAIL_KB=${MIN_AVAIL_KB:-2500000}
 OUT=${OUT:-target/million.json}
@@ -122,7 +129,7 @@ fi
 [ -n "$PORT" ] && kill -0 "$SRV" 2>/dev/null || { echo "million.sh: server did not start: $(cat "$srv_err")" >&2; exit 1; }
 echo "server pid $SRV on port $PORT; $(grep MemAvailable /proc/meminfo)"
 
-"$BIN" load --url "ws://127.0.0.1:$PORT/ws/all" --scenario "$load_scenario" \
+"$BIN" load --url "ws://127.0.0.1:$PORT$path" --scenario "$load_scenario" \
     --connections "$N" --rate 50000 --duration "$DURATION" --leave "$LEAVE" "${scenario_flags[@]}" --json >"$OUT" 2>/dev/null &
 LOAD=$!
 while kill -0 "$LOAD" 2>/dev/null; do
@@ -193,6 +200,10 @@ print("server RSS +%.0f B per connection, kernel slab +%.0f B per connection pai
 if r["scenario"] == "broadcast":
     print("broadcast: %d of %d delivered; p50 %.0f ms, last %.0f ms"
           % (r["received"], r["expected_deliveries"], lat["p50"] / 1e3, lat["max"] / 1e3))
+if r["scenario"] == "echo":
+    print("echo: %.0f msg/s over %.1f s, p50 %.1f ms, p99 %.1f ms; server CPU %s us per message"
+          % (r["received_per_sec"], r["run_secs"], lat["p50"] / 1e3, lat["p99"] / 1e3,
+             "-" if r["server_cpu_us_per_message"] is None else "%.2f" % r["server_cpu_us_per_message"]))
 if r["scenario"] == "broadcast" and r["topics"] > 1:
     t = r["topic_check"] or {}
     print("%d subscribers over %d topics, %d publishers; %s of %s subscribers exact (%s short, %s of another topic)"
