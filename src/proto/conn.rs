@@ -2280,6 +2280,6 @@ mod tests {
     #[test]
     fn connection_is_small() {
         let size = std::mem::size_of::<Connection>();
-        assert!(size <= 120, "Connection is {size} bytes");
+        assert!(size <= 112, "Connection is {size} bytes");
     }
 }

@@ -99,8 +99,10 @@ struct Current {
     fin: bool,
     mask: Option<[u8; 4]>,
     remaining: u64,
-    /// Payload bytes of this frame already read: the mask phase of the next byte.
-    done: usize,
+    /// Payload bytes of this frame already read, modulo 4: the mask phase of the next
+    /// byte. (A byte, not a count: `Current` stays 16 bytes, and with it every idle
+    /// WebSocket's decoder.)
+    phase: u8,
 }
 
 /// Incremental WebSocket message decoder for one connection.
@@ -212,7 +214,7 @@ impl Decoder {
             pos += take;
             let cur = self.cur.as_mut().expect("frame in progress");
             cur.remaining -= take as u64;
-            cur.done += take;
+            cur.phase = ((usize::from(cur.phase) + take) % 4) as u8;
             if cur.remaining > 0 {
                 return Ok((pos, None));
             }
@@ -296,7 +298,7 @@ impl Decoder {
             fin: h.fin,
             mask: h.mask,
             remaining: h.payload_len,
-            done: 0,
+            phase: 0,
         };
         self.cur = Some(cur);
         Ok(Some((cur, consumed)))
@@ -312,7 +314,7 @@ impl Decoder {
         let start = buf.len();
         buf.extend_from_slice(chunk);
         if let Some(mask) = cur.mask {
-            unmask(&mut buf[start..], mask, cur.done);
+            unmask(&mut buf[start..], mask, usize::from(cur.phase));
         }
         if !cur.opcode.is_control() && self.open == Some(OpCode::Text) && !self.compressed {
             self.check_utf8()?;
@@ -574,6 +576,38 @@ pub(crate) mod tests {
             d.decode(&[0x82, 0xff, 0, 0, 0, 0, 0, 0x20, 0, 0], MAX),
             Err(WsError::Frame(FrameError::TooLarge))
         );
+    }
+
+    /// Every WebSocket holds a decoder, idle or not (benches/RESULTS.md tracks memory per
+    /// connection).
+    #[test]
+    fn decoder_is_small() {
+        let size = std::mem::size_of::<Decoder>();
+        assert!(size <= 48, "Decoder is {size} bytes");
+    }
+
+    /// The mask phase carried across reads: a frame fed in pieces of any size (so split
+    /// at every phase) unmasks the same.
+    #[test]
+    fn mask_phase_survives_any_split() {
+        let payload: Vec<u8> = (0..=255u8).cycle().take(1030).collect();
+        let input = frame(true, OpCode::Binary, &payload);
+        for step in [1, 2, 3, 5, 7, 13, 100] {
+            let mut d = Decoder::new(Role::Server);
+            let mut got = None;
+            for piece in input.chunks(step) {
+                let mut pos = 0;
+                while pos < piece.len() {
+                    let (n, m) = d.decode(&piece[pos..], MAX).unwrap();
+                    pos += n;
+                    got = got.or(m);
+                }
+            }
+            assert!(
+                matches!(got, Some(Message::Binary(ref b)) if b[..] == payload[..]),
+                "pieces of {step}"
+            );
+        }
     }
 
     #[test]

@@ -212,7 +212,7 @@ impl Shard {
             self.metrics.overloaded();
         }
         let key = self.conns.insert(Conn {
-            table: t,
+            table: t as u32,
             file_slot,
             generation,
             proto,

@@ -167,7 +167,7 @@ impl Shard {
                     .saturating_sub(c.out.len())
                     .clamp(RECV_BUFFER_SIZE as usize, RECV_LIMIT as usize);
                 let e = op::recv_multi(c.file_slot, BGID, limit as u32).user_data(token);
-                let t = c.table;
+                let t = c.table as usize;
                 self.push(t, e);
             }
             Recv::Armed if open && (over || !wants) => {
@@ -177,7 +177,7 @@ impl Shard {
                 c.ops.start(Kind::Cancel);
                 let e = op::cancel(token)
                     .user_data(Token::new(Kind::Cancel, c.generation, key as u32).encode());
-                let t = c.table;
+                let t = c.table as usize;
                 self.push(t, e);
                 if !over {
                     // A pipeline's worth of requests waiting (counted above otherwise).
@@ -294,7 +294,7 @@ impl Shard {
             let mut c = self.conns.remove(key);
             c.ops.end(Kind::Close);
             debug_assert!(c.ops.is_empty(), "{:?} in flight after the close", c.ops);
-            self.tables[c.table].live -= 1;
+            self.tables[c.table as usize].live -= 1;
             self.metrics.moved(c.transport, None);
         }
     }
@@ -337,7 +337,7 @@ impl Shard {
         let c = &mut self.conns[key];
         c.ops.start(Kind::Send);
         let data = Token::new(Kind::Send, c.generation, key as u32).encode();
-        c.send_id = self.io.send(c.table, c.file_slot, buf, data);
+        c.send_id = self.io.send(c.table as usize, c.file_slot, buf, data);
         // Its deadline may have moved (a ping left).
         self.schedule(key);
     }
@@ -398,7 +398,7 @@ impl Shard {
             // (see `flow`); their completions bring us back here.
             if !c.cancelled {
                 c.cancelled = true;
-                let t = c.table;
+                let t = c.table as usize;
                 let done = Token::new(Kind::Cancel, c.generation, key as u32).encode();
                 if c.recv == Recv::Armed {
                     c.recv = Recv::Cancelling;
@@ -416,7 +416,7 @@ impl Shard {
             return;
         }
         // A peer that has gone reads nothing more: closed with a reset.
-        let (t, slot, reset) = (c.table, c.file_slot, c.peer_gone);
+        let (t, slot, reset) = (c.table as usize, c.file_slot, c.peer_gone);
         self.io
             .close_slot(t, slot, (c.generation, key as u32), reset, &mut c.ops);
     }
