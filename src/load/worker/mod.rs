@@ -269,6 +269,8 @@ struct Worker<'a> {
     phase: u8,
     /// Echo started on every open connection.
     echo_started: bool,
+    /// Connections whose echo loop has not started yet (see `ECHO_STARTS_PER_TURN`).
+    echo_pending: Vec<usize>,
     payload: Vec<u8>,
     /// Locally counted deliveries and sends not yet added to the shared counters.
     delivered_local: u64,
@@ -332,6 +334,7 @@ pub fn run(id: usize, plan: &Plan, shared: &Shared) -> Result<Stats, String> {
         events: Vec::new(),
         phase: PHASE_CONNECT,
         echo_started: false,
+        echo_pending: Vec::new(),
         payload: payload(plan, id),
         delivered_local: 0,
         sent_local: 0,

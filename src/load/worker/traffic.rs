@@ -10,6 +10,13 @@ use super::{
     BROADCAST_WINDOW, HTTP_PIPELINE, HTTP_PUBLISHERS, PHASE_DRAIN, PHASE_RUN, Scenario, Worker,
 };
 use crate::proto::client::{ClientEvent, CloseKind};
+
+/// Echo loops started per loop turn when the run begins. Starting a million in one
+/// turn queued a million sends before the worker read anything: it spent the first
+/// 17-24 s sending while the echoes piled up unread in its sockets (the kernel's
+/// send path, 98.7 % of its time), so the rate measured the client. A turn's worth
+/// at a time lets replies be read, and loops restart, from the first turns.
+const ECHO_STARTS_PER_TURN: usize = 4096;
 use crate::proto::sse::ParsedEvent;
 
 /// A broadcast payload starts with its send time: nanoseconds since the run's epoch in
@@ -196,12 +203,19 @@ impl Worker<'_> {
     /// The run phase's own work: start echo loops, and pace the broadcast publishers.
     pub(super) fn drive(&mut self, now: Instant) {
         if self.plan.scenario == Scenario::Echo && !self.echo_started {
-            self.echo_started = true;
-            let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
-            for key in keys {
+            if self.echo_pending.is_empty() {
+                self.echo_pending = self.conns.iter().map(|(k, _)| k).collect();
+            }
+            let from = self.echo_pending.len().saturating_sub(ECHO_STARTS_PER_TURN);
+            for key in self.echo_pending.split_off(from) {
+                // A connection that opened since (a reconnect) has its loop going.
+                if self.conns.get(key).is_none_or(|c| c.sent_at.is_some()) {
+                    continue;
+                }
                 self.send_echo(now, key);
                 self.flush(key);
             }
+            self.echo_started = self.echo_pending.is_empty();
         }
         if self.publishers.is_empty() {
             return;
