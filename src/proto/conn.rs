@@ -32,7 +32,6 @@
 //! The configuration is passed by reference into each call rather than stored, so a
 //! connection costs only its own state (see `size_of` in the tests).
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,6 +42,7 @@ use super::extension::{self, Deflate};
 use super::frame::{OpCode, Role, write_frame};
 use super::handshake::{self, HandshakeError};
 use super::http::{self, HttpError, Method, RequestHead, Route, Status, Topic};
+use super::lazy::LazyDeque;
 use super::limits::Limits;
 use super::message::{Decoder, Message, WsError};
 use super::proxy::{self, Cidr, ProxyError};
@@ -368,31 +368,9 @@ enum WsPhase {
     Closing(CloseCode),
 }
 
-/// Events for the driver, in order. 8 bytes: the queue is allocated while it holds
-/// something and given back when emptied (an idle connection keeps none, where a
-/// `VecDeque` would cost 32 bytes inline and ~400 on the heap after its first event).
-#[derive(Debug, Default)]
-#[allow(clippy::box_collection)] // on purpose: 8 bytes inline instead of 32
-struct Events(Option<Box<VecDeque<Event>>>);
-
-impl Events {
-    fn push_back(&mut self, e: Event) {
-        self.0.get_or_insert_default().push_back(e);
-    }
-
-    fn pop_front(&mut self) -> Option<Event> {
-        let q = self.0.as_mut()?;
-        let e = q.pop_front();
-        if q.is_empty() {
-            self.0 = None;
-        }
-        e
-    }
-
-    fn back_mut(&mut self) -> Option<&mut Event> {
-        self.0.as_mut()?.back_mut()
-    }
-}
+/// Events for the driver, in order, held only while there are some (an idle connection
+/// keeps none: ~400 bytes on the heap after its first event otherwise).
+type Events = LazyDeque<Event>;
 
 /// Bytes held for a while (input not processed yet, output not taken yet). 8 bytes: the
 /// buffer is allocated while it holds something and given back when taken or cleared,
@@ -711,7 +689,9 @@ impl Connection {
 
     /// The next event for the driver.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let e = self.events.pop_front();
+        self.events.release();
+        e
     }
 
     /// Bytes this state machine wants sent, in order, if any.

@@ -21,6 +21,7 @@
 //! | `conn`      | the per-connection state machine tying the above together     |                 |
 //! | `client`    | the client side, as the load generator speaks it              | RFC 6455 §4.1   |
 //! | `rand`      | the one PRNG (masks, keys, jitter) and the one bit mixer      |                 |
+//! | `lazy`      | a queue holding memory only while it holds something (idle connections) | |
 #![forbid(unsafe_code)]
 
 pub mod auth;
@@ -32,6 +33,7 @@ pub mod extension;
 pub mod frame;
 pub mod handshake;
 pub mod http;
+pub mod lazy;
 pub mod limits;
 pub mod mask;
 pub mod message;

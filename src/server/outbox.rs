@@ -37,7 +37,7 @@
 //! again; such a client could keep its cap of our memory for as long as its kernel kept
 //! absorbing.
 
-use std::collections::VecDeque;
+use crate::proto::lazy::LazyDeque;
 
 pub use crate::uring::op::Chunk;
 use crate::uring::op::SendBuf;
@@ -79,42 +79,9 @@ pub struct Outbox {
     owed: u32,
 }
 
-/// The chunks waiting, in order. 8 bytes: the queue is allocated while it holds
-/// something and given back when emptied, so an idle connection keeps none (a
-/// `VecDeque` would cost 32 bytes inline, and 128 on the heap after a first send).
-#[derive(Debug, Default)]
-#[allow(clippy::box_collection)] // on purpose: 8 bytes inline instead of 32
-struct Queue(Option<Box<VecDeque<Chunk>>>);
-
-impl Queue {
-    /// The queue, allocated if it was not.
-    fn get(&mut self) -> &mut VecDeque<Chunk> {
-        self.0.get_or_insert_default()
-    }
-
-    fn len(&self) -> usize {
-        self.0.as_ref().map_or(0, |q| q.len())
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn pop_front(&mut self) -> Option<Chunk> {
-        self.0.as_mut()?.pop_front()
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &Chunk> {
-        self.0.iter().flat_map(|q| q.iter())
-    }
-
-    /// Gives the memory back if nothing is queued.
-    fn release(&mut self) {
-        if self.is_empty() {
-            self.0 = None;
-        }
-    }
-}
+/// The chunks waiting, in order, held only while there are some (an idle connection
+/// keeps none: 128 bytes on the heap after a first send otherwise).
+type Queue = LazyDeque<Chunk>;
 
 impl Outbox {
     /// Queues `chunk` unless that would take the unsent total (waiting and in flight)
@@ -291,8 +258,8 @@ impl Outbox {
             kept += c.bytes().len() - if i == 0 { self.offset } else { 0 };
             n = i + 1;
         }
-        if let Some(q) = self.chunks.0.as_mut() {
-            q.truncate(n);
+        if !self.chunks.is_empty() {
+            self.chunks.get().truncate(n);
         }
         if n == 0 {
             self.chunks.release();
